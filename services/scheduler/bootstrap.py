@@ -1,0 +1,18 @@
+"""Composition root of the scheduler service: the one place its dependencies are wired together."""
+
+from __future__ import annotations
+
+from shared import topics
+from shared.clock import Clock
+from shared.consumer import ConsumerSpec
+from shared.service import ServiceDefinition
+from shared.settings import ServiceSettings
+
+
+def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
+    return ServiceDefinition(
+        description="Decides who is contacted, when, on which channel and with which offer, inside the compliance packs.",
+        # Until the scheduler's handlers land, its consumer still validates everything it reads:
+        # unreadable records go to the dead-letter topic, the rest are acknowledged.
+        consumers=[ConsumerSpec(name="events", topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING))],
+    )

@@ -1,0 +1,207 @@
+"""The consumer runner: the inbound half of the delivery guarantees.
+
+For each partition's batch it decodes the records, applies the handlers in one database
+transaction together with the inbox claim of their ``ce_id``s, commits, and only then commits the
+Kafka offset. A redelivered record finds its ``ce_id`` claimed and has no effect. A batch that
+fails is retried one record at a time, with bounded backoff for transient errors; a record that
+cannot be decoded, fails permanently or exhausts its retries goes to ``<topic>.dlq`` with its
+original key, value and headers plus the reason, and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from shared import metrics, topics
+from shared.db import UnitOfWork, UnitOfWorkFactory
+from shared.envelope import CloudEvent, InvalidEvent, decode
+from shared.logging import event_context
+from shared.outbox import claim
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """A handler's verdict that retrying cannot help. The message must carry no personal data."""
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """What one consumer group of a service reads and how each event type is handled.
+
+    Event types in the registry but absent from ``handlers`` are acknowledged and skipped: a
+    service reads a whole topic but cares about only some of its types. ``batchable`` handlers
+    may share one transaction across a batch; turn it off for a handler whose effects on one
+    record could be undone by a failure on another.
+    """
+
+    name: str
+    topics: tuple[str, ...]
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    batchable: bool = True
+
+
+def safe_reason(exc: BaseException) -> str:
+    """A reason fit for a header or a log line: never a bound SQL parameter or a payload."""
+    if isinstance(exc, InvalidEvent | PermanentError):
+        return str(exc)[:500]
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        return f"database error {type(orig).__name__}" + (f" (SQLSTATE {code})" if code else "")
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error {type(exc).__name__}"
+    return f"{type(exc).__name__}"
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        *,
+        service: str,
+        consumer: Any,
+        producer: Any,
+        uow_factory: UnitOfWorkFactory,
+        batch_size: int = 500,
+        max_retries: int = 5,
+        backoff_seconds: float = 0.2,
+    ) -> None:
+        self.spec = spec
+        self._service = service
+        self._consumer = consumer
+        self._producer = producer
+        self._uow = uow_factory
+        self._batch_size = batch_size
+        self._max_retries = max_retries
+        self._backoff = backoff_seconds
+        self._inbox_name = f"{service}:{spec.name}"
+        self._lag_reported_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in hand is finished and committed first."""
+        while not stop.is_set():
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_size)
+            for tp, records in batches.items():
+                await self.process(tp, records)
+                await self._consumer.commit({tp: records[-1].offset + 1})
+            await self._report_lag()
+
+    async def process(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        metrics.CONSUMED.labels(self._service, tp.topic).inc(len(records))
+        ready: list[tuple[Any, CloudEvent]] = []
+        for record in records:
+            try:
+                event = decode(record.key, record.value, record.headers)
+            except InvalidEvent as exc:
+                await self._dead_letter(record, exc.reason, "invalid")
+                continue
+            if event.type in self.spec.handlers:
+                ready.append((record, event))
+        if not ready:
+            return
+        started = time.perf_counter()
+        if self.spec.batchable and len(ready) > 1:
+            try:
+                await self._apply(ready)
+                metrics.HANDLER_SECONDS.labels(self._service, tp.topic).observe(
+                    time.perf_counter() - started
+                )
+                return
+            except Exception as exc:
+                log.warning(
+                    "batch of %d failed (%s); applying one record at a time",
+                    len(ready), safe_reason(exc),
+                )
+        for item in ready:
+            await self._apply_with_retries(item)
+        metrics.HANDLER_SECONDS.labels(self._service, tp.topic).observe(
+            time.perf_counter() - started
+        )
+
+    async def _apply(self, items: Sequence[tuple[Any, CloudEvent]]) -> None:
+        async with self._uow() as uow:
+            fresh = await claim(uow.session, self._inbox_name, list({e.id for _, e in items}))
+            for record, event in items:
+                if event.id not in fresh:
+                    metrics.DUPLICATES.labels(self._service, record.topic).inc()
+                    continue
+                fresh.discard(event.id)  # a copy later in the same batch is a duplicate too
+                with event_context(event):
+                    await self.spec.handlers[event.type](uow, event)
+            await uow.commit()
+
+    async def _apply_with_retries(self, item: tuple[Any, CloudEvent]) -> None:
+        record, event = item
+        attempt = 0
+        while True:
+            try:
+                await self._apply([item])
+                return
+            except PermanentError as exc:
+                await self._dead_letter(record, safe_reason(exc), "rejected", event)
+                return
+            except Exception as exc:
+                attempt += 1
+                if attempt > self._max_retries:
+                    await self._dead_letter(
+                        record, f"gave up after {attempt} attempts: {safe_reason(exc)}",
+                        "exhausted", event,
+                    )
+                    return
+                delay = self._backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+                log.warning(
+                    "handling %s failed (%s); retry %d/%d in %.2fs",
+                    event.type, safe_reason(exc), attempt, self._max_retries, delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _dead_letter(
+        self, record: Any, reason: str, kind: str, event: CloudEvent | None = None
+    ) -> None:
+        headers = list(record.headers or ())
+        headers += [
+            ("dlq_reason", reason.encode()),
+            ("dlq_kind", kind.encode()),
+            ("dlq_consumer", self._inbox_name.encode()),
+            ("dlq_source_topic", record.topic.encode()),
+            ("dlq_source_partition", str(record.partition).encode()),
+            ("dlq_source_offset", str(record.offset).encode()),
+            # Wall time on purpose: this stamps an operational incident, not business time.
+            ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        await self._producer.send_and_wait(
+            topics.dlq(record.topic), value=record.value, key=record.key, headers=headers
+        )
+        metrics.FAILED.labels(self._service, record.topic, kind).inc()
+        log.error(
+            "dead-lettered record %s/%d@%d: %s",
+            record.topic, record.partition, record.offset, reason,
+            extra={"ce_id": event.id if event else None},
+        )
+
+    async def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_reported_at < 1.0:
+            return
+        self._lag_reported_at = now
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self._consumer.position(tp)
+            metrics.CONSUMER_LAG.labels(self._service, tp.topic, str(tp.partition)).set(
+                max(0, highwater - position)
+            )

@@ -1,0 +1,76 @@
+"""Database plumbing: engines, and the unit of work that owns commit and rollback.
+
+Repositories add and flush through ``uow.session``; events a change causes are handed to
+``uow.publish`` and written to the outbox in the same transaction as the change, when (and only
+when) ``uow.commit`` runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from shared.envelope import CloudEvent
+from shared.outbox import outbox_rows, outbox_table
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The same server for a raw asyncpg connection (LISTEN needs one)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+class UnitOfWork:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._events: list[CloudEvent] = []
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._sessions()
+        self._events = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._session is not None
+        try:
+            await self._session.rollback()  # a no-op after commit
+        finally:
+            await self._session.close()
+            self._session = None
+            self._events = []
+
+    def publish(self, event: CloudEvent) -> None:
+        self._events.append(event)
+
+    async def commit(self) -> None:
+        if self._events:
+            await self.session.execute(insert(outbox_table), outbox_rows(self._events))
+            self._events = []
+        await self.session.commit()
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+def uow_factory(engine: AsyncEngine) -> UnitOfWorkFactory:
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    return lambda: UnitOfWork(sessions)

@@ -1,0 +1,354 @@
+"""Typed payloads of every event in the design contract, and the registry that maps each
+``ce_type`` to its topic and model.
+
+Payloads are tolerant readers of new optional fields (``extra="ignore"``) but strict about the
+fields they know: money is a decimal *string* with an ISO 4217 currency, ids are non-empty
+bounded strings, dates stay within a plausible range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+from shared import topics
+
+# --- field types -----------------------------------------------------------------------------
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+MAX_MONEY = Decimal("1e15")
+
+
+def _money_from_string(value: Any) -> Any:
+    # A JSON number goes through a binary float on many producers; the contract asks for a string
+    # so that no cent is ever rounded away in transit.
+    if isinstance(value, Decimal):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("money must be a decimal string such as \"1234.56\"")
+    return value
+
+
+def _money_in_range(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("money must be a finite number")
+    if abs(value) >= MAX_MONEY:
+        raise ValueError("money is out of range")
+    if value.as_tuple().exponent < -4:  # type: ignore[operator]
+        raise ValueError("money has more than 4 decimal places")
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money_from_string),
+    AfterValidator(_money_in_range),
+    PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
+]
+
+
+def _plausible_date(value: date) -> date:
+    if not date(1900, 1, 1) <= value <= date(2199, 12, 31):
+        raise ValueError("date is outside 1900-01-01..2199-12-31")
+    return value
+
+
+BusinessDate = Annotated[date, AfterValidator(_plausible_date)]
+
+
+def _plausible_instant(value: Any) -> Any:
+    if not 1970 <= value.year <= 2199:
+        raise ValueError("timestamp is outside 1970..2199")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible_instant)]
+
+Channel = Literal["sms", "email", "voice", "letter", "field_visit"]
+Flag = Literal["bankruptcy", "deceased", "fraud", "hardship", "legal_hold"]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=2000)
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    topic: str
+    model: type[Payload]
+
+
+REGISTRY: dict[str, EventType] = {}
+
+
+def event_type(name: str, topic: str) -> Any:
+    def register(model: type[Payload]) -> type[Payload]:
+        if name in REGISTRY:
+            raise RuntimeError(f"event type {name} registered twice")
+        REGISTRY[name] = EventType(name, topic, model)
+        model.__event_type__ = name  # type: ignore[attr-defined]
+        return model
+
+    return register
+
+
+def type_of(payload: Payload) -> str:
+    name: str = getattr(type(payload), "__event_type__", "")
+    if not name:
+        raise TypeError(f"{type(payload).__name__} is not a registered event payload")
+    return name
+
+
+# --- core-banking.events (the input contract) --------------------------------------------------
+
+
+@event_type("customer.upserted", topics.CORE_BANKING)
+class CustomerUpserted(Payload):
+    customer_id: Id
+    full_name: Text
+    national_id: Annotated[str, StringConstraints(max_length=64)]
+    birth_date: BusinessDate | None = None
+    phone: Annotated[str, StringConstraints(pattern=r"^\+[1-9]\d{6,14}$")] | None = None
+    email: Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = (
+        None
+    )
+    postal_address: Text | None = None
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    credit_score: Annotated[int, Field(ge=0, le=1000)] | None = None
+
+
+class ScheduledInstallment(Payload):
+    installment_no: Annotated[int, Field(ge=1, le=1200)]
+    due_date: BusinessDate
+    amount: Money
+
+
+@event_type("loan.opened", topics.CORE_BANKING)
+class LoanOpened(Payload):
+    account_id: Id
+    customer_id: Id
+    product: Id
+    principal: Money
+    currency: Currency
+    opened_on: BusinessDate
+    schedule: Annotated[list[ScheduledInstallment], Field(min_length=1, max_length=1200)]
+
+
+@event_type("payment.posted", topics.CORE_BANKING)
+class PaymentPosted(Payload):
+    account_id: Id
+    payment_id: Id
+    amount: Money
+    currency: Currency
+    posted_at: Instant
+
+
+@event_type("payment.reversed", topics.CORE_BANKING)
+class PaymentReversed(Payload):
+    account_id: Id
+    payment_id: Id
+    reason: Text
+
+
+@event_type("account.flagged", topics.CORE_BANKING)
+class AccountFlagged(Payload):
+    account_id: Id | None = None
+    customer_id: Id | None = None
+    flag: Flag
+    active: bool
+
+
+# --- ledger.events -----------------------------------------------------------------------------
+
+
+class AccountEvent(Payload):
+    account_id: Id
+    customer_id: Id
+
+
+@event_type("payment.missed", topics.LEDGER)
+class PaymentMissed(AccountEvent):
+    installment_no: int
+    due_date: BusinessDate
+    amount_due: Money
+    total_overdue: Money
+    currency: Currency
+    days_past_due: int
+    bucket: str
+
+
+@event_type("payment.received", topics.LEDGER)
+class PaymentReceived(AccountEvent):
+    payment_id: Id
+    amount: Money
+    currency: Currency
+    total_overdue: Money
+
+
+@event_type("delinquency.changed", topics.LEDGER)
+class DelinquencyChanged(AccountEvent):
+    previous_bucket: str
+    bucket: str
+    days_past_due: int
+    total_overdue: Money
+    currency: Currency
+
+
+@event_type("account.cured", topics.LEDGER)
+class AccountCured(AccountEvent):
+    pass
+
+
+@event_type("plan.activated", topics.LEDGER)
+class PlanActivated(AccountEvent):
+    plan_id: Id
+
+
+@event_type("plan.broken", topics.LEDGER)
+class PlanBroken(AccountEvent):
+    plan_id: Id
+
+
+@event_type("plan.completed", topics.LEDGER)
+class PlanCompleted(AccountEvent):
+    plan_id: Id
+
+
+@event_type("promise.kept", topics.LEDGER)
+class PromiseKept(AccountEvent):
+    promise_id: Id | None = None
+
+
+@event_type("promise.broken", topics.LEDGER)
+class PromiseBroken(AccountEvent):
+    promise_id: Id | None = None
+
+
+# --- scheduler.events --------------------------------------------------------------------------
+
+
+@event_type("contact.requested", topics.SCHEDULER)
+class ContactRequested(Payload):
+    contact_id: Id
+    account_id: Id
+    customer_id: Id
+    channel: Channel
+    template: Id
+    not_before: Instant
+    not_after: Instant
+    strategy: Id
+    variant: Id
+
+
+@event_type("contact.suppressed", topics.SCHEDULER)
+class ContactSuppressed(Payload):
+    account_id: Id
+    channel: Channel
+    reasons: Annotated[list[Id], Field(min_length=1)]
+
+
+# --- notifier.events ---------------------------------------------------------------------------
+
+
+@event_type("contact.attempted", topics.NOTIFIER)
+class ContactAttempted(Payload):
+    contact_id: Id
+    account_id: Id
+    channel: Channel
+    outcome: Id
+    attempted_at: Instant
+
+
+@event_type("customer.opted_out", topics.NOTIFIER)
+class CustomerOptedOut(Payload):
+    customer_id: Id
+    channel: Channel
+
+
+@event_type("dispute.opened", topics.NOTIFIER)
+class DisputeOpened(Payload):
+    account_id: Id
+    dispute_id: Id | None = None
+
+
+@event_type("dispute.resolved", topics.NOTIFIER)
+class DisputeResolved(Payload):
+    account_id: Id
+    dispute_id: Id | None = None
+    consumer_disagrees: bool = False
+
+
+@event_type("promise.made", topics.NOTIFIER)
+class PromiseMade(Payload):
+    account_id: Id
+    amount: Money
+    due_date: BusinessDate
+    currency: Currency | None = None
+    promise_id: Id | None = None
+
+
+class PlanInstallment(Payload):
+    due_date: BusinessDate
+    amount: Money
+
+
+@event_type("plan.agreed", topics.NOTIFIER)
+class PlanAgreed(Payload):
+    plan_id: Id
+    account_id: Id
+    kind: Literal["installments", "extension", "settlement"]
+    installments: Annotated[list[PlanInstallment], Field(min_length=1, max_length=120)]
+
+
+@event_type("notice.delivered", topics.NOTIFIER)
+class NoticeDelivered(Payload):
+    account_id: Id
+    notice: Literal["bureau_pre_notice", "validation_notice"]
+
+
+# --- bureau.events -----------------------------------------------------------------------------
+
+
+@event_type("bureau.report_submitted", topics.BUREAU)
+class ReportSubmitted(Payload):
+    account_id: Id
+    cycle: Id
+
+
+@event_type("bureau.report_blocked", topics.BUREAU)
+class ReportBlocked(Payload):
+    account_id: Id
+    cycle: Id
+    reasons: Annotated[list[Id], Field(min_length=1)]
+
+
+@event_type("bureau.report_corrected", topics.BUREAU)
+class ReportCorrected(Payload):
+    account_id: Id
+    cycle: Id
+
+
+# --- system.clock ------------------------------------------------------------------------------
+
+
+@event_type("clock.set", topics.CLOCK)
+class ClockSet(Payload):
+    now: Instant

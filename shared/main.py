@@ -1,0 +1,36 @@
+"""``python -m services.<name> [serve|migrate]``: one entry point for every service."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from shared import logging as arrears_logging
+from shared import migrations
+from shared.service import Build, ServiceRuntime, create_app
+from shared.settings import ServiceSettings
+
+
+def main(settings_class: type[ServiceSettings], build: Build, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m services.{settings_class.service_name}")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    args = parser.parse_args(argv)
+    settings = settings_class()
+    arrears_logging.configure(settings.service_name, settings.log_level)
+    if args.command == "migrate":
+        migrations.upgrade(settings.service_name, settings.database_url)
+        return 0
+    runtime = ServiceRuntime(settings, build)
+    # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: it stops accepting connections,
+    # drains requests, then runs the lifespan exit, which drains the consumers and the relay.
+    uvicorn.run(
+        create_app(runtime),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+    return 0
+

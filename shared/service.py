@@ -1,0 +1,247 @@
+"""What every service process is made of: its HTTP app, its consumers, its outbox relay and its
+clock, started and stopped together.
+
+A service supplies a *composition root*: a function from its settings and clock to a
+:class:`ServiceDefinition` (consumer specs with their handlers, routers, clock listeners). It must
+not connect to anything; :class:`ServiceRuntime` does that in ``start`` and undoes it in ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared import migrations
+from shared.clock import Clock, ControlledClock, Listener, WallClock
+from shared.clock_follower import ClockFollower
+from shared.consumer import ConsumerRunner, ConsumerSpec
+from shared.db import UnitOfWorkFactory, asyncpg_dsn, make_engine, uow_factory
+from shared.http import install_problem_handlers, problem
+from shared.kafka import make_consumer, make_producer
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# A controlled clock starts here until the first clock.set arrives (or is read back from the topic).
+CONTROLLED_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    consumers: Sequence[ConsumerSpec] = ()
+    routers: Sequence[APIRouter] = ()
+    clock_listeners: Sequence[Listener] = ()
+    description: str = ""
+
+
+Build = Callable[[ServiceSettings, Clock], ServiceDefinition]
+
+
+@dataclass
+class _Worker:
+    name: str
+    task: asyncio.Task[None]
+    closers: list[Any] = field(default_factory=list)
+
+
+class ServiceRuntime:
+    def __init__(self, settings: ServiceSettings, build: Build) -> None:
+        self.settings = settings
+        self.clock: WallClock | ControlledClock = (
+            ControlledClock(CONTROLLED_EPOCH) if settings.clock == "controlled" else WallClock()
+        )
+        self.definition = build(settings, self.clock)
+        for listener in self.definition.clock_listeners:
+            self.clock.on_advance(listener)
+        self._stop = asyncio.Event()
+        self._workers: list[_Worker] = []
+        self._engine: AsyncEngine | None = None
+        self._producer: Any = None
+        self._uow: UnitOfWorkFactory | None = None
+        self.started = False
+
+    @property
+    def name(self) -> str:
+        return self.settings.service_name
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("service not started")
+        return self._engine
+
+    @property
+    def uow(self) -> UnitOfWorkFactory:
+        if self._uow is None:
+            raise RuntimeError("service not started")
+        return self._uow
+
+    @property
+    def producer(self) -> Any:
+        return self._producer
+
+    async def start(self, *, consumers: bool = True, relay: bool = True) -> None:
+        s = self.settings
+        self._stop.clear()
+        self._engine = make_engine(s.database_url)
+        self._uow = uow_factory(self._engine)
+        self._producer = make_producer(s.kafka_bootstrap_servers)
+        await self._producer.start()
+
+        if isinstance(self.clock, ControlledClock):
+            follower = ClockFollower(self.clock, s.kafka_bootstrap_servers)
+            await follower.start()
+            self._spawn("clock", follower.run(self._stop), follower.stop)
+        else:
+            self._spawn("ticker", self._tick(self.clock))
+
+        if relay:
+            outbox = OutboxRelay(
+                self._engine,
+                self._producer,
+                service=self.name,
+                listen_dsn=asyncpg_dsn(s.database_url),
+                batch_size=s.relay_batch_size,
+                poll_seconds=s.relay_poll_seconds,
+            )
+            self._spawn("relay", outbox.run(self._stop))
+        if consumers:
+            for spec in self.definition.consumers:
+                consumer = make_consumer(
+                    s.kafka_bootstrap_servers, f"{s.consumer_group}.{spec.name}", *spec.topics
+                )
+                await consumer.start()
+                runner = ConsumerRunner(
+                    spec,
+                    service=self.name,
+                    consumer=consumer,
+                    producer=self._producer,
+                    uow_factory=self._uow,
+                    batch_size=s.consumer_batch_size,
+                    max_retries=s.consumer_max_retries,
+                    backoff_seconds=s.consumer_retry_backoff_seconds,
+                )
+                self._spawn(f"consumer:{spec.name}", self._keep_consuming(runner), consumer.stop)
+        self.started = True
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        """Finish in-flight batches, commit them, leave the consumer groups, flush the producer."""
+        self._stop.set()
+        if self._workers:
+            done, pending = await asyncio.wait(
+                [w.task for w in self._workers], timeout=self.settings.shutdown_grace_seconds
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for worker in self._workers:
+            for close in worker.closers:
+                with contextlib.suppress(Exception):
+                    await close()
+        self._workers = []
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+        self.started = False
+        log.info("%s stopped", self.name)
+
+    async def readiness(self) -> list[str]:
+        """What keeps the service from taking work, or an empty list."""
+        if not self.started:
+            return ["service is starting"]
+        problems = []
+        try:
+            async with asyncio.timeout(3):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                at, head = await migrations.current(self.engine), migrations.head(self.name)
+                if at != head:
+                    problems.append(f"database schema at {at}, migrations head is {head}")
+        except Exception as exc:
+            problems.append(f"database unreachable: {type(exc).__name__}")
+        try:
+            async with asyncio.timeout(3):
+                await self._producer.client.fetch_all_metadata()
+        except Exception as exc:
+            problems.append(f"kafka unreachable: {type(exc).__name__}")
+        problems += [f"{w.name} stopped" for w in self._workers if w.task.done()]
+        return problems
+
+    def _spawn(self, name: str, coro: Any, *closers: Any) -> None:
+        self._workers.append(_Worker(name, asyncio.create_task(coro, name=name), list(closers)))
+
+    async def _keep_consuming(self, runner: ConsumerRunner) -> None:
+        while not self._stop.is_set():
+            try:
+                await runner.run(self._stop)
+            except Exception:
+                # A rebalance during commit or a broker hiccup: uncommitted records come back and
+                # the inbox drops what was already applied.
+                log.exception("consumer %s failed; resuming", runner.spec.name)
+                await asyncio.sleep(1)
+
+    async def _tick(self, clock: WallClock) -> None:
+        while not self._stop.is_set():
+            await clock.tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.tick_seconds)
+
+
+def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_runtime:
+            await runtime.start()
+        try:
+            yield
+        finally:
+            if manage_runtime:
+                await runtime.stop()
+
+    app = FastAPI(
+        title=f"Arrears {runtime.name}",
+        description=runtime.definition.description,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Kafka and the database are reachable and migrations are at head",
+        responses={503: {"description": "Not ready; the reasons are listed"}},
+    )
+    async def readyz() -> Response:
+        problems = await runtime.readiness()
+        if problems:
+            return problem(503, "Service Unavailable", "; ".join(problems), reasons=problems)
+        return Response('{"status":"ready"}', media_type="application/json")
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in runtime.definition.routers:
+        app.include_router(router)
+    return app

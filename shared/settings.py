@@ -1,0 +1,70 @@
+"""Settings shared by every service. Each service subclasses :class:`ServiceSettings` once, with its
+own env prefix (``LEDGER_``, ``SCHEDULER_``...). Platform-wide values (environment, clock mode,
+Kafka address) use fixed names so one ``.env`` serves all four services.
+
+Nothing here connects anywhere: settings are read when a service starts, not at import.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+DEV_DB_PASSWORD = "arrears-dev"  # noqa: S105 - the dev default that non-dev environments refuse
+SAFE_FOR_DEFAULTS = ("dev", "test")
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "service"
+    default_port: ClassVar[int] = 8000
+
+    env: Literal["dev", "test", "staging", "prod"] = Field("dev", validation_alias="ARREARS_ENV")
+    clock: Literal["wall", "controlled"] = Field("wall", validation_alias="ARREARS_CLOCK")
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    log_level: str = Field("INFO", validation_alias="ARREARS_LOG_LEVEL")
+
+    database_url: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    consumer_batch_size: int = Field(500, ge=1, le=10_000)
+    consumer_max_retries: int = Field(5, ge=0, le=50)
+    consumer_retry_backoff_seconds: float = Field(0.2, gt=0, le=60)
+    relay_batch_size: int = Field(1000, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(0.5, gt=0, le=60)
+    tick_seconds: float = Field(60.0, gt=0)
+    shutdown_grace_seconds: float = Field(20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fill_and_refuse_dev_defaults(self) -> Self:
+        if not self.database_url:
+            name = self.service_name
+            object.__setattr__(
+                self,
+                "database_url",
+                f"postgresql+asyncpg://arrears_{name}:{DEV_DB_PASSWORD}@127.0.0.1:5432/arrears_{name}",
+            )
+        if not self.http_port:
+            object.__setattr__(self, "http_port", self.default_port)
+        if self.env not in SAFE_FOR_DEFAULTS:
+            password = make_url(self.database_url).password
+            if not password or password == DEV_DB_PASSWORD:
+                raise ValueError(
+                    f"{self.service_name}: database_url must carry a real password when "
+                    f"ARREARS_ENV={self.env}; the development default is refused"
+                )
+        return self
+
+    @property
+    def consumer_group(self) -> str:
+        return f"arrears-{self.service_name}"
+
+    @property
+    def source(self) -> str:
+        return f"/arrears/{self.service_name}"
