@@ -1,0 +1,314 @@
+"""The delivery guarantees of design.md, against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared import topics
+from shared.consumer import ConsumerRunner, ConsumerSpec, PermanentError
+from shared.db import UnitOfWork, asyncpg_dsn, uow_factory
+from shared.envelope import CloudEvent, encode
+from shared.kafka import make_consumer, make_producer
+from shared.outbox import OutboxRelay
+from tests.support.factories import fresh_topic, headers_of, payment_posted, produce, read_topic
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+async def effects(engine: AsyncEngine) -> tuple[int, int]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT count(*), count(DISTINCT ce_id) FROM effects"))).one()
+    return int(row[0]), int(row[1])
+
+
+async def record_effect(uow: UnitOfWork, event: CloudEvent) -> None:
+    await uow.session.execute(
+        text("INSERT INTO effects (ce_id, customer_id) VALUES (:id, :c)"),
+        {"id": event.id, "c": event.key},
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def producer(kafka: str) -> AsyncIterator[Any]:
+    p = make_producer(kafka)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def consume_until(
+    kafka: str, engine: AsyncEngine, producer: Any, topic: str, spec: ConsumerSpec, done: Any,
+    *, batch: int = 100, timeout: float = 60.0,
+) -> None:
+    consumer = make_consumer(kafka, f"g-{uuid.uuid4().hex[:8]}", topic)
+    await consumer.start()
+    runner = ConsumerRunner(
+        spec, service="test", consumer=consumer, producer=producer,
+        uow_factory=uow_factory(engine), batch_size=batch, max_retries=2, backoff_seconds=0.01,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not await done():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await task
+        await consumer.stop()
+
+
+async def test_event_committed_with_its_change_travels_outbox_to_kafka_to_inbox_once(
+    kafka: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    sent = [payment_posted() for _ in range(25)]
+    async with uow_factory(backbone_engine)() as uow:
+        for event in sent:
+            uow.publish(event)
+        await uow.commit()
+    relay = OutboxRelay(backbone_engine, producer, service="test", listen_dsn=None)
+    assert await relay.publish_once() == 25
+    assert await relay.backlog() == 0
+
+    wanted = {e.id for e in sent}
+
+    async def all_applied() -> bool:
+        async with backbone_engine.connect() as conn:
+            rows = await conn.execute(text("SELECT ce_id FROM effects"))
+            return wanted <= {r[0] for r in rows}
+
+    spec = ConsumerSpec("roundtrip", (topics.CORE_BANKING,), {"payment.posted": record_effect})
+    await consume_until(kafka, backbone_engine, producer, topics.CORE_BANKING, spec, all_applied)
+    async with backbone_engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT ce_id, count(*) FROM effects GROUP BY ce_id"))).all()
+        claimed = (await conn.execute(text("SELECT count(*) FROM inbox"))).scalar_one()
+    counts = {ce_id: n for ce_id, n in rows if ce_id in wanted}
+    assert counts == dict.fromkeys(wanted, 1)
+    assert claimed >= 25
+
+
+async def test_rolled_back_change_publishes_nothing(backbone_engine: AsyncEngine) -> None:
+    async with uow_factory(backbone_engine)() as uow:
+        uow.publish(payment_posted())
+        # leaving without commit: the change and its event vanish together
+    relay = OutboxRelay(backbone_engine, None, service="test", listen_dsn=None)
+    assert await relay.backlog() == 0
+
+
+async def test_relay_wakes_on_notify_without_waiting_for_the_poll(
+    kafka: str, backbone_db: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    relay = OutboxRelay(
+        backbone_engine, producer, service="test", listen_dsn=asyncpg_dsn(backbone_db),
+        poll_seconds=30,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(0.5)  # the relay is now parked on LISTEN with a 30 s poll
+    event = payment_posted()
+    async with uow_factory(backbone_engine)() as uow:
+        uow.publish(event)
+        await uow.commit()
+    try:
+        async with asyncio.timeout(10):
+            while await relay.backlog():
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    published = await read_topic(kafka, topics.CORE_BANKING, timeout=10)
+    assert event.id in {headers_of(r)["ce_id"] for r in published}
+
+
+async def test_outbox_keeps_order_per_customer_across_two_relays(
+    kafka: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    customer = f"C-order-{uuid.uuid4().hex[:6]}"
+    sent = [payment_posted(customer=customer) for _ in range(200)]
+    others = [payment_posted() for _ in range(400)]
+    async with uow_factory(backbone_engine)() as uow:
+        for i in range(200):
+            uow.publish(sent[i])
+            uow.publish(others[2 * i])
+            uow.publish(others[2 * i + 1])
+        await uow.commit()
+    relays = [
+        OutboxRelay(backbone_engine, producer, service="test", listen_dsn=None, batch_size=37)
+        for _ in range(2)
+    ]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.backlog():
+            await relay.publish_once()
+
+    await asyncio.gather(*(drain(r) for r in relays))
+    records = await read_topic(kafka, topics.CORE_BANKING, timeout=10)
+    mine = [headers_of(r)["ce_id"] for r in records if r.key == customer.encode()]
+    assert mine == [e.id for e in sent]
+
+
+async def test_redelivered_record_has_no_second_effect(
+    kafka: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    topic = await fresh_topic(kafka)
+    event = payment_posted()
+    other = payment_posted()
+    await produce(kafka, topic, [event, other, event, event])
+    spec = ConsumerSpec("dedupe", (topic,), {"payment.posted": record_effect})
+
+    async def two() -> bool:
+        return (await effects(backbone_engine))[0] >= 2
+
+    await consume_until(kafka, backbone_engine, producer, topic, spec, two)
+    # a second consumer group reading it all again: same inbox name, so still one effect each
+    await consume_until(kafka, backbone_engine, producer, topic, spec, two)
+    await asyncio.sleep(0.5)
+    assert await effects(backbone_engine) == (2, 2)
+
+
+async def test_poison_records_go_to_the_dlq_with_reasons_and_the_rest_is_processed(
+    kafka: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    topic = await fresh_topic(kafka, partitions=1)
+    good = [payment_posted(customer="C-poison") for _ in range(6)]
+    refused = payment_posted(customer="C-poison", amount="13.00")
+    key, value, headers = encode(good[0])
+    bad_json = (b"C-poison", b"{not json", headers)
+    no_type = (b"C-poison", value, [h for h in headers if h[0] != "ce_type"])
+    unknown = (b"C-poison", value, [(k, b"loan.exploded" if k == "ce_type" else v) for k, v in headers])
+    wrong_field = (
+        b"C-poison",
+        json.dumps({**json.loads(value), "amount": 12.5}).encode(),
+        [(k, b"poison-float" if k == "ce_id" else v) for k, v in headers],
+    )
+    records = [good[0], bad_json, good[1], no_type, good[2], unknown, good[3], wrong_field,
+               good[4], refused, good[5]]
+    await produce(kafka, topic, records)
+
+    async def picky(uow: UnitOfWork, event: CloudEvent) -> None:
+        if event.data.amount == 13:  # type: ignore[attr-defined]
+            raise PermanentError("amount refused by the test handler")
+        await record_effect(uow, event)
+
+    spec = ConsumerSpec("poison", (topic,), {"payment.posted": picky})
+
+    async def six() -> bool:
+        return (await effects(backbone_engine))[0] >= 6
+
+    await consume_until(kafka, backbone_engine, producer, topic, spec, six)
+    assert await effects(backbone_engine) == (6, 6)
+    dead = await read_topic(kafka, topics.dlq(topic), expect=5, timeout=15)
+    reasons = [headers_of(r)["dlq_reason"] for r in dead]
+    assert len(dead) == 5
+    assert reasons[0].startswith("value is not JSON")
+    assert "ce_type" in reasons[1]
+    assert "unknown ce_type" in reasons[2]
+    assert "amount" in reasons[3] and "decimal string" in reasons[3]
+    assert reasons[4] == "amount refused by the test handler"
+    # the original record travels intact, with where it came from
+    assert dead[0].value == b"{not json"
+    assert headers_of(dead[0])["dlq_source_topic"] == topic
+    assert headers_of(dead[4])["ce_id"] == refused.id
+
+
+async def test_record_that_keeps_failing_is_dead_lettered_after_bounded_retries(
+    kafka: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    topic = await fresh_topic(kafka, partitions=1)
+    flaky = payment_posted(customer="C-flaky", amount="7.00")
+    fine = payment_posted(customer="C-flaky")
+    await produce(kafka, topic, [flaky, fine])
+    attempts = 0
+
+    async def always_down(uow: UnitOfWork, event: CloudEvent) -> None:
+        nonlocal attempts
+        if event.id == flaky.id:
+            attempts += 1
+            raise ConnectionError("partner down")
+        await record_effect(uow, event)
+
+    spec = ConsumerSpec("flaky", (topic,), {"payment.posted": always_down})
+
+    async def one() -> bool:
+        return (await effects(backbone_engine))[0] >= 1
+
+    await consume_until(kafka, backbone_engine, producer, topic, spec, one)
+    dead = await read_topic(kafka, topics.dlq(topic), expect=1, timeout=15)
+    assert [headers_of(r)["ce_id"] for r in dead] == [flaky.id]
+    assert headers_of(dead[0])["dlq_kind"] == "exhausted"
+    assert attempts == 1 + 3  # the batch try, then the first try and 2 retries on its own
+
+
+def spawn_worker(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.effects_worker", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+async def test_thousand_events_with_consumer_killed_at_random_points_give_exactly_thousand_effects(
+    kafka: str, backbone_db: str, backbone_engine: AsyncEngine
+) -> None:
+    topic = await fresh_topic(kafka)
+    events = [payment_posted(customer=f"C{i % 50:03d}") for i in range(1000)]
+    await produce(kafka, topic, events)
+    args = ("consume", "--db", backbone_db, "--bootstrap", kafka, "--topic", topic,
+            "--group", f"crash-{uuid.uuid4().hex[:8]}", "--batch", "20")
+    rng = random.Random()
+    kill_points = sorted(rng.sample(range(50, 950), 3))
+    for point in kill_points:
+        worker = spawn_worker(*args)
+        try:
+            async with asyncio.timeout(90):
+                while (await effects(backbone_engine))[0] < point:
+                    assert worker.poll() is None, worker.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+                    await asyncio.sleep(0.01)
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+    worker = spawn_worker(*args)
+    try:
+        async with asyncio.timeout(90):
+            while (await effects(backbone_engine))[0] < 1000:
+                assert worker.poll() is None, worker.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # anything applied twice would show up now
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert await effects(backbone_engine) == (1000, 1000), f"killed at {kill_points}"
+    async with backbone_engine.connect() as conn:
+        applied = {r[0] for r in await conn.execute(text("SELECT ce_id FROM effects"))}
+    assert applied == {e.id for e in events}
+
+
+async def test_event_committed_by_a_process_killed_before_publishing_is_published_after_restart(
+    kafka: str, backbone_db: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    customer = f"C-died-{uuid.uuid4().hex[:6]}"
+    worker = spawn_worker("commit-then-die", "--db", backbone_db, "--customer", customer)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == -signal.SIGKILL
+    ce_id = out.decode().strip()
+    relay = OutboxRelay(backbone_engine, producer, service="test", listen_dsn=None)
+    assert await relay.backlog() == 1  # the change committed, its event waits in the outbox
+    assert await relay.publish_once() == 1
+    records = await read_topic(kafka, topics.CORE_BANKING, timeout=10)
+    assert ce_id in {headers_of(r)["ce_id"] for r in records if r.key == customer.encode()}

@@ -1,0 +1,115 @@
+"""Small factories for events and records, and Kafka helpers the tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from shared import topics
+from shared.envelope import CloudEvent, encode, new_event
+from shared.events import PaymentPosted
+from shared.kafka import ensure_topics, make_producer
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+_seq = itertools.count(1)
+
+
+def payment_posted(
+    *, customer: str | None = None, amount: str = "100.00", event_id: str | None = None
+) -> CloudEvent:
+    n = next(_seq)
+    customer = customer or f"C{n % 97:04d}"
+    return new_event(
+        PaymentPosted(
+            account_id=f"A-{customer}",
+            payment_id=f"P{n:07d}",
+            amount=Decimal(amount),
+            currency="CNY",
+            posted_at=T0,
+        ),
+        source="/core-banking/test",
+        key=customer,
+        time=T0,
+        subject=f"A-{customer}",
+        event_id=event_id,
+    )
+
+
+def unique_topic(prefix: str = "test") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:10]}"
+
+
+async def fresh_topic(bootstrap: str, partitions: int = 6, prefix: str = "test") -> str:
+    name = unique_topic(prefix)
+    await ensure_topics(bootstrap, partitions, (name,))
+    return name
+
+
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[Record | CloudEvent]) -> int:
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        pending = []
+        for item in records:
+            key, value, headers = encode(item) if isinstance(item, CloudEvent) else item
+            pending.append(await producer.send(topic, value=value, key=key, headers=headers))
+        await asyncio.gather(*pending)
+        return len(pending)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 30.0
+) -> list[Any]:
+    """Records of ``topic`` from the start: until ``expect`` have arrived, or (without ``expect``)
+    up to the end offsets as they stand when called."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        while not consumer.assignment():  # without a group, every partition once metadata is in
+            await asyncio.sleep(0.05)
+        partitions = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if expect is not None and len(records) >= expect:
+                break
+            if expect is None:
+                positions = [await consumer.position(tp) for tp in partitions]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
+                    break
+            batch = await consumer.getmany(timeout_ms=300)
+            for part in batch.values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def headers_of(record: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}
+
+
+def ce_ids(events: Sequence[CloudEvent]) -> set[str]:
+    return {e.id for e in events}
+
+
