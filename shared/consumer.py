@@ -123,7 +123,8 @@ class ConsumerRunner:
             except Exception as exc:
                 log.warning(
                     "batch of %d failed (%s); applying one record at a time",
-                    len(ready), safe_reason(exc),
+                    len(ready),
+                    safe_reason(exc),
                 )
         for item in ready:
             await self._apply_with_retries(item)
@@ -157,14 +158,20 @@ class ConsumerRunner:
                 attempt += 1
                 if attempt > self._max_retries:
                     await self._dead_letter(
-                        record, f"gave up after {attempt} attempts: {safe_reason(exc)}",
-                        "exhausted", event,
+                        record,
+                        f"gave up after {attempt} attempts: {safe_reason(exc)}",
+                        "exhausted",
+                        event,
                     )
                     return
                 delay = self._backoff * 2 ** (attempt - 1) * (0.5 + random.random())
                 log.warning(
                     "handling %s failed (%s); retry %d/%d in %.2fs",
-                    event.type, safe_reason(exc), attempt, self._max_retries, delay,
+                    event.type,
+                    safe_reason(exc),
+                    attempt,
+                    self._max_retries,
+                    delay,
                 )
                 await asyncio.sleep(delay)
 
@@ -188,7 +195,10 @@ class ConsumerRunner:
         metrics.FAILED.labels(self._service, record.topic, kind).inc()
         log.error(
             "dead-lettered record %s/%d@%d: %s",
-            record.topic, record.partition, record.offset, reason,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
             extra={"ce_id": event.id if event else None},
         )
 

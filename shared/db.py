@@ -12,7 +12,12 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from shared.envelope import CloudEvent
 from shared.outbox import outbox_rows, outbox_table

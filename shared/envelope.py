@@ -129,7 +129,8 @@ def decode(
     try:
         raw: Any = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent(f"value is not JSON: {type(exc).__name__} at position {exc.start if isinstance(exc, UnicodeDecodeError) else exc.pos}") from None
+        where = exc.start if isinstance(exc, UnicodeDecodeError) else exc.pos
+        raise InvalidEvent(f"value is not JSON: {type(exc).__name__} at position {where}") from None
     if not isinstance(raw, dict):
         raise InvalidEvent("value is not a JSON object")
     try:

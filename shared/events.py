@@ -40,7 +40,7 @@ def _money_from_string(value: Any) -> Any:
     if isinstance(value, Decimal):
         return value
     if not isinstance(value, str):
-        raise ValueError("money must be a decimal string such as \"1234.56\"")
+        raise ValueError('money must be a decimal string such as "1234.56"')
     return value
 
 
@@ -125,9 +125,9 @@ class CustomerUpserted(Payload):
     national_id: Annotated[str, StringConstraints(max_length=64)]
     birth_date: BusinessDate | None = None
     phone: Annotated[str, StringConstraints(pattern=r"^\+[1-9]\d{6,14}$")] | None = None
-    email: Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None = (
-        None
-    )
+    email: (
+        Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None
+    ) = None
     postal_address: Text | None = None
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -27,7 +28,9 @@ def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(bootstrap: str, group_id: str | None, *names: str, **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(
+    bootstrap: str, group_id: str | None, *names: str, **overrides: Any
+) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "group_id": group_id,
@@ -35,7 +38,8 @@ def make_consumer(bootstrap: str, group_id: str | None, *names: str, **overrides
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "max_poll_interval_ms": 300_000,
-        "session_timeout_ms": 30_000,
+        # A crashed member's partitions wait this long for a new owner.
+        "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 3_000,
         "fetch_max_bytes": 16 * 1024 * 1024,
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
@@ -44,7 +48,9 @@ def make_consumer(bootstrap: str, group_id: str | None, *names: str, **overrides
     return AIOKafkaConsumer(*names, **options)
 
 
-async def ensure_topics(bootstrap: str, partitions: int, names: tuple[str, ...] = topics.ALL_TOPICS) -> list[str]:
+async def ensure_topics(
+    bootstrap: str, partitions: int, names: tuple[str, ...] = topics.ALL_TOPICS
+) -> list[str]:
     """Create each topic and its ``.dlq`` twin if missing; returns the ones created."""
     wanted = [t for name in names for t in (name, topics.dlq(name))]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -57,10 +63,9 @@ async def ensure_topics(bootstrap: str, partitions: int, names: tuple[str, ...] 
             if name not in existing
         ]
         if missing:
-            try:
+            # Another launcher may win the race; the topics are there either way.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another launcher won the race; the topics are there either way
         return [t.name for t in missing]
     finally:
         await admin.close()

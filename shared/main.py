@@ -33,4 +33,3 @@ def main(settings_class: type[ServiceSettings], build: Build, argv: list[str] | 
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     return 0
-

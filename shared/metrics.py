@@ -6,15 +6,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CONSUMED = Counter(
-    "arrears_records_consumed", "Records consumed", ["service", "topic"]
-)
-PRODUCED = Counter(
-    "arrears_records_produced", "Records published to Kafka", ["service", "topic"]
-)
-FAILED = Counter(
-    "arrears_records_failed", "Records dead-lettered", ["service", "topic", "kind"]
-)
+CONSUMED = Counter("arrears_records_consumed", "Records consumed", ["service", "topic"])
+PRODUCED = Counter("arrears_records_produced", "Records published to Kafka", ["service", "topic"])
+FAILED = Counter("arrears_records_failed", "Records dead-lettered", ["service", "topic", "kind"])
 DUPLICATES = Counter(
     "arrears_records_duplicate", "Redelivered records dropped by the inbox", ["service", "topic"]
 )
@@ -25,7 +19,8 @@ HANDLER_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CONSUMER_LAG = Gauge(
-    "arrears_consumer_lag", "Records behind the partition's high watermark",
+    "arrears_consumer_lag",
+    "Records behind the partition's high watermark",
     ["service", "topic", "partition"],
 )
 OUTBOX_BACKLOG = Gauge("arrears_outbox_backlog", "Rows waiting in the outbox", ["service"])

@@ -10,6 +10,7 @@ while each still takes whatever work is free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -82,7 +83,7 @@ def lane_of(key: str) -> int:
 def outbox_rows(events: Iterable[CloudEvent]) -> list[dict[str, Any]]:
     rows = []
     for event in events:
-        key, value, headers = encode(event)
+        _, value, headers = encode(event)
         rows.append(
             {
                 "lane": lane_of(event.key),
@@ -112,9 +113,7 @@ def create_backbone_schema(op: Any) -> None:
     bind = op.get_bind()
     backbone_metadata.create_all(bind)
     op.execute(
-        text("INSERT INTO outbox_lane (lane) SELECT generate_series(0, :n - 1)").bindparams(
-            n=LANES
-        )
+        text("INSERT INTO outbox_lane (lane) SELECT generate_series(0, :n - 1)").bindparams(n=LANES)
     )
     op.execute(NOTIFY_FUNCTION)
     # One notification per inserting statement (not per row), delivered when it commits.
@@ -235,8 +234,13 @@ class OutboxRelay:
                 if published >= self._batch_size:
                     continue
                 self._wake.clear()
-                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-                await asyncio.wait(waiters, timeout=self._poll_seconds, return_when="FIRST_COMPLETED")
+                waiters = [
+                    asyncio.ensure_future(self._wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                ]
+                await asyncio.wait(
+                    waiters, timeout=self._poll_seconds, return_when="FIRST_COMPLETED"
+                )
                 for waiter in waiters:
                     waiter.cancel()
         finally:
@@ -263,7 +267,5 @@ class OutboxRelay:
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

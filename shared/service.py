@@ -140,7 +140,7 @@ class ServiceRuntime:
         """Finish in-flight batches, commit them, leave the consumer groups, flush the producer."""
         self._stop.set()
         if self._workers:
-            done, pending = await asyncio.wait(
+            _, pending = await asyncio.wait(
                 [w.task for w in self._workers], timeout=self.settings.shutdown_grace_seconds
             )
             for task in pending:

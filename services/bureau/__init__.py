@@ -1,1 +1,4 @@
-"""The bureau service. Reports delinquent accounts to the credit bureau behind compliance gates, and corrects them."""
+"""The bureau service.
+
+Reports delinquent accounts to the credit bureau behind compliance gates, and corrects them.
+"""

@@ -1,1 +1,5 @@
-"""The ledger service. System of record for what each customer owes: accounts, instalments, payments, delinquency, plans and promises."""
+"""The ledger service.
+
+System of record for what each customer owes: accounts, instalments, payments, delinquency, plans
+and promises.
+"""

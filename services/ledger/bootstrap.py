@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import services.ledger
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
@@ -11,7 +12,7 @@ from shared.settings import ServiceSettings
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     return ServiceDefinition(
-        description="System of record for what each customer owes: accounts, instalments, payments, delinquency, plans and promises.",
+        description=services.ledger.__doc__ or "",
         # Until the ledger's handlers land, its consumer still validates everything it reads:
         # unreadable records go to the dead-letter topic, the rest are acknowledged.
         consumers=[ConsumerSpec(name="events", topics=(topics.CORE_BANKING, topics.NOTIFIER))],

@@ -1,1 +1,4 @@
-"""The notifier service. Sends requested contacts through partner channels and turns partner webhooks into events."""
+"""The notifier service.
+
+Sends requested contacts through partner channels and turns partner webhooks into events.
+"""

@@ -1,1 +1,4 @@
-"""The scheduler service. Decides who is contacted, when, on which channel and with which offer, inside the compliance packs."""
+"""The scheduler service.
+
+Decides who is contacted, when, on which channel and with which offer, inside the compliance packs.
+"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import services.scheduler
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
@@ -11,8 +12,12 @@ from shared.settings import ServiceSettings
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     return ServiceDefinition(
-        description="Decides who is contacted, when, on which channel and with which offer, inside the compliance packs.",
+        description=services.scheduler.__doc__ or "",
         # Until the scheduler's handlers land, its consumer still validates everything it reads:
         # unreadable records go to the dead-letter topic, the rest are acknowledged.
-        consumers=[ConsumerSpec(name="events", topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING))],
+        consumers=[
+            ConsumerSpec(
+                name="events", topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING)
+            )
+        ],
     )

@@ -24,7 +24,14 @@ from shared.db import UnitOfWork, asyncpg_dsn, uow_factory
 from shared.envelope import CloudEvent, encode
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
-from tests.support.factories import fresh_topic, headers_of, payment_posted, produce, read_topic
+from tests.support.factories import (
+    Record,
+    fresh_topic,
+    headers_of,
+    payment_posted,
+    produce,
+    read_topic,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,7 +39,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 async def effects(engine: AsyncEngine) -> tuple[int, int]:
     async with engine.connect() as conn:
-        row = (await conn.execute(text("SELECT count(*), count(DISTINCT ce_id) FROM effects"))).one()
+        row = (
+            await conn.execute(text("SELECT count(*), count(DISTINCT ce_id) FROM effects"))
+        ).one()
     return int(row[0]), int(row[1])
 
 
@@ -52,14 +61,27 @@ async def producer(kafka: str) -> AsyncIterator[Any]:
 
 
 async def consume_until(
-    kafka: str, engine: AsyncEngine, producer: Any, topic: str, spec: ConsumerSpec, done: Any,
-    *, batch: int = 100, timeout: float = 60.0,
+    kafka: str,
+    engine: AsyncEngine,
+    producer: Any,
+    topic: str,
+    spec: ConsumerSpec,
+    done: Any,
+    *,
+    batch: int = 100,
+    timeout: float = 60.0,
 ) -> None:
     consumer = make_consumer(kafka, f"g-{uuid.uuid4().hex[:8]}", topic)
     await consumer.start()
     runner = ConsumerRunner(
-        spec, service="test", consumer=consumer, producer=producer,
-        uow_factory=uow_factory(engine), batch_size=batch, max_retries=2, backoff_seconds=0.01,
+        spec,
+        service="test",
+        consumer=consumer,
+        producer=producer,
+        uow_factory=uow_factory(engine),
+        batch_size=batch,
+        max_retries=2,
+        backoff_seconds=0.01,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
@@ -97,7 +119,9 @@ async def test_event_committed_with_its_change_travels_outbox_to_kafka_to_inbox_
     spec = ConsumerSpec("roundtrip", (topics.CORE_BANKING,), {"payment.posted": record_effect})
     await consume_until(kafka, backbone_engine, producer, topics.CORE_BANKING, spec, all_applied)
     async with backbone_engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT ce_id, count(*) FROM effects GROUP BY ce_id"))).all()
+        rows = (
+            await conn.execute(text("SELECT ce_id, count(*) FROM effects GROUP BY ce_id"))
+        ).all()
         claimed = (await conn.execute(text("SELECT count(*) FROM inbox"))).scalar_one()
     counts = {ce_id: n for ce_id, n in rows if ce_id in wanted}
     assert counts == dict.fromkeys(wanted, 1)
@@ -116,7 +140,10 @@ async def test_relay_wakes_on_notify_without_waiting_for_the_poll(
     kafka: str, backbone_db: str, backbone_engine: AsyncEngine, producer: Any
 ) -> None:
     relay = OutboxRelay(
-        backbone_engine, producer, service="test", listen_dsn=asyncpg_dsn(backbone_db),
+        backbone_engine,
+        producer,
+        service="test",
+        listen_dsn=asyncpg_dsn(backbone_db),
         poll_seconds=30,
     )
     stop = asyncio.Event()
@@ -189,17 +216,32 @@ async def test_poison_records_go_to_the_dlq_with_reasons_and_the_rest_is_process
     topic = await fresh_topic(kafka, partitions=1)
     good = [payment_posted(customer="C-poison") for _ in range(6)]
     refused = payment_posted(customer="C-poison", amount="13.00")
-    key, value, headers = encode(good[0])
+    _, value, headers = encode(good[0])
     bad_json = (b"C-poison", b"{not json", headers)
     no_type = (b"C-poison", value, [h for h in headers if h[0] != "ce_type"])
-    unknown = (b"C-poison", value, [(k, b"loan.exploded" if k == "ce_type" else v) for k, v in headers])
+    unknown = (
+        b"C-poison",
+        value,
+        [(k, b"loan.exploded" if k == "ce_type" else v) for k, v in headers],
+    )
     wrong_field = (
         b"C-poison",
         json.dumps({**json.loads(value), "amount": 12.5}).encode(),
         [(k, b"poison-float" if k == "ce_id" else v) for k, v in headers],
     )
-    records = [good[0], bad_json, good[1], no_type, good[2], unknown, good[3], wrong_field,
-               good[4], refused, good[5]]
+    records: list[Record | CloudEvent] = [
+        good[0],
+        bad_json,
+        good[1],
+        no_type,
+        good[2],
+        unknown,
+        good[3],
+        wrong_field,
+        good[4],
+        refused,
+        good[5],
+    ]
     await produce(kafka, topic, records)
 
     async def picky(uow: UnitOfWork, event: CloudEvent) -> None:
@@ -220,7 +262,8 @@ async def test_poison_records_go_to_the_dlq_with_reasons_and_the_rest_is_process
     assert reasons[0].startswith("value is not JSON")
     assert "ce_type" in reasons[1]
     assert "unknown ce_type" in reasons[2]
-    assert "amount" in reasons[3] and "decimal string" in reasons[3]
+    assert "amount" in reasons[3]
+    assert "decimal string" in reasons[3]
     assert reasons[4] == "amount refused by the test handler"
     # the original record travels intact, with where it came from
     assert dead[0].value == b"{not json"
@@ -259,7 +302,9 @@ async def test_record_that_keeps_failing_is_dead_lettered_after_bounded_retries(
 def spawn_worker(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.effects_worker", *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -269,8 +314,19 @@ async def test_thousand_events_with_consumer_killed_at_random_points_give_exactl
     topic = await fresh_topic(kafka)
     events = [payment_posted(customer=f"C{i % 50:03d}") for i in range(1000)]
     await produce(kafka, topic, events)
-    args = ("consume", "--db", backbone_db, "--bootstrap", kafka, "--topic", topic,
-            "--group", f"crash-{uuid.uuid4().hex[:8]}", "--batch", "20")
+    args = (
+        "consume",
+        "--db",
+        backbone_db,
+        "--bootstrap",
+        kafka,
+        "--topic",
+        topic,
+        "--group",
+        f"crash-{uuid.uuid4().hex[:8]}",
+        "--batch",
+        "20",
+    )
     rng = random.Random()
     kill_points = sorted(rng.sample(range(50, 950), 3))
     for point in kill_points:

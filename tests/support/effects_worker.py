@@ -32,13 +32,18 @@ async def record_effect(uow: UnitOfWork, event: CloudEvent) -> None:
 async def consume(args: argparse.Namespace) -> None:
     engine = make_engine(args.db)
     producer = make_producer(args.bootstrap)
-    consumer = make_consumer(args.bootstrap, args.group, args.topic)
+    # A killed member holds its partitions until its session times out: keep that short here.
+    consumer = make_consumer(
+        args.bootstrap, args.group, args.topic, session_timeout_ms=6000, heartbeat_interval_ms=1000
+    )
     await producer.start()
     await consumer.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     runner = ConsumerRunner(
-        ConsumerSpec(name="effects", topics=(args.topic,), handlers={"payment.posted": record_effect}),
+        ConsumerSpec(
+            name="effects", topics=(args.topic,), handlers={"payment.posted": record_effect}
+        ),
         service="crashtest",
         consumer=consumer,
         producer=producer,

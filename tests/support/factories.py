@@ -12,7 +12,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from shared import topics
 from shared.envelope import CloudEvent, encode, new_event
 from shared.events import PaymentPosted
 from shared.kafka import ensure_topics, make_producer
@@ -111,5 +110,3 @@ def headers_of(record: Any) -> dict[str, str]:
 
 def ce_ids(events: Sequence[CloudEvent]) -> set[str]:
     return {e.id for e in events}
-
-
