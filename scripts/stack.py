@@ -60,7 +60,12 @@ class StackConfig:
     partitions: int = int(os.environ.get("ARREARS_TOPIC_PARTITIONS", "6"))
     database_url: str | None = os.environ.get("DATABASE_URL") or None
     db_password: str = os.environ.get("ARREARS_DB_PASSWORD", DEV_DB_PASSWORD)
-    service_ports: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
+    service_ports: dict[str, int] = field(
+        default_factory=lambda: {
+            name: int(os.environ.get(f"ARREARS_{name.upper()}_PORT", port))
+            for name, port in SERVICE_PORTS.items()
+        }
+    )
     kafka_heap: str = os.environ.get("ARREARS_KAFKA_HEAP", "768m")
 
     @property

@@ -82,8 +82,11 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiokafka reports every coordinator hiccup at WARNING/ERROR; they retry by themselves.
+    # aiokafka reports every coordinator hiccup (a group coordinator still loading, a rebalance)
+    # at WARNING or ERROR, and retries by itself; what it cannot retry reaches our code as an
+    # exception, which the consumer runner logs.
     logging.getLogger("aiokafka").setLevel("ERROR")
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel("CRITICAL")
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 import uvicorn
 
@@ -22,6 +23,10 @@ def main(settings_class: type[ServiceSettings], build: Build, argv: list[str] | 
         migrations.upgrade(settings.service_name, settings.database_url)
         return 0
     runtime = ServiceRuntime(settings, build)
+    # uvicorn re-raises the signal it caught once it has shut down, restoring the handlers it
+    # found; these make that re-raise a no-op so a drained service exits 0, not by the signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: it stops accepting connections,
     # drains requests, then runs the lifespan exit, which drains the consumers and the relay.
     uvicorn.run(

@@ -110,3 +110,7 @@ def headers_of(record: Any) -> dict[str, str]:
 
 def ce_ids(events: Sequence[CloudEvent]) -> set[str]:
     return {e.id for e in events}
+
+
+def encode_all(events: Sequence[CloudEvent]) -> list[Record]:
+    return [encode(e) for e in events]

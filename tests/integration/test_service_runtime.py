@@ -1,0 +1,157 @@
+"""A service's process as operators see it: health, readiness, metrics, docs and the clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from services.ledger.bootstrap import build as build_ledger
+from services.ledger.settings import LedgerSettings
+from shared import topics
+from shared.clock import Clock, ControlledClock
+from shared.envelope import new_event
+from shared.events import ClockSet
+from shared.service import ServiceDefinition, ServiceRuntime, create_app
+from shared.settings import ServiceSettings
+from tests.support.databases import create_database, migrated_database
+from tests.support.factories import encode_all, fresh_topic, payment_posted, produce, read_topic
+from tests.support.infra import Infra
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def ledger_settings(kafka: str, database_url: str, **extra: str) -> LedgerSettings:
+    return LedgerSettings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka, database_url=database_url, **extra  # type: ignore[arg-type]
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ledger_db(infra: Infra) -> str:
+    return await migrated_database(infra.admin_url, "arrears_ledger_runtime_test", "ledger")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def running(kafka: str, ledger_db: str) -> AsyncIterator[tuple[ServiceRuntime, httpx.AsyncClient]]:
+    runtime = ServiceRuntime(ledger_settings(kafka, ledger_db), build_ledger)
+    await runtime.start()
+    app = create_app(runtime, manage_runtime=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://ledger"
+    ) as client:
+        yield runtime, client
+    await runtime.stop()
+
+
+async def test_ready_service_answers_health_readiness_metrics_and_docs(running) -> None:
+    _, client = running
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    metrics = (await client.get("/metrics")).text
+    for name in (
+        "arrears_records_consumed_total", "arrears_records_produced_total",
+        "arrears_records_failed_total", "arrears_handler_seconds", "arrears_consumer_lag",
+        "arrears_outbox_backlog",
+    ):
+        assert name in metrics
+    assert (await client.get("/docs")).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert {"/healthz", "/readyz", "/metrics"} <= set(paths)
+
+
+async def test_unreadable_input_is_dead_lettered_by_the_running_service(running, kafka) -> None:
+    runtime, client = running
+    good = payment_posted(customer="C-svc")
+    key, value, headers = encode_all([good])[0]
+    await produce(kafka, topics.CORE_BANKING, [(key, b"\x00garbage", headers)])
+    async with asyncio.timeout(30):
+        while True:
+            dead = await read_topic(kafka, topics.dlq(topics.CORE_BANKING), timeout=5)
+            mine = [r for r in dead if dict(r.headers).get("ce_id") == good.id.encode()
+                    and dict(r.headers).get("dlq_consumer") == b"ledger:events"]
+            if mine:
+                break
+            await asyncio.sleep(0.5)
+    assert dict(mine[0].headers)["dlq_reason"].startswith(b"value is not JSON")
+    metrics = (await client.get("/metrics")).text
+    assert 'arrears_records_failed_total{kind="invalid",service="ledger"' in metrics
+
+
+async def test_readiness_is_503_with_the_reason_when_migrations_are_not_at_head(
+    kafka: str, infra: Infra
+) -> None:
+    empty = await create_database(infra.admin_url, "arrears_ledger_unmigrated_test")
+    runtime = ServiceRuntime(ledger_settings(kafka, empty), build_ledger)
+    await runtime.start(consumers=False, relay=False)
+    try:
+        app = create_app(runtime, manage_runtime=False)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://ledger"
+        ) as client:
+            response = await client.get("/readyz")
+    finally:
+        await runtime.stop()
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "migrations head is ledger_0001" in response.json()["detail"]
+
+
+async def test_readiness_is_503_when_the_database_is_unreachable(kafka: str, infra: Infra) -> None:
+    url = "postgresql+asyncpg://nobody:nothing@127.0.0.1:1/none"
+    runtime = ServiceRuntime(ledger_settings(kafka, url), build_ledger)
+    await runtime.start(consumers=False, relay=False)
+    try:
+        problems = await runtime.readiness()
+    finally:
+        await runtime.stop()
+    assert any(p.startswith("database unreachable") for p in problems)
+
+
+async def test_controlled_clock_follows_system_clock_and_resumes_at_the_latest_time(
+    kafka: str, ledger_db: str
+) -> None:
+    seen: list[datetime] = []
+
+    def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
+        async def on_advance(now: datetime) -> None:
+            seen.append(now)
+
+        return ServiceDefinition(clock_listeners=[on_advance])
+
+    # The clock topic is shared by the session: work from whatever time it already shows.
+    existing = await read_topic(kafka, topics.CLOCK, timeout=5)
+    base = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=len(existing))
+    settings = ledger_settings(kafka, ledger_db, ARREARS_CLOCK="controlled")
+    runtime = ServiceRuntime(settings, build)
+    await runtime.start(consumers=False, relay=False)
+    clock = runtime.clock
+    assert isinstance(clock, ControlledClock)
+
+    def tick(at: datetime):
+        return new_event(ClockSet(now=at), source="/test/clock", key="clock", time=at)
+
+    try:
+        await produce(kafka, topics.CLOCK, [tick(base + timedelta(days=1))])
+        async with asyncio.timeout(10):
+            while clock.now() != base + timedelta(days=1):
+                await asyncio.sleep(0.05)
+        await produce(kafka, topics.CLOCK, [tick(base), tick(base + timedelta(days=2))])
+        async with asyncio.timeout(10):
+            while clock.now() != base + timedelta(days=2):
+                await asyncio.sleep(0.05)
+    finally:
+        await runtime.stop()
+    assert seen[-2:] == [base + timedelta(days=1), base + timedelta(days=2)]  # never went back
+
+    restarted = ServiceRuntime(settings, build)
+    await restarted.start(consumers=False, relay=False)
+    try:
+        assert restarted.clock.now() == base + timedelta(days=2)
+    finally:
+        await restarted.stop()

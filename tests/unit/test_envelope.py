@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from shared import topics
+from shared.envelope import MAX_VALUE_BYTES, InvalidEvent, decode, encode, new_event
+from shared.events import REGISTRY, ClockSet, PaymentPosted
+from tests.support.factories import payment_posted
+
+
+def with_header(
+    headers: list[tuple[str, bytes]], name: str, value: bytes | None
+) -> list[tuple[str, bytes]]:
+    kept = [(k, v) for k, v in headers if k != name]
+    return kept if value is None else [*kept, (name, value)]
+
+
+def test_event_survives_a_round_trip_through_a_kafka_record() -> None:
+    event = payment_posted(customer="C42", amount="1234.56")
+    key, value, headers = encode(event)
+    back = decode(key, value, headers)
+    assert back == event
+    assert back.data.amount == Decimal("1234.56")  # type: ignore[attr-defined]
+
+
+def test_record_carries_the_binary_mode_cloudevents_headers() -> None:
+    event = payment_posted(customer="C42")
+    key, value, headers = encode(event)
+    names = dict(headers)
+    assert key == b"C42"
+    assert names["ce_specversion"] == b"1.0"
+    assert names["ce_type"] == b"payment.posted"
+    assert names["ce_source"] == b"/core-banking/test"
+    assert names["ce_subject"] == b"A-C42"
+    assert names["content-type"] == b"application/json"
+    assert json.loads(value)["currency"] == "CNY"
+
+
+def test_money_is_written_as_a_decimal_string_never_a_float() -> None:
+    event = payment_posted(amount="0.10")
+    _, value, _ = encode(event)
+    assert json.loads(value)["amount"] == "0.10"
+
+
+def test_event_topic_comes_from_the_registry() -> None:
+    assert payment_posted().topic == topics.CORE_BANKING
+    clock = new_event(
+        ClockSet(now=datetime(2026, 12, 1, tzinfo=UTC)),
+        source="/t",
+        key="clock",
+        time=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    assert clock.topic == topics.CLOCK
+
+
+@pytest.mark.parametrize("missing", ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time"])
+def test_record_missing_a_required_header_is_rejected_naming_it(missing: str) -> None:
+    key, value, headers = encode(payment_posted())
+    with pytest.raises(InvalidEvent, match=missing):
+        decode(key, value, with_header(headers, missing, None))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda k, v, h: (k, b"{oops", h), "not JSON"),
+        (lambda k, v, h: (k, b"\xff\xfe", h), "not JSON"),
+        (lambda k, v, h: (k, b"[1, 2]", h), "not a JSON object"),
+        (lambda k, v, h: (k, None, h), "no value"),
+        (lambda k, v, h: (None, v, h), "no key"),
+        (lambda k, v, h: (k, v, with_header(h, "ce_type", b"loan.vanished")), "unknown ce_type"),
+        (lambda k, v, h: (k, v, with_header(h, "ce_specversion", b"0.3")), "ce_specversion"),
+        (lambda k, v, h: (k, v, with_header(h, "ce_time", b"yesterday")), "ce_time"),
+        (lambda k, v, h: (k, v, with_header(h, "ce_time", b"2026-12-01T10:00:00")), "UTC offset"),
+        (lambda k, v, h: (k, v, with_header(h, "content-type", b"text/xml")), "content-type"),
+        (lambda k, v, h: (k, b" " * (MAX_VALUE_BYTES + 1), h), "limit"),
+    ],
+)
+def test_unreadable_record_is_rejected_with_a_reason(mutate, reason: str) -> None:
+    key, value, headers = encode(payment_posted())
+    with pytest.raises(InvalidEvent, match=reason):
+        decode(*mutate(key, value, headers))
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("amount", 12.5, "decimal string"),
+        ("amount", "12.5.1", "decimal"),
+        ("amount", "NaN", "finite"),
+        ("amount", "1e20", "out of range"),
+        ("amount", "1.000001", "decimal places"),
+        ("currency", "yuan", "pattern"),
+        ("posted_at", "2026-12-01T10:00:00", "timezone"),
+        ("posted_at", "1066-10-14T10:00:00Z", "1970"),
+        ("payment_id", "", "at least 1"),
+        ("payment_id", "x" * 500, "at most 128"),
+    ],
+)
+def test_field_of_the_wrong_shape_is_rejected_naming_the_field(field, bad, message) -> None:
+    key, value, headers = encode(payment_posted())
+    data = {**json.loads(value), field: bad}
+    with pytest.raises(InvalidEvent) as caught:
+        decode(key, json.dumps(data).encode(), headers)
+    assert field in caught.value.reason
+    assert message in caught.value.reason
+
+
+def test_rejection_reason_never_echoes_the_offending_value() -> None:
+    key, value, headers = encode(payment_posted())
+    secret = "+8613800138000"
+    data = {**json.loads(value), "currency": secret}
+    with pytest.raises(InvalidEvent) as caught:
+        decode(key, json.dumps(data).encode(), headers)
+    assert secret not in caught.value.reason
+
+
+def test_unknown_extra_fields_are_tolerated_for_forward_compatibility() -> None:
+    key, value, headers = encode(payment_posted())
+    data = {**json.loads(value), "channel_hint": "branch"}
+    event = decode(key, json.dumps(data).encode(), headers)
+    assert isinstance(event.data, PaymentPosted)
+
+
+def test_every_event_type_of_the_design_contract_is_registered_on_its_topic() -> None:
+    expected = {
+        topics.CORE_BANKING: {
+            "customer.upserted",
+            "loan.opened",
+            "payment.posted",
+            "payment.reversed",
+            "account.flagged",
+        },
+        topics.LEDGER: {
+            "payment.missed",
+            "payment.received",
+            "delinquency.changed",
+            "account.cured",
+            "plan.activated",
+            "plan.broken",
+            "plan.completed",
+            "promise.kept",
+            "promise.broken",
+        },
+        topics.SCHEDULER: {"contact.requested", "contact.suppressed"},
+        topics.NOTIFIER: {
+            "contact.attempted",
+            "customer.opted_out",
+            "dispute.opened",
+            "dispute.resolved",
+            "promise.made",
+            "plan.agreed",
+            "notice.delivered",
+        },
+        topics.BUREAU: {
+            "bureau.report_submitted",
+            "bureau.report_blocked",
+            "bureau.report_corrected",
+        },
+        topics.CLOCK: {"clock.set"},
+    }
+    actual: dict[str, set[str]] = {}
+    for name, spec in REGISTRY.items():
+        actual.setdefault(spec.topic, set()).add(name)
+    assert actual == expected

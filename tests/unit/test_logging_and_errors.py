@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from sqlalchemy.exc import IntegrityError
+
+from shared import logging as arrears_logging
+from shared.consumer import PermanentError, safe_reason
+from shared.outbox import LANES, lane_of
+
+
+def capture(service: str = "ledger") -> io.StringIO:
+    arrears_logging.configure(service)
+    stream = io.StringIO()
+    handler = logging.getLogger().handlers[0]
+    handler.stream = stream  # type: ignore[attr-defined]
+    return stream
+
+
+def test_log_lines_are_json_with_service_and_trace() -> None:
+    stream = capture()
+
+    class Event:
+        id = "ce-1"
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    with arrears_logging.event_context(Event()):
+        logging.getLogger("t").info("applied %d records", 3)
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["message"] == "applied 3 records"
+    assert line["service"] == "ledger"
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert line["ce_id"] == "ce-1"
+
+
+def test_phone_numbers_emails_and_national_ids_are_masked_in_logs() -> None:
+    stream = capture()
+    logging.getLogger("t").warning(
+        "contact %s %s %s", "+8613800138000", "li.wei@example.cn", "11010519491231002X"
+    )
+    text = stream.getvalue()
+    for secret in ("13800138000", "li.wei@example.cn", "11010519491231002X"):
+        assert secret not in text
+    assert "[redacted]" in text
+
+
+def test_dates_and_small_numbers_are_not_masked() -> None:
+    assert arrears_logging.mask("due 2026-12-01, 3 retries") == "due 2026-12-01, 3 retries"
+
+
+def test_database_errors_are_reported_without_their_bound_parameters() -> None:
+    class Orig(Exception):
+        sqlstate = "23505"
+
+    exc = IntegrityError("INSERT ...", {"phone": "+8613800138000"}, Orig("dup"))
+    reason = safe_reason(exc)
+    assert "13800138000" not in reason
+    assert "23505" in reason
+
+
+def test_handler_verdicts_keep_their_message() -> None:
+    assert safe_reason(PermanentError("currency does not match the account")) == (
+        "currency does not match the account"
+    )
+    assert safe_reason(KeyError("secret-value")) == "KeyError"
+
+
+def test_a_customer_always_lands_on_the_same_outbox_lane() -> None:
+    assert lane_of("C-1") == lane_of("C-1")
+    assert len({lane_of(f"C-{i}") for i in range(500)}) == LANES
