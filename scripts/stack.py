@@ -322,13 +322,13 @@ def _died(cfg: StackConfig, name: str) -> bool:
     return running_pid(cfg, name) is None
 
 
-def create_topics(cfg: StackConfig) -> None:
+def create_topics(cfg: StackConfig, bootstrap: str | None = None) -> None:
     from shared.kafka import ensure_topics
 
     async def run() -> list[str]:
         for attempt in range(60):
             try:
-                return await ensure_topics(cfg.bootstrap, cfg.partitions)
+                return await ensure_topics(bootstrap or cfg.bootstrap, cfg.partitions)
             except Exception:  # the controller may still be electing itself
                 if attempt == 59:
                     raise
@@ -612,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     logs_cmd = sub.add_parser("logs", help="the tail of each component's log")
     logs_cmd.add_argument("component", nargs="?")
     logs_cmd.add_argument("-n", type=int, default=40)
+    sub.add_parser("topics", help="create the topics on KAFKA_BOOTSTRAP_SERVERS (or the stack's)")
     sub.add_parser("lock", help="re-resolve the Kafka jars and rewrite kafka.lock")
     sub.add_parser("jars", help="fetch and verify the Kafka jars only")
     args = parser.parse_args(argv)
@@ -624,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
         return status(cfg)
     elif args.command == "logs":
         logs(cfg, args.component, args.n)
+    elif args.command == "topics":
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", cfg.bootstrap)
+        create_topics(cfg, bootstrap)
     elif args.command == "lock":
         write_lock()
     elif args.command == "jars":
