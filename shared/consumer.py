@@ -14,12 +14,12 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import TopicPartition
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from shared import metrics, topics
@@ -31,6 +31,7 @@ from shared.outbox import claim
 log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[None]]
+BatchHandler = Callable[[UnitOfWork, Sequence[CloudEvent]], Awaitable[None]]
 
 
 class PermanentError(Exception):
@@ -41,16 +42,21 @@ class PermanentError(Exception):
 class ConsumerSpec:
     """What one consumer group of a service reads and how each event type is handled.
 
-    Event types in the registry but absent from ``handlers`` are acknowledged and skipped: a
-    service reads a whole topic but cares about only some of its types. ``batchable`` handlers
-    may share one transaction across a batch; turn it off for a handler whose effects on one
-    record could be undone by a failure on another.
+    Event types in the registry but absent from both handler maps are acknowledged and skipped:
+    a service reads a whole topic but cares about only some of its types. A *batch handler*
+    takes a run of consecutive events of its type at once (one statement for many rows, say).
+    ``batchable`` specs share one transaction across a batch; turn it off for a handler whose
+    effects on one record could be undone by a failure on another.
     """
 
     name: str
     topics: tuple[str, ...]
     handlers: Mapping[str, Handler] = field(default_factory=dict)
+    batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
     batchable: bool = True
+
+    def handles(self, event_type: str) -> bool:
+        return event_type in self.handlers or event_type in self.batch_handlers
 
 
 def safe_reason(exc: BaseException) -> str:
@@ -91,16 +97,25 @@ class ConsumerRunner:
         self._lag_reported_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; the batch in hand is finished and committed first."""
+        """Consume until ``stop`` is set; the fetch in hand is finished and committed first."""
         while not stop.is_set():
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_size)
-            for tp, records in batches.items():
-                await self.process(tp, records)
-                await self._consumer.commit({tp: records[-1].offset + 1})
+            fetched = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_size)
+            if fetched:
+                await self.process([r for records in fetched.values() for r in records])
+                await self._consumer.commit(
+                    {tp: records[-1].offset + 1 for tp, records in fetched.items()}
+                )
             await self._report_lag()
 
-    async def process(self, tp: TopicPartition, records: Sequence[Any]) -> None:
-        metrics.CONSUMED.labels(self._service, tp.topic).inc(len(records))
+    async def process(self, records: Sequence[Any]) -> None:
+        """Apply one fetch (records of any of the spec's partitions, each partition in order).
+
+        The whole fetch shares one transaction, so one commit (one fsync) serves hundreds of
+        records; if that fails, each record is applied on its own so one bad record costs only
+        itself.
+        """
+        for topic, count in Counter(record.topic for record in records).items():
+            metrics.CONSUMED.labels(self._service, topic).inc(count)
         ready: list[tuple[Any, CloudEvent]] = []
         for record in records:
             try:
@@ -108,40 +123,47 @@ class ConsumerRunner:
             except InvalidEvent as exc:
                 await self._dead_letter(record, exc.reason, "invalid")
                 continue
-            if event.type in self.spec.handlers:
+            if self.spec.handles(event.type):
                 ready.append((record, event))
         if not ready:
             return
         started = time.perf_counter()
-        if self.spec.batchable and len(ready) > 1:
-            try:
-                await self._apply(ready)
-                metrics.HANDLER_SECONDS.labels(self._service, tp.topic).observe(
-                    time.perf_counter() - started
-                )
-                return
-            except Exception as exc:
-                log.warning(
-                    "batch of %d failed (%s); applying one record at a time",
-                    len(ready),
-                    safe_reason(exc),
-                )
-        for item in ready:
-            await self._apply_with_retries(item)
-        metrics.HANDLER_SECONDS.labels(self._service, tp.topic).observe(
-            time.perf_counter() - started
-        )
+        try:
+            if self.spec.batchable and len(ready) > 1:
+                try:
+                    await self._apply(ready)
+                    return
+                except Exception as exc:
+                    log.warning(
+                        "batch of %d failed (%s); applying one record at a time",
+                        len(ready),
+                        safe_reason(exc),
+                    )
+            for item in ready:
+                await self._apply_with_retries(item)
+        finally:
+            metrics.HANDLER_SECONDS.labels(self._service, self.spec.name).observe(
+                time.perf_counter() - started
+            )
 
     async def _apply(self, items: Sequence[tuple[Any, CloudEvent]]) -> None:
         async with self._uow() as uow:
             fresh = await claim(uow.session, self._inbox_name, list({e.id for _, e in items}))
+            todo: list[CloudEvent] = []
             for record, event in items:
                 if event.id not in fresh:
                     metrics.DUPLICATES.labels(self._service, record.topic).inc()
                     continue
                 fresh.discard(event.id)  # a copy later in the same batch is a duplicate too
-                with event_context(event):
-                    await self.spec.handlers[event.type](uow, event)
+                todo.append(event)
+            for run in _runs_of_one_type(todo):
+                batch_handler = self.spec.batch_handlers.get(run[0].type)
+                if batch_handler is not None:
+                    await batch_handler(uow, run)
+                    continue
+                for event in run:
+                    with event_context(event):
+                        await self.spec.handlers[event.type](uow, event)
             await uow.commit()
 
     async def _apply_with_retries(self, item: tuple[Any, CloudEvent]) -> None:
@@ -165,6 +187,7 @@ class ConsumerRunner:
                     )
                     return
                 delay = self._backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+                log.debug("handler failure", exc_info=True)
                 log.warning(
                     "handling %s failed (%s); retry %d/%d in %.2fs",
                     event.type,
@@ -215,3 +238,14 @@ class ConsumerRunner:
             metrics.CONSUMER_LAG.labels(self._service, tp.topic, str(tp.partition)).set(
                 max(0, highwater - position)
             )
+
+
+def _runs_of_one_type(events: Sequence[CloudEvent]) -> list[list[CloudEvent]]:
+    """Consecutive events of one type, in order: batching never reorders a customer's events."""
+    runs: list[list[CloudEvent]] = []
+    for event in events:
+        if runs and runs[-1][0].type == event.type:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    return runs

@@ -14,8 +14,8 @@ DUPLICATES = Counter(
 )
 HANDLER_SECONDS = Histogram(
     "arrears_handler_seconds",
-    "Time to apply one batch of records in one transaction",
-    ["service", "topic"],
+    "Time to apply one fetch of records (one transaction when the batch succeeds)",
+    ["service", "consumer"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CONSUMER_LAG = Gauge(

@@ -41,8 +41,12 @@ def test_up_brings_every_service_ready_and_down_leaves_no_process(tmp_path: Path
     }
     env.pop("DATABASE_URL", None)
     cfg = stack.StackConfig(
-        state_dir=tmp_path / "stack", kafka_port=29092, controller_port=29093, pg_port=25432,
-        database_url=None, service_ports=dict(PORTS),
+        state_dir=tmp_path / "stack",
+        kafka_port=29092,
+        controller_port=29093,
+        pg_port=25432,
+        database_url=None,
+        service_ports=dict(PORTS),
     )
     launcher = [sys.executable, "-m", "scripts.stack"]
     # The launcher reads the service ports from the same defaults the settings use; here they
@@ -51,27 +55,31 @@ def test_up_brings_every_service_ready_and_down_leaves_no_process(tmp_path: Path
         env[f"ARREARS_{name.upper()}_PORT"] = str(port)
     try:
         started = time.monotonic()
-        up = subprocess.run([*launcher, "up"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+        up = subprocess.run(
+            [*launcher, "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         elapsed = time.monotonic() - started
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         for name, port in PORTS.items():
             code, body = http_get(f"http://127.0.0.1:{port}/readyz")
             assert code == 200, f"{name}: {body}"
             assert json.loads(body) == {"status": "ready"}
-        again = subprocess.run([*launcher, "up"], cwd=ROOT, env=env, capture_output=True,
-                               text=True, timeout=120)
+        again = subprocess.run(
+            [*launcher, "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
         assert again.returncode == 0
         assert "kafka already running" in again.stdout
         assert all(f"{name} already running" in again.stdout for name in PORTS)
-        status = subprocess.run([*launcher, "status"], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=60)
+        status = subprocess.run(
+            [*launcher, "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
         assert status.returncode == 0, status.stdout
         print(f"stack up in {elapsed:.1f}s")
     finally:
         pids = {n: stack.running_pid(cfg, n) for n in ("kafka", *PORTS)}
-        down = subprocess.run([*launcher, "down"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=180)
+        down = subprocess.run(
+            [*launcher, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        )
     assert down.returncode == 0, down.stderr[-3000:]
     for name, pid in pids.items():
         assert pid is not None, f"{name} was not running"
@@ -91,8 +99,11 @@ async def test_sigterm_finishes_in_flight_work_and_exits_cleanly(kafka: str, inf
         "LEDGER_HTTP_PORT": "28101",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.ledger"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "services.ledger"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60

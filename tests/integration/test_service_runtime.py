@@ -19,7 +19,7 @@ from shared.events import ClockSet
 from shared.service import ServiceDefinition, ServiceRuntime, create_app
 from shared.settings import ServiceSettings
 from tests.support.databases import create_database, migrated_database
-from tests.support.factories import encode_all, fresh_topic, payment_posted, produce, read_topic
+from tests.support.factories import encode_all, payment_posted, produce, read_topic
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -27,7 +27,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 def ledger_settings(kafka: str, database_url: str, **extra: str) -> LedgerSettings:
     return LedgerSettings(
-        KAFKA_BOOTSTRAP_SERVERS=kafka, database_url=database_url, **extra  # type: ignore[arg-type]
+        KAFKA_BOOTSTRAP_SERVERS=kafka,
+        database_url=database_url,
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -37,7 +39,9 @@ async def ledger_db(infra: Infra) -> str:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def running(kafka: str, ledger_db: str) -> AsyncIterator[tuple[ServiceRuntime, httpx.AsyncClient]]:
+async def running(
+    kafka: str, ledger_db: str
+) -> AsyncIterator[tuple[ServiceRuntime, httpx.AsyncClient]]:
     runtime = ServiceRuntime(ledger_settings(kafka, ledger_db), build_ledger)
     await runtime.start()
     app = create_app(runtime, manage_runtime=False)
@@ -55,8 +59,11 @@ async def test_ready_service_answers_health_readiness_metrics_and_docs(running) 
     assert ready.status_code == 200, ready.text
     metrics = (await client.get("/metrics")).text
     for name in (
-        "arrears_records_consumed_total", "arrears_records_produced_total",
-        "arrears_records_failed_total", "arrears_handler_seconds", "arrears_consumer_lag",
+        "arrears_records_consumed_total",
+        "arrears_records_produced_total",
+        "arrears_records_failed_total",
+        "arrears_handler_seconds",
+        "arrears_consumer_lag",
         "arrears_outbox_backlog",
     ):
         assert name in metrics
@@ -66,15 +73,19 @@ async def test_ready_service_answers_health_readiness_metrics_and_docs(running) 
 
 
 async def test_unreadable_input_is_dead_lettered_by_the_running_service(running, kafka) -> None:
-    runtime, client = running
+    _, client = running
     good = payment_posted(customer="C-svc")
-    key, value, headers = encode_all([good])[0]
+    key, _, headers = encode_all([good])[0]
     await produce(kafka, topics.CORE_BANKING, [(key, b"\x00garbage", headers)])
     async with asyncio.timeout(30):
         while True:
             dead = await read_topic(kafka, topics.dlq(topics.CORE_BANKING), timeout=5)
-            mine = [r for r in dead if dict(r.headers).get("ce_id") == good.id.encode()
-                    and dict(r.headers).get("dlq_consumer") == b"ledger:events"]
+            mine = [
+                r
+                for r in dead
+                if dict(r.headers).get("ce_id") == good.id.encode()
+                and dict(r.headers).get("dlq_consumer") == b"ledger:events"
+            ]
             if mine:
                 break
             await asyncio.sleep(0.5)

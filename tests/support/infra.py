@@ -38,19 +38,22 @@ def docker_answers() -> bool:
         return False
 
 
-def test_stack_config(database_url: str | None) -> stack.StackConfig:
+def private_stack(
+    database_url: str | None, name: str = "test", base: int = 10000
+) -> stack.StackConfig:
+    """A launcher configuration of its own (folder ``.stack/<name>``, ports offset by ``base``)."""
     return stack.StackConfig(
-        state_dir=ROOT / ".stack" / "test",
-        kafka_port=int(os.environ.get("ARREARS_TEST_KAFKA_PORT", "19092")),
-        controller_port=int(os.environ.get("ARREARS_TEST_KAFKA_CONTROLLER_PORT", "19093")),
-        pg_port=int(os.environ.get("ARREARS_TEST_PG_PORT", "15432")),
+        state_dir=ROOT / ".stack" / name,
+        kafka_port=base + 9092,
+        controller_port=base + 9093,
+        pg_port=base + 5432,
         database_url=database_url,
-        service_ports={"ledger": 18001, "scheduler": 18002, "notifier": 18003, "bureau": 18004},
+        service_ports={s: base + p for s, p in stack.SERVICE_PORTS.items()},
     )
 
 
 @contextlib.contextmanager
-def provide() -> Iterator[Infra]:
+def provide(name: str = "test", base: int = 10000) -> Iterator[Infra]:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
     with contextlib.ExitStack() as cleanup:
@@ -67,7 +70,7 @@ def provide() -> Iterator[Infra]:
             database_url = pg.get_connection_url()
         cfg = None
         if not bootstrap or not database_url:
-            cfg = test_stack_config(database_url)
+            cfg = private_stack(database_url, name, base)
             # A clean slate each session: topics, groups and databases from an earlier run would
             # otherwise leak into this one.
             stack.down(cfg)

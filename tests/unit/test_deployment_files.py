@@ -16,7 +16,10 @@ from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS: list[type[ServiceSettings]] = [
-    LedgerSettings, SchedulerSettings, NotifierSettings, BureauSettings,
+    LedgerSettings,
+    SchedulerSettings,
+    NotifierSettings,
+    BureauSettings,
 ]
 
 
