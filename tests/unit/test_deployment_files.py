@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,8 +25,9 @@ SETTINGS: list[type[ServiceSettings]] = [
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
 
 
 def env_names(cls: type[ServiceSettings]) -> set[str]:
@@ -38,7 +40,7 @@ def env_names(cls: type[ServiceSettings]) -> set[str]:
     return names
 
 
-def test_kafka_image_is_the_version_the_local_launcher_pins(compose: dict) -> None:
+def test_kafka_image_is_the_version_the_local_launcher_pins(compose: dict[str, Any]) -> None:
     pom = (ROOT / "scripts" / "kafka" / "pom.xml").read_text()
     pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
     assert pinned is not None
@@ -49,7 +51,9 @@ def test_kafka_image_is_the_version_the_local_launcher_pins(compose: dict) -> No
 
 
 @pytest.mark.parametrize("cls", SETTINGS, ids=lambda c: c.service_name)
-def test_each_service_runs_its_module_with_env_its_settings_read(compose: dict, cls) -> None:
+def test_each_service_runs_its_module_with_env_its_settings_read(
+    compose: dict[str, Any], cls
+) -> None:
     name, prefix = cls.service_name, cls.service_name.upper()
     service = compose["services"][name]
     assert service["command"] == ["python", "-m", f"services.{name}"]
@@ -69,7 +73,7 @@ def test_each_service_runs_its_module_with_env_its_settings_read(compose: dict, 
     assert depends["init"]["condition"] == "service_completed_successfully"
 
 
-def test_init_creates_topics_and_migrates_every_service(compose: dict) -> None:
+def test_init_creates_topics_and_migrates_every_service(compose: dict[str, Any]) -> None:
     init = compose["services"]["init"]
     script = " ".join(init["command"])
     assert "python -m scripts.stack topics" in script
@@ -78,7 +82,9 @@ def test_init_creates_topics_and_migrates_every_service(compose: dict) -> None:
         assert f"{cls.service_name.upper()}_DATABASE_URL" in init["environment"]
 
 
-def test_postgres_init_script_gives_each_service_its_own_role_and_database(compose: dict) -> None:
+def test_postgres_init_script_gives_each_service_its_own_role_and_database(
+    compose: dict[str, Any],
+) -> None:
     pg = compose["services"]["postgres"]
     mount = next(v for v in pg["volumes"] if "docker-entrypoint-initdb.d" in v)
     script = (ROOT / mount.split(":")[0]).read_text()
@@ -89,7 +95,7 @@ def test_postgres_init_script_gives_each_service_its_own_role_and_database(compo
         assert f"{name.upper()}_DB_PASSWORD" in pg["environment"]
 
 
-def test_secrets_have_no_defaults_in_compose(compose: dict) -> None:
+def test_secrets_have_no_defaults_in_compose(compose: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     for secret in re.findall(r"\$\{(\w*PASSWORD)([^}]*)\}", text):
         name, rest = secret
