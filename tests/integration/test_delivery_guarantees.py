@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiokafka import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -368,3 +369,58 @@ async def test_event_committed_by_a_process_killed_before_publishing_is_publishe
     assert await relay.publish_once() == 1
     records = await read_topic(kafka, topics.CORE_BANKING, timeout=10)
     assert ce_id in {headers_of(r)["ce_id"] for r in records if r.key == customer.encode()}
+
+
+async def test_stopping_mid_fetch_finishes_and_commits_the_fetch_in_hand(
+    kafka: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    topic = await fresh_topic(kafka, partitions=1)
+    events = [payment_posted(customer="C-drain") for _ in range(40)]
+    await produce(kafka, topic, events)
+    stop = asyncio.Event()
+    calls = 0
+
+    async def slow(uow: UnitOfWork, event: CloudEvent) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            stop.set()  # the shutdown signal arrives while the fetch is being applied
+        await asyncio.sleep(0.01)
+        await record_effect(uow, event)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    async def run_once(stop: asyncio.Event) -> int:
+        consumer = make_consumer(kafka, group, topic)
+        await consumer.start()
+        runner = ConsumerRunner(
+            ConsumerSpec("drain", (topic,), {"payment.posted": slow}),
+            service="test",
+            consumer=consumer,
+            producer=producer,
+            uow_factory=uow_factory(backbone_engine),
+            batch_size=100,
+        )
+        try:
+            async with asyncio.timeout(30):
+                await runner.run(stop)
+            return int(await consumer.committed(TopicPartition(topic, 0)) or 0)
+        finally:
+            await consumer.stop()
+
+    committed = await run_once(stop)
+    # Whatever the fetch in hand held was applied and its offsets committed, nothing more.
+    assert committed >= 1
+    assert await effects(backbone_engine) == (committed, committed)
+    # The next member of the group carries on from there: every event once, none twice.
+    rest = asyncio.Event()
+
+    async def all_done() -> None:
+        while (await effects(backbone_engine))[0] < 40:
+            await asyncio.sleep(0.05)
+        rest.set()
+
+    watcher = asyncio.create_task(all_done())
+    assert await run_once(rest) == 40
+    await watcher
+    assert await effects(backbone_engine) == (40, 40)
