@@ -53,18 +53,46 @@ def private_stack(
 
 
 @contextlib.contextmanager
+def kafka_container(port: int = 19092) -> Iterator[str]:
+    """The official apache/kafka image as one KRaft node. testcontainers' KafkaContainer drives
+    Confluent's image; this one needs its listeners spelled out, and the advertised address must
+    be known before start, hence a fixed host port."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    container = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_bind_ports(port, port)
+        .with_envs(
+            KAFKA_NODE_ID="1",
+            KAFKA_PROCESS_ROLES="broker,controller",
+            KAFKA_LISTENERS=f"PLAINTEXT://:{port},CONTROLLER://:9093",
+            KAFKA_ADVERTISED_LISTENERS=f"PLAINTEXT://localhost:{port}",
+            KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+            KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+            KAFKA_AUTO_CREATE_TOPICS_ENABLE="false",
+            KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+        )
+    )
+    with container:
+        wait_for_logs(container, "Kafka Server started", timeout=120)
+        yield f"localhost:{port}"
+
+
+@contextlib.contextmanager
 def provide(name: str = "test", base: int = 10000) -> Iterator[Infra]:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
     with contextlib.ExitStack() as cleanup:
         use_docker = (not bootstrap or not database_url) and docker_answers()
         if use_docker and not bootstrap:
-            from testcontainers.kafka import KafkaContainer
-
-            kafka = cleanup.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft())
-            bootstrap = kafka.get_bootstrap_server()
+            bootstrap = cleanup.enter_context(kafka_container())
         if use_docker and not database_url:
-            from testcontainers.postgres import PostgresContainer
+            from testcontainers.community.postgres import PostgresContainer
 
             pg = cleanup.enter_context(PostgresContainer(POSTGRES_IMAGE, driver=None))
             database_url = pg.get_connection_url()
