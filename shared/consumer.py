@@ -95,6 +95,7 @@ class ConsumerRunner:
         self._backoff = backoff_seconds
         self._inbox_name = f"{service}:{spec.name}"
         self._lag_reported_at = 0.0
+        self._dead_letters: list[asyncio.Future[Any]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the fetch in hand is finished and committed first."""
@@ -112,8 +113,15 @@ class ConsumerRunner:
 
         The whole fetch shares one transaction, so one commit (one fsync) serves hundreds of
         records; if that fails, each record is applied on its own so one bad record costs only
-        itself.
+        itself. Returns once every dead letter of the fetch is acknowledged by the broker.
         """
+        try:
+            await self._process(records)
+        finally:
+            pending, self._dead_letters = self._dead_letters, []
+            await asyncio.gather(*pending)
+
+    async def _process(self, records: Sequence[Any]) -> None:
         for topic, count in Counter(record.topic for record in records).items():
             metrics.CONSUMED.labels(self._service, topic).inc(count)
         ready: list[tuple[Any, CloudEvent]] = []
@@ -212,8 +220,11 @@ class ConsumerRunner:
             # Wall time on purpose: this stamps an operational incident, not business time.
             ("dlq_failed_at", datetime.now(UTC).isoformat().encode()),
         ]
-        await self._producer.send_and_wait(
-            topics.dlq(record.topic), value=record.value, key=record.key, headers=headers
+        # Acknowledged in bulk at the end of the fetch, before its offsets are committed.
+        self._dead_letters.append(
+            await self._producer.send(
+                topics.dlq(record.topic), value=record.value, key=record.key, headers=headers
+            )
         )
         metrics.FAILED.labels(self._service, record.topic, kind).inc()
         log.error(
