@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from shared.envelope import CloudEvent
-from shared.outbox import outbox_rows, outbox_table
+from shared.outbox import OUTBOX_COLUMNS, outbox_rows
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -68,8 +67,17 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         if self._events:
-            await self.session.execute(insert(outbox_table), outbox_rows(self._events))
+            rows = outbox_rows(self._events)
             self._events = []
+            # COPY on the session's own connection, so inside its transaction: several times
+            # cheaper per row than an INSERT, and the outbox trigger fires all the same.
+            connection = await self.session.connection()
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            if not driver.is_in_transaction():
+                # SQLAlchemy opens the transaction on its first statement; the COPY must not be
+                # that statement, or it would run (and commit) on its own.
+                await connection.exec_driver_sql("SELECT 1")
+            await driver.copy_records_to_table("outbox", columns=OUTBOX_COLUMNS, records=rows)
         await self.session.commit()
 
 
