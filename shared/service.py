@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import migrations
+from shared.auth import KeyRing, require
 from shared.clock import Clock, ControlledClock, Listener, WallClock
 from shared.clock_follower import ClockFollower
 from shared.consumer import ConsumerRunner, ConsumerSpec
@@ -220,6 +221,7 @@ def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastA
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.keyring = KeyRing(runtime.settings.api_keys)
     install_problem_handlers(app)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
@@ -238,7 +240,12 @@ def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastA
             return problem(503, "Service Unavailable", "; ".join(problems), reasons=problems)
         return Response('{"status":"ready"}', media_type="application/json")
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (scope metrics:read)",
+        dependencies=[Depends(require("metrics:read"))],
+    )
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

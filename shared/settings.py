@@ -13,6 +13,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from shared.auth import ApiKeySpec, dev_key_spec
+
 DEV_DB_PASSWORD = "arrears-dev"  # noqa: S105 - the dev default that non-dev environments refuse
 SAFE_FOR_DEFAULTS = ("dev", "test")
 
@@ -29,6 +31,7 @@ class ServiceSettings(BaseSettings):
         "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
     log_level: str = Field("INFO", validation_alias="ARREARS_LOG_LEVEL")
+    api_keys: list[ApiKeySpec] = Field(default_factory=list, validation_alias="ARREARS_API_KEYS")
 
     database_url: str = ""
     http_host: str = "127.0.0.1"
@@ -52,7 +55,14 @@ class ServiceSettings(BaseSettings):
             )
         if not self.http_port:
             object.__setattr__(self, "http_port", self.default_port)
+        dev_key = dev_key_spec()
+        if not self.api_keys and self.env in SAFE_FOR_DEFAULTS:
+            object.__setattr__(self, "api_keys", [dev_key])
         if self.env not in SAFE_FOR_DEFAULTS:
+            if not self.api_keys:
+                raise ValueError(f"ARREARS_API_KEYS must be set when ARREARS_ENV={self.env}")
+            if any(spec.sha256 == dev_key.sha256 for spec in self.api_keys):
+                raise ValueError(f"the development API key is refused when ARREARS_ENV={self.env}")
             password = make_url(self.database_url).password
             if not password or password == DEV_DB_PASSWORD:
                 raise ValueError(

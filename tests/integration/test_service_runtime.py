@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ import pytest_asyncio
 from services.ledger.bootstrap import build as build_ledger
 from services.ledger.settings import LedgerSettings
 from shared import topics
+from shared.auth import DEV_KEY, ApiKeySpec, digest
 from shared.clock import Clock, ControlledClock
 from shared.envelope import new_event
 from shared.events import ClockSet
@@ -23,13 +25,14 @@ from tests.support.factories import encode_all, payment_posted, produce, read_to
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+DEV_AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
 
 
-def ledger_settings(kafka: str, database_url: str, **extra: str) -> LedgerSettings:
+def ledger_settings(kafka: str, database_url: str, **extra: Any) -> LedgerSettings:
     return LedgerSettings(
         KAFKA_BOOTSTRAP_SERVERS=kafka,
         database_url=database_url,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -57,7 +60,7 @@ async def test_ready_service_answers_health_readiness_metrics_and_docs(running) 
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get("/metrics", headers=DEV_AUTH)).text
     for name in (
         "arrears_records_consumed_total",
         "arrears_records_produced_total",
@@ -70,6 +73,29 @@ async def test_ready_service_answers_health_readiness_metrics_and_docs(running) 
     assert (await client.get("/docs")).status_code == 200
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/healthz", "/readyz", "/metrics"} <= set(paths)
+
+
+async def test_metrics_need_a_key_with_the_metrics_scope(running) -> None:
+    _, client = running
+    missing = await client.get("/metrics")
+    assert missing.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert (await client.get("/metrics", headers={"X-API-Key": "dev.wrong"})).status_code == 401
+    assert (await client.get("/metrics", headers={"X-API-Key": DEV_KEY})).status_code == 200
+    assert (await client.get("/healthz")).status_code == 200  # health stays open to probes
+
+
+async def test_a_key_without_the_scope_is_forbidden(kafka: str, ledger_db: str) -> None:
+    spec = ApiKeySpec(id="reader", sha256=digest("only-ledger"), scopes=["ledger:read"])
+    settings = ledger_settings(kafka, ledger_db, ARREARS_API_KEYS=[spec])
+    app = create_app(ServiceRuntime(settings, build_ledger), manage_runtime=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://ledger"
+    ) as client:
+        response = await client.get("/metrics", headers={"X-API-Key": "reader.only-ledger"})
+    assert response.status_code == 403
+    assert "metrics:read" in response.json()["detail"]
 
 
 async def test_unreadable_input_is_dead_lettered_by_the_running_service(running, kafka) -> None:
@@ -90,7 +116,7 @@ async def test_unreadable_input_is_dead_lettered_by_the_running_service(running,
                 break
             await asyncio.sleep(0.5)
     assert dict(mine[0].headers)["dlq_reason"].startswith(b"value is not JSON")
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get("/metrics", headers=DEV_AUTH)).text
     assert 'arrears_records_failed_total{kind="invalid",service="ledger"' in metrics
 
 

@@ -61,6 +61,7 @@ def test_each_service_runs_its_module_with_env_its_settings_read(
     unknown = set(env) - env_names(cls)
     assert not unknown, f"{name} sets variables its settings never read: {unknown}"
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["ARREARS_API_KEYS"] == "${ARREARS_API_KEYS:?set ARREARS_API_KEYS}"
     assert env[f"{prefix}_DATABASE_URL"].endswith(f"@postgres:5432/arrears_{name}")
     assert f"arrears_{name}:${{{prefix}_DB_PASSWORD}}@" in env[f"{prefix}_DATABASE_URL"]
     assert int(env[f"{prefix}_HTTP_PORT"]) == cls.default_port
@@ -97,7 +98,7 @@ def test_postgres_init_script_gives_each_service_its_own_role_and_database(
 
 def test_secrets_have_no_defaults_in_compose(compose: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in re.findall(r"\$\{(\w*PASSWORD)([^}]*)\}", text):
+    for secret in re.findall(r"\$\{(\w*(?:PASSWORD|API_KEYS))([^}]*)\}", text):
         name, rest = secret
         assert not rest.startswith(":-"), f"{name} has a default"
     assert compose["services"]["ledger"]["environment"]["ARREARS_ENV"] == "${ARREARS_ENV:-prod}"

@@ -7,14 +7,19 @@ from services.bureau.settings import BureauSettings
 from services.ledger.settings import LedgerSettings
 from services.notifier.settings import NotifierSettings
 from services.scheduler.settings import SchedulerSettings
+from shared.auth import digest
 
 ALL = [LedgerSettings, SchedulerSettings, NotifierSettings, BureauSettings]
+
+
+REAL_KEYS = f'[{{"id": "ops", "sha256": "{digest("a-real-secret")}", "scopes": ["*"]}}]'
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("ARREARS_ENV", "ARREARS_CLOCK", "KAFKA_BOOTSTRAP_SERVERS", "LEDGER_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ARREARS_API_KEYS", REAL_KEYS)
 
 
 @pytest.mark.parametrize("cls", ALL)
