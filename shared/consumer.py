@@ -93,7 +93,7 @@ class ConsumerRunner:
         self._batch_size = batch_size
         self._max_retries = max_retries
         self._backoff = backoff_seconds
-        self._inbox_name = f"{service}:{spec.name}"
+        self.inbox_name = inbox_name(service, spec)
         self._lag_reported_at = 0.0
         self._dead_letters: list[asyncio.Future[Any]] = []
 
@@ -156,22 +156,10 @@ class ConsumerRunner:
 
     async def _apply(self, items: Sequence[tuple[Any, CloudEvent]]) -> None:
         async with self._uow() as uow:
-            fresh = await claim(uow.session, self._inbox_name, list({e.id for _, e in items}))
-            todo: list[CloudEvent] = []
-            for record, event in items:
-                if event.id not in fresh:
+            applied = await apply_events(uow, self.inbox_name, self.spec, [e for _, e in items])
+            for (record, _), fresh in zip(items, applied, strict=True):
+                if not fresh:
                     metrics.DUPLICATES.labels(self._service, record.topic).inc()
-                    continue
-                fresh.discard(event.id)  # a copy later in the same batch is a duplicate too
-                todo.append(event)
-            for run in _runs_of_one_type(todo):
-                batch_handler = self.spec.batch_handlers.get(run[0].type)
-                if batch_handler is not None:
-                    await batch_handler(uow, run)
-                    continue
-                for event in run:
-                    with event_context(event):
-                        await self.spec.handlers[event.type](uow, event)
             await uow.commit()
 
     async def _apply_with_retries(self, item: tuple[Any, CloudEvent]) -> None:
@@ -213,7 +201,7 @@ class ConsumerRunner:
         headers += [
             ("dlq_reason", reason.encode()),
             ("dlq_kind", kind.encode()),
-            ("dlq_consumer", self._inbox_name.encode()),
+            ("dlq_consumer", self.inbox_name.encode()),
             ("dlq_source_topic", record.topic.encode()),
             ("dlq_source_partition", str(record.partition).encode()),
             ("dlq_source_offset", str(record.offset).encode()),
@@ -249,6 +237,36 @@ class ConsumerRunner:
             metrics.CONSUMER_LAG.labels(self._service, tp.topic, str(tp.partition)).set(
                 max(0, highwater - position)
             )
+
+
+def inbox_name(service: str, spec: ConsumerSpec) -> str:
+    return f"{service}:{spec.name}"
+
+
+async def apply_events(
+    uow: UnitOfWork, inbox: str, spec: ConsumerSpec, events: Sequence[CloudEvent]
+) -> list[bool]:
+    """Claim the events' ids in ``inbox`` and run the handlers of those not seen before, in the
+    caller's unit of work (which commits). Returns, per event, whether it was applied. Kafka and
+    HTTP ingest share this, so an event arriving both ways has one effect."""
+    fresh = await claim(uow.session, inbox, list({e.id for e in events}))
+    applied: list[bool] = []
+    todo: list[CloudEvent] = []
+    for event in events:
+        is_new = event.id in fresh
+        fresh.discard(event.id)  # a copy later in the same batch is a duplicate too
+        applied.append(is_new)
+        if is_new:
+            todo.append(event)
+    for run in _runs_of_one_type(todo):
+        batch_handler = spec.batch_handlers.get(run[0].type)
+        if batch_handler is not None:
+            await batch_handler(uow, run)
+            continue
+        for event in run:
+            with event_context(event):
+                await spec.handlers[event.type](uow, event)
+    return applied
 
 
 def _runs_of_one_type(events: Sequence[CloudEvent]) -> list[list[CloudEvent]]:

@@ -182,6 +182,7 @@ class AccountFlagged(Payload):
 class AccountEvent(Payload):
     account_id: Id
     customer_id: Id
+    flags: list[Flag] = []  # the account's and customer's active flags when it happened
 
 
 @event_type("payment.missed", topics.LEDGER)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,14 +19,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import migrations
 from shared.auth import KeyRing, require
 from shared.clock import Clock, ControlledClock, Listener, WallClock
 from shared.clock_follower import ClockFollower
-from shared.consumer import ConsumerRunner, ConsumerSpec
-from shared.db import UnitOfWorkFactory, asyncpg_dsn, make_engine, uow_factory
+from shared.consumer import ConsumerRunner, ConsumerSpec, safe_reason
+from shared.db import UnitOfWork, UnitOfWorkFactory, asyncpg_dsn, make_engine, uow_factory
 from shared.http import install_problem_handlers, problem
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
@@ -38,11 +39,17 @@ log = logging.getLogger(__name__)
 CONTROLLED_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+ClockJob = Callable[[UnitOfWork, datetime], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
+    """``clock_jobs`` run whenever the clock moves (controlled) or ticks (wall), each in a unit of
+    work of its own that the runtime commits."""
+
     consumers: Sequence[ConsumerSpec] = ()
     routers: Sequence[APIRouter] = ()
-    clock_listeners: Sequence[Listener] = ()
+    clock_jobs: Sequence[ClockJob] = ()
     description: str = ""
 
 
@@ -63,8 +70,8 @@ class ServiceRuntime:
             ControlledClock(CONTROLLED_EPOCH) if settings.clock == "controlled" else WallClock()
         )
         self.definition = build(settings, self.clock)
-        for listener in self.definition.clock_listeners:
-            self.clock.on_advance(listener)
+        for job in self.definition.clock_jobs:
+            self.clock.on_advance(self._job_runner(job))
         self._stop = asyncio.Event()
         self._workers: list[_Worker] = []
         self._engine: AsyncEngine | None = None
@@ -182,6 +189,26 @@ class ServiceRuntime:
             problems.append(f"kafka unreachable: {type(exc).__name__}")
         problems += [f"{w.name} stopped" for w in self._workers if w.task.done()]
         return problems
+
+    def _job_runner(self, job: ClockJob) -> Listener:
+        async def run(now: datetime) -> None:
+            if self._uow is None:
+                return  # a move before start: the job catches up on the next one
+            for attempt in range(1, 4):
+                try:
+                    async with self._uow() as uow:
+                        await job(uow, now)
+                        await uow.commit()
+                    return
+                except DBAPIError as exc:
+                    # A set-based job can deadlock with a handler touching the same rows; the
+                    # database aborts one of them, and running again is the cure.
+                    if attempt == 3:
+                        raise
+                    log.warning("clock job failed (%s); retrying", safe_reason(exc))
+                    await asyncio.sleep(0.1 * attempt)
+
+        return run
 
     def _spawn(self, name: str, coro: Any, *closers: Any) -> None:
         self._workers.append(_Worker(name, asyncio.create_task(coro, name=name), list(closers)))

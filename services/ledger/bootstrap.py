@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from pathlib import Path
+
 import services.ledger
+from services.ledger.entrypoints.api import router
+from services.ledger.service_layer import Ledger, event_handlers
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
+from shared.db import UnitOfWork
 from shared.service import ServiceDefinition
 from shared.settings import ServiceSettings
 
+PRODUCTS = Path(__file__).resolve().parent / "data" / "products.json"
+
+
+def grace_days() -> dict[str, int]:
+    raw = json.loads(PRODUCTS.read_text())
+    return {name: int(spec["grace_days"]) for name, spec in raw.items() if not name.startswith("_")}
+
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
+    ledger = Ledger(clock, grace_days())
+    events = ConsumerSpec(
+        name="events",
+        topics=(topics.CORE_BANKING, topics.NOTIFIER),
+        handlers=event_handlers(ledger),
+    )
+
+    async def evaluate_delinquency(uow: UnitOfWork, now: datetime) -> None:
+        await ledger.evaluate(uow)
+
     return ServiceDefinition(
         description=services.ledger.__doc__ or "",
-        # Until the ledger's handlers land, its consumer still validates everything it reads:
-        # unreadable records go to the dead-letter topic, the rest are acknowledged.
-        consumers=[ConsumerSpec(name="events", topics=(topics.CORE_BANKING, topics.NOTIFIER))],
+        consumers=[events],
+        routers=[router(events, settings.service_name)],
+        clock_jobs=[evaluate_delinquency],
     )

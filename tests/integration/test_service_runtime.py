@@ -13,9 +13,10 @@ import pytest_asyncio
 
 from services.ledger.bootstrap import build as build_ledger
 from services.ledger.settings import LedgerSettings
-from shared import topics
+from shared import migrations, topics
 from shared.auth import DEV_KEY, ApiKeySpec, digest
 from shared.clock import Clock, ControlledClock
+from shared.db import UnitOfWork
 from shared.envelope import new_event
 from shared.events import ClockSet
 from shared.service import ServiceDefinition, ServiceRuntime, create_app
@@ -136,7 +137,7 @@ async def test_readiness_is_503_with_the_reason_when_migrations_are_not_at_head(
         await runtime.stop()
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
-    assert "migrations head is ledger_0001" in response.json()["detail"]
+    assert f"migrations head is {migrations.head('ledger')}" in response.json()["detail"]
 
 
 async def test_readiness_is_503_when_the_database_is_unreachable(kafka: str, infra: Infra) -> None:
@@ -156,10 +157,10 @@ async def test_controlled_clock_follows_system_clock_and_resumes_at_the_latest_t
     seen: list[datetime] = []
 
     def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
-        async def on_advance(now: datetime) -> None:
+        async def on_advance(uow: UnitOfWork, now: datetime) -> None:
             seen.append(now)
 
-        return ServiceDefinition(clock_listeners=[on_advance])
+        return ServiceDefinition(clock_jobs=[on_advance])
 
     # The clock topic is shared by the session: work from whatever time it already shows.
     existing = await read_topic(kafka, topics.CLOCK, timeout=5)

@@ -1,0 +1,186 @@
+"""The ledger's HTTP API: reads of accounts and customers, and ingest for upstream systems that
+cannot write to Kafka. Routes only translate; the service layer and the read models do the work."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from services.ledger import views
+from shared.auth import require
+from shared.consumer import ConsumerSpec, PermanentError, apply_events, inbox_name
+from shared.envelope import CloudEvent, describe_errors
+from shared.events import REGISTRY
+from shared.http import problem
+from shared.topics import CORE_BANKING
+
+MAX_BATCH = 500
+
+
+class StructuredEvent(BaseModel):
+    """A CloudEvent in structured JSON mode (``application/cloudevents+json``)."""
+
+    model_config = ConfigDict(extra="ignore")
+    specversion: str = Field(pattern=r"^1\.0$")
+    id: str = Field(min_length=1, max_length=128)
+    source: str = Field(min_length=1, max_length=256)
+    type: str = Field(min_length=1, max_length=64)
+    time: AwareDatetime
+    subject: str | None = Field(None, max_length=128)
+    datacontenttype: str = Field("application/json", pattern=r"^application/json")
+    partitionkey: str | None = Field(None, max_length=128)
+    data: dict[str, Any]
+
+
+class InstallmentView(BaseModel):
+    installment_no: int
+    due_date: date
+    amount: Decimal
+    paid: Decimal
+    outstanding: Decimal
+    missed: bool
+
+
+class AccountView(BaseModel):
+    account_id: str
+    customer_id: str
+    product: str
+    currency: str
+    principal: Decimal
+    opened_on: date
+    outstanding: Decimal
+    paid: Decimal
+    overdue: Decimal
+    days_past_due: int
+    bucket: str
+    in_arrears: bool
+    evaluated_at: datetime | None
+    flags: list[str]
+    installments: list[InstallmentView]
+
+
+class AccountSummary(BaseModel):
+    account_id: str
+    product: str
+    currency: str
+    days_past_due: int
+    bucket: str
+    overdue: Decimal
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    kind: str
+    ref: str
+    amount: Decimal | None = None
+    from_bucket: str | None = None
+    to_bucket: str | None = None
+    dpd: int | None = None
+    detail: str | None = None
+
+
+class IngestResult(BaseModel):
+    id: str
+    status: str  # applied | duplicate
+
+
+def router(spec: ConsumerSpec, service: str) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["ledger"])
+    inbox = inbox_name(service, spec)
+    not_found: dict[int | str, dict[str, Any]] = {404: {"description": "No such account"}}
+
+    @api.get(
+        "/accounts/{account_id}",
+        response_model=AccountView,
+        responses=not_found,
+        dependencies=[Depends(require("ledger:read"))],
+    )
+    async def get_account(account_id: str, request: Request) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            found = await views.account(uow.session, account_id)
+        return found if found else problem(404, "Not Found", "no such account")
+
+    @api.get(
+        "/accounts/{account_id}/history",
+        response_model=list[HistoryEntry],
+        responses=not_found,
+        dependencies=[Depends(require("ledger:read"))],
+    )
+    async def get_history(account_id: str, request: Request) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            if await views.customer_of(uow.session, account_id) is None:
+                return problem(404, "Not Found", "no such account")
+            return await views.history(uow.session, account_id)
+
+    @api.get(
+        "/customers/{customer_id}/accounts",
+        response_model=list[AccountSummary],
+        dependencies=[Depends(require("ledger:read"))],
+    )
+    async def get_customer_accounts(customer_id: str, request: Request) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            return await views.customer_accounts(uow.session, customer_id)
+
+    @api.post(
+        "/events",
+        response_model=list[IngestResult],
+        summary="Ingest a batch of core-banking CloudEvents (structured JSON)",
+        description=(
+            "The same handlers and the same deduplication by event id as the "
+            f"`{CORE_BANKING}` consumer: an event sent both ways has one effect. The batch is "
+            "all or nothing: any invalid event gives a 422 naming it and applies none."
+        ),
+        responses={422: {"description": "An event is invalid; problem+json names it"}},
+        dependencies=[Depends(require("events:write"))],
+    )
+    async def post_events(
+        request: Request,
+        batch: Annotated[list[StructuredEvent], Body(min_length=1, max_length=MAX_BATCH)],
+    ) -> Any:
+        events: list[CloudEvent] = []
+        for index, item in enumerate(batch):
+            spec_for = REGISTRY.get(item.type)
+            if spec_for is None or spec_for.topic != CORE_BANKING:
+                return _invalid(index, "type", f"not a {CORE_BANKING} event type")
+            try:
+                data = spec_for.model.model_validate(item.data)
+            except ValidationError as exc:
+                return _invalid(index, "data", describe_errors(exc))
+            key = item.partitionkey or getattr(data, "customer_id", None) or item.subject or ""
+            events.append(
+                CloudEvent(
+                    id=item.id,
+                    source=item.source,
+                    type=item.type,
+                    time=item.time,
+                    key=key,
+                    data=data,
+                    subject=item.subject,
+                )
+            )
+        async with request.app.state.runtime.uow() as uow:
+            try:
+                applied = await apply_events(uow, inbox, spec, events)
+            except PermanentError as exc:
+                return problem(422, "Unprocessable Content", str(exc))
+            await uow.commit()
+        return [
+            IngestResult(id=e.id, status="applied" if fresh else "duplicate")
+            for e, fresh in zip(events, applied, strict=True)
+        ]
+
+    return api
+
+
+def _invalid(index: int, field: str, reason: str) -> JSONResponse:
+    return problem(
+        422,
+        "Unprocessable Content",
+        f"event {index}: {field}: {reason}",
+        errors=[{"field": f"body.{index}.{field}", "message": reason}],
+    )

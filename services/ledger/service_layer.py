@@ -1,0 +1,478 @@
+"""The ledger's use cases. Each takes the unit of work it runs in; none commits (the caller's
+unit of work does, together with the events these publish).
+
+Delinquency is evaluated by set-based SQL over every account (or one), never a Python loop over
+rows: Python only turns the rows that *changed* into events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import text
+
+from services.ledger.domain.allocation import (
+    Installment,
+    LedgerError,
+    allocate,
+    validate_schedule,
+)
+from services.ledger.domain.delinquency import bucket_case_sql
+from shared.clock import Clock
+from shared.consumer import PermanentError
+from shared.db import UnitOfWork
+from shared.envelope import CloudEvent, new_event
+from shared.events import (
+    AccountCured,
+    AccountFlagged,
+    CustomerUpserted,
+    DelinquencyChanged,
+    LoanOpened,
+    Payload,
+    PaymentMissed,
+    PaymentPosted,
+    PaymentReceived,
+    PaymentReversed,
+)
+
+log = logging.getLogger(__name__)
+SOURCE = "/arrears/ledger"
+
+# Everything below runs on every clock move over all accounts: keep it to set-based statements.
+_LOCAL = """
+  SELECT a.account_id, a.customer_id, a.currency, a.days_past_due AS old_dpd,
+         a.bucket AS old_bucket, a.in_arrears AS old_in_arrears,
+         (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS today,
+         coalesce(p.grace_days, 0) AS grace
+  FROM account a
+  LEFT JOIN customer c ON c.customer_id = a.customer_id
+  LEFT JOIN product p ON p.product = a.product
+  WHERE CAST(:account AS text) IS NULL OR a.account_id = CAST(:account AS text)
+"""
+
+EVALUATE_SQL = text(
+    f"""
+WITH local AS ({_LOCAL}),
+dues AS (
+  SELECT i.account_id,
+         min(i.due_date) FILTER (WHERE i.paid < i.amount) AS oldest_unpaid,
+         coalesce(sum(i.amount - i.paid) FILTER (WHERE i.due_date < l.today), 0) AS overdue
+  FROM installment i JOIN local l ON l.account_id = i.account_id
+  GROUP BY i.account_id
+),
+computed AS (
+  SELECT l.*, coalesce(d.overdue, 0) AS overdue,
+         CASE WHEN d.oldest_unpaid IS NOT NULL AND l.today - d.oldest_unpaid > l.grace
+              THEN l.today - d.oldest_unpaid ELSE 0 END AS dpd
+  FROM local l LEFT JOIN dues d ON d.account_id = l.account_id
+),
+next AS (
+  SELECT c.*, {bucket_case_sql("c.dpd")} AS bucket,
+         CASE WHEN c.dpd > 0 THEN true WHEN c.overdue = 0 THEN false
+              ELSE c.old_in_arrears END AS in_arrears
+  FROM computed c
+),
+changed AS (
+  UPDATE account a
+  SET days_past_due = n.dpd, bucket = n.bucket, overdue = n.overdue,
+      in_arrears = n.in_arrears, evaluated_at = CAST(:now AS timestamptz)
+  FROM next n
+  WHERE a.account_id = n.account_id
+    AND (a.days_past_due, a.overdue, a.in_arrears) IS DISTINCT FROM (n.dpd, n.overdue, n.in_arrears)
+  RETURNING a.account_id, a.customer_id, a.currency, n.old_bucket, a.bucket, a.days_past_due,
+            a.overdue, n.old_in_arrears, a.in_arrears
+),
+history AS (
+  INSERT INTO bucket_change (account_id, from_bucket, to_bucket, days_past_due, changed_at)
+  SELECT account_id, old_bucket, bucket, days_past_due, CAST(:now AS timestamptz)
+  FROM changed WHERE old_bucket <> bucket
+)
+SELECT * FROM changed
+"""
+)
+
+MISSED_SQL = text(
+    f"""
+WITH local AS ({_LOCAL})
+UPDATE installment i SET missed_at = CAST(:now AS timestamptz)
+FROM local l, account a
+WHERE i.account_id = l.account_id AND a.account_id = l.account_id
+  AND i.missed_at IS NULL AND i.paid < i.amount AND l.today - i.due_date > l.grace
+RETURNING i.account_id, a.customer_id, a.currency, i.installment_no, i.due_date,
+          i.amount - i.paid AS amount_due, a.overdue, a.days_past_due, a.bucket
+"""
+)
+
+ACTIVE_FLAGS_SQL = text("""
+SELECT DISTINCT ON (f.customer_id, coalesce(f.account_id, ''), f.flag)
+       f.customer_id, f.account_id, f.flag, f.active
+FROM flag_change f
+WHERE f.customer_id = ANY(CAST(:customers AS text[]))
+ORDER BY f.customer_id, coalesce(f.account_id, ''), f.flag, f.id DESC
+""")
+
+
+class Ledger:
+    def __init__(self, clock: Clock, grace_days: Mapping[str, int]) -> None:
+        self._clock = clock
+        self._grace = dict(grace_days)
+
+    # --- commands from core-banking.events -----------------------------------------------------
+
+    async def upsert_customer(self, uow: UnitOfWork, data: CustomerUpserted) -> None:
+        try:
+            ZoneInfo(data.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PermanentError("timezone: not an IANA time zone") from None
+        await uow.session.execute(
+            text("""
+                INSERT INTO customer (customer_id, timezone, country, locale, updated_at)
+                VALUES (:id, :tz, :country, :locale, :now)
+                ON CONFLICT (customer_id) DO UPDATE
+                SET timezone = excluded.timezone, country = excluded.country,
+                    locale = excluded.locale, updated_at = excluded.updated_at
+            """),
+            {
+                "id": data.customer_id,
+                "tz": data.timezone,
+                "country": data.country,
+                "locale": data.locale,
+                "now": self._clock.now(),
+            },
+        )
+
+    async def open_loan(self, uow: UnitOfWork, data: LoanOpened) -> None:
+        schedule = [(s.installment_no, s.due_date, s.amount) for s in data.schedule]
+        try:
+            validate_schedule(schedule)
+        except LedgerError as exc:
+            raise PermanentError(str(exc)) from None
+        if data.principal <= 0:
+            raise PermanentError("principal: must be positive")
+        existing = (
+            await uow.session.execute(
+                text("SELECT customer_id FROM account WHERE account_id = :a"),
+                {"a": data.account_id},
+            )
+        ).scalar()
+        if existing is not None:
+            if existing != data.customer_id:
+                raise PermanentError("account_id: already opened for another customer")
+            return  # the same loan announced again
+        await uow.session.execute(
+            text("""
+                INSERT INTO product (product, grace_days) VALUES (:p, :g)
+                ON CONFLICT (product) DO NOTHING
+            """),
+            {"p": data.product, "g": self._grace.get(data.product, 0)},
+        )
+        await uow.session.execute(
+            text("""
+                INSERT INTO account (account_id, customer_id, product, currency, principal,
+                                     opened_on)
+                VALUES (:a, :c, :p, :cur, :principal, :opened)
+            """),
+            {
+                "a": data.account_id,
+                "c": data.customer_id,
+                "p": data.product,
+                "cur": data.currency,
+                "principal": data.principal,
+                "opened": data.opened_on,
+            },
+        )
+        await uow.session.execute(
+            text("""
+                INSERT INTO installment (account_id, installment_no, due_date, amount)
+                VALUES (:a, :n, :d, :amount)
+            """),
+            [{"a": data.account_id, "n": n, "d": d, "amount": amt} for n, d, amt in schedule],
+        )
+        await self.evaluate(uow, data.account_id)
+
+    async def post_payment(self, uow: UnitOfWork, data: PaymentPosted) -> None:
+        if data.amount <= 0:
+            raise PermanentError("amount: must be positive")
+        account = await self._lock_account(uow, data.account_id, "payment")
+        if account["currency"] != data.currency:
+            raise PermanentError("currency: does not match the account's currency")
+        inserted = (
+            await uow.session.execute(
+                text("""
+                    INSERT INTO payment (payment_id, account_id, amount, currency, posted_at)
+                    VALUES (:id, :a, :amount, :cur, :at)
+                    ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id
+                """),
+                {
+                    "id": data.payment_id,
+                    "a": data.account_id,
+                    "amount": data.amount,
+                    "cur": data.currency,
+                    "at": data.posted_at,
+                },
+            )
+        ).scalar()
+        if inserted is None:
+            return  # this payment_id was applied before
+        rows = await uow.session.execute(
+            text("""
+                SELECT installment_no, due_date, amount, paid FROM installment
+                WHERE account_id = :a ORDER BY due_date, installment_no
+            """),
+            {"a": data.account_id},
+        )
+        installments = [Installment(r[0], r[1], r[2], r[3]) for r in rows]
+        applied = allocate(installments, data.amount)
+        if applied.allocations:
+            params = [
+                {"p": data.payment_id, "a": data.account_id, "n": a.installment_no, "x": a.amount}
+                for a in applied.allocations
+            ]
+            await uow.session.execute(
+                text("""
+                    INSERT INTO allocation (payment_id, account_id, installment_no, amount)
+                    VALUES (:p, :a, :n, :x)
+                """),
+                params,
+            )
+            await uow.session.execute(
+                text("""
+                    UPDATE installment SET paid = paid + :x
+                    WHERE account_id = :a AND installment_no = :n
+                """),
+                params,
+            )
+        if applied.unallocated:
+            await uow.session.execute(
+                text("UPDATE payment SET unallocated = :u WHERE payment_id = :p"),
+                {"u": applied.unallocated, "p": data.payment_id},
+            )
+        await self.evaluate(uow, data.account_id)
+        overdue = await self._overdue(uow, data.account_id)
+        self._publish(
+            uow,
+            account["customer_id"],
+            data.account_id,
+            PaymentReceived(
+                account_id=data.account_id,
+                customer_id=account["customer_id"],
+                payment_id=data.payment_id,
+                amount=data.amount,
+                currency=data.currency,
+                total_overdue=overdue,
+            ),
+        )
+
+    async def reverse_payment(self, uow: UnitOfWork, data: PaymentReversed) -> None:
+        await self._lock_account(uow, data.account_id, "reversal")
+        payment = (
+            await uow.session.execute(
+                text("""
+                    SELECT account_id, reversed_at FROM payment WHERE payment_id = :p FOR UPDATE
+                """),
+                {"p": data.payment_id},
+            )
+        ).first()
+        if payment is None or payment.account_id != data.account_id:
+            raise PermanentError("payment_id: no such payment on this account")
+        if payment.reversed_at is not None:
+            return  # reversed before
+        # Undo exactly what this payment allocated, no matter what was paid since.
+        await uow.session.execute(
+            text("""
+                UPDATE installment i SET paid = i.paid - al.amount
+                FROM allocation al
+                WHERE al.payment_id = :p AND i.account_id = al.account_id
+                  AND i.installment_no = al.installment_no
+            """),
+            {"p": data.payment_id},
+        )
+        await uow.session.execute(
+            text(
+                "UPDATE payment SET reversed_at = :now, reversal_reason = :r WHERE payment_id = :p"
+            ),
+            {"now": self._clock.now(), "r": data.reason, "p": data.payment_id},
+        )
+        await self.evaluate(uow, data.account_id)
+
+    async def flag(self, uow: UnitOfWork, data: AccountFlagged) -> None:
+        customer_id = data.customer_id
+        if data.account_id is not None:
+            owner = (
+                await uow.session.execute(
+                    text("SELECT customer_id FROM account WHERE account_id = :a"),
+                    {"a": data.account_id},
+                )
+            ).scalar()
+            if owner is None:
+                raise PermanentError("account_id: unknown account")
+            if customer_id is not None and customer_id != owner:
+                raise PermanentError("customer_id: does not own account_id")
+            customer_id = owner
+        if customer_id is None:
+            raise PermanentError("account_id or customer_id is required")
+        await uow.session.execute(
+            text("""
+                INSERT INTO flag_change (account_id, customer_id, flag, active, changed_at)
+                VALUES (:a, :c, :f, :active, :now)
+            """),
+            {
+                "a": data.account_id,
+                "c": customer_id,
+                "f": data.flag,
+                "active": data.active,
+                "now": self._clock.now(),
+            },
+        )
+
+    # --- delinquency ---------------------------------------------------------------------------
+
+    async def evaluate(self, uow: UnitOfWork, account_id: str | None = None) -> int:
+        """Bring days past due, buckets and missed instalments up to the clock, for one account
+        or all of them; publishes what changed. Returns the number of accounts that changed."""
+        now = self._clock.now()
+        params = {"now": now, "account": account_id}
+        changed = (await uow.session.execute(EVALUATE_SQL, params)).mappings().all()
+        missed = (await uow.session.execute(MISSED_SQL, params)).mappings().all()
+        if not changed and not missed:
+            return 0
+        flags = await self._active_flags(
+            uow, {r["customer_id"] for r in changed} | {r["customer_id"] for r in missed}
+        )
+        for row in sorted(missed, key=lambda r: (r["account_id"], r["installment_no"])):
+            self._publish(
+                uow,
+                row["customer_id"],
+                row["account_id"],
+                PaymentMissed(
+                    account_id=row["account_id"],
+                    customer_id=row["customer_id"],
+                    flags=flags.get((row["customer_id"], row["account_id"]), []),
+                    installment_no=row["installment_no"],
+                    due_date=row["due_date"],
+                    amount_due=row["amount_due"],
+                    total_overdue=row["overdue"],
+                    currency=row["currency"],
+                    days_past_due=row["days_past_due"],
+                    bucket=row["bucket"],
+                ),
+            )
+        for row in changed:
+            active = flags.get((row["customer_id"], row["account_id"]), [])
+            if row["old_bucket"] != row["bucket"]:
+                self._publish(
+                    uow,
+                    row["customer_id"],
+                    row["account_id"],
+                    DelinquencyChanged(
+                        account_id=row["account_id"],
+                        customer_id=row["customer_id"],
+                        flags=active,
+                        previous_bucket=row["old_bucket"],
+                        bucket=row["bucket"],
+                        days_past_due=row["days_past_due"],
+                        total_overdue=row["overdue"],
+                        currency=row["currency"],
+                    ),
+                )
+            if row["old_in_arrears"] and not row["in_arrears"]:
+                self._publish(
+                    uow,
+                    row["customer_id"],
+                    row["account_id"],
+                    AccountCured(
+                        account_id=row["account_id"], customer_id=row["customer_id"], flags=active
+                    ),
+                )
+        return len(changed)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _publish(self, uow: UnitOfWork, customer_id: str, account_id: str, data: Payload) -> None:
+        now = self._clock.now()
+        uow.publish(new_event(data, source=SOURCE, key=customer_id, time=now, subject=account_id))
+
+    async def _lock_account(self, uow: UnitOfWork, account_id: str, what: str) -> Any:
+        row = (
+            (
+                await uow.session.execute(
+                    text("""
+                    SELECT account_id, customer_id, currency FROM account
+                    WHERE account_id = :a FOR UPDATE
+                """),
+                    {"a": account_id},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise PermanentError(f"account_id: {what} for an unknown account")
+        return row
+
+    async def _overdue(self, uow: UnitOfWork, account_id: str) -> Decimal:
+        value = (
+            await uow.session.execute(
+                text("SELECT overdue FROM account WHERE account_id = :a"), {"a": account_id}
+            )
+        ).scalar_one()
+        return Decimal(value)
+
+    async def _active_flags(self, uow: UnitOfWork, customers: set[str]) -> ActiveFlags:
+        rows = await uow.session.execute(ACTIVE_FLAGS_SQL, {"customers": sorted(customers)})
+        flags = ActiveFlags()
+        for row in rows:
+            if row.active:
+                flags.add(row.customer_id, row.account_id, row.flag)
+        return flags
+
+
+class ActiveFlags:
+    """Active flags per customer; a customer-wide flag (no account) applies to every account."""
+
+    def __init__(self) -> None:
+        self._by_customer: dict[str, list[tuple[str | None, str]]] = {}
+
+    def add(self, customer_id: str, account_id: str | None, flag: str) -> None:
+        self._by_customer.setdefault(customer_id, []).append((account_id, flag))
+
+    def get(self, key: tuple[str, str], default: Any = None) -> list[Any]:
+        customer_id, account_id = key
+        entries = self._by_customer.get(customer_id, [])
+        return sorted({flag for account, flag in entries if account in (None, account_id)})
+
+
+def event_handlers(ledger: Ledger) -> dict[str, Any]:
+    """ce_type -> handler, shared by the Kafka consumer and ``POST /v1/events``."""
+
+    async def customer_upserted(uow: UnitOfWork, event: CloudEvent) -> None:
+        assert isinstance(event.data, CustomerUpserted)
+        await ledger.upsert_customer(uow, event.data)
+
+    async def loan_opened(uow: UnitOfWork, event: CloudEvent) -> None:
+        assert isinstance(event.data, LoanOpened)
+        await ledger.open_loan(uow, event.data)
+
+    async def payment_posted(uow: UnitOfWork, event: CloudEvent) -> None:
+        assert isinstance(event.data, PaymentPosted)
+        await ledger.post_payment(uow, event.data)
+
+    async def payment_reversed(uow: UnitOfWork, event: CloudEvent) -> None:
+        assert isinstance(event.data, PaymentReversed)
+        await ledger.reverse_payment(uow, event.data)
+
+    async def account_flagged(uow: UnitOfWork, event: CloudEvent) -> None:
+        assert isinstance(event.data, AccountFlagged)
+        await ledger.flag(uow, event.data)
+
+    return {
+        "customer.upserted": customer_upserted,
+        "loan.opened": loan_opened,
+        "payment.posted": payment_posted,
+        "payment.reversed": payment_reversed,
+        "account.flagged": account_flagged,
+    }

@@ -1,0 +1,101 @@
+"""Read models behind the ledger's API: plain queries, no rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+ACCOUNT_SQL = text("""
+SELECT a.account_id, a.customer_id, a.product, a.currency, a.principal, a.opened_on,
+       a.days_past_due, a.bucket, a.overdue, a.in_arrears, a.evaluated_at,
+       coalesce(sum(i.amount - i.paid), 0) AS outstanding,
+       coalesce(sum(i.paid), 0) AS paid
+FROM account a LEFT JOIN installment i ON i.account_id = a.account_id
+WHERE a.account_id = :a
+GROUP BY a.account_id
+""")
+
+
+async def account(session: AsyncSession, account_id: str) -> dict[str, Any] | None:
+    row = (await session.execute(ACCOUNT_SQL, {"a": account_id})).mappings().first()
+    if row is None:
+        return None
+    result = dict(row)
+    result["installments"] = [
+        dict(r)
+        for r in (
+            await session.execute(
+                text("""
+                    SELECT installment_no, due_date, amount, paid, amount - paid AS outstanding,
+                           missed_at IS NOT NULL AS missed
+                    FROM installment WHERE account_id = :a ORDER BY installment_no
+                """),
+                {"a": account_id},
+            )
+        ).mappings()
+    ]
+    result["flags"] = await active_flags(session, row["customer_id"], account_id)
+    return result
+
+
+async def active_flags(session: AsyncSession, customer_id: str, account_id: str) -> list[str]:
+    rows = await session.execute(
+        text("""
+            SELECT DISTINCT ON (coalesce(account_id, ''), flag) flag, active
+            FROM flag_change
+            WHERE customer_id = :c AND (account_id IS NULL OR account_id = :a)
+            ORDER BY coalesce(account_id, ''), flag, id DESC
+        """),
+        {"c": customer_id, "a": account_id},
+    )
+    return sorted({r.flag for r in rows if r.active})
+
+
+async def history(session: AsyncSession, account_id: str) -> list[dict[str, Any]]:
+    """Payments, reversals, bucket transitions and flag changes, oldest first."""
+    rows = await session.execute(
+        text("""
+            SELECT * FROM (
+              SELECT posted_at AS at, 'payment' AS kind, payment_id AS ref, amount,
+                     NULL::text AS from_bucket, NULL::text AS to_bucket, NULL::int AS dpd,
+                     NULL::text AS detail
+              FROM payment WHERE account_id = :a
+              UNION ALL
+              SELECT reversed_at, 'reversal', payment_id, amount, NULL, NULL, NULL,
+                     reversal_reason
+              FROM payment WHERE account_id = :a AND reversed_at IS NOT NULL
+              UNION ALL
+              SELECT changed_at, 'bucket_change', id::text, NULL, from_bucket, to_bucket,
+                     days_past_due, NULL
+              FROM bucket_change WHERE account_id = :a
+              UNION ALL
+              SELECT f.changed_at, 'flag', f.id::text, NULL, NULL, NULL, NULL,
+                     f.flag || CASE WHEN f.active THEN ' set' ELSE ' cleared' END
+              FROM flag_change f JOIN account a ON a.customer_id = f.customer_id
+              WHERE a.account_id = :a AND (f.account_id IS NULL OR f.account_id = :a)
+            ) h ORDER BY at, kind, ref
+        """),
+        {"a": account_id},
+    )
+    return [{k: v for k, v in r.items() if v is not None} for r in rows.mappings()]
+
+
+async def customer_accounts(session: AsyncSession, customer_id: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        text("""
+            SELECT account_id, product, currency, days_past_due, bucket, overdue
+            FROM account WHERE customer_id = :c ORDER BY account_id
+        """),
+        {"c": customer_id},
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+async def customer_of(session: AsyncSession, account_id: str) -> str | None:
+    return (
+        await session.execute(
+            text("SELECT customer_id FROM account WHERE account_id = :a"), {"a": account_id}
+        )
+    ).scalar()
