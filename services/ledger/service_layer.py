@@ -292,9 +292,11 @@ class Ledger:
             {"p": data.payment_id},
         )
         await uow.session.execute(
-            text(
-                "UPDATE payment SET reversed_at = :now, reversal_reason = :r WHERE payment_id = :p"
-            ),
+            text("""
+                UPDATE payment
+                SET reversed_at = :now, reversal_reason = :r, reversal_seq = nextval('history_seq')
+                WHERE payment_id = :p
+            """),
             {"now": self._clock.now(), "r": data.reason, "p": data.payment_id},
         )
         await self.evaluate(uow, data.account_id)

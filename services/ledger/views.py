@@ -54,28 +54,29 @@ async def active_flags(session: AsyncSession, customer_id: str, account_id: str)
 
 
 async def history(session: AsyncSession, account_id: str) -> list[dict[str, Any]]:
-    """Payments, reversals, bucket transitions and flag changes, oldest first."""
+    """Payments, reversals, bucket transitions and flag changes in the order the ledger
+    recorded them (``at`` is the payment's posting time, else the ledger's time)."""
     rows = await session.execute(
         text("""
-            SELECT * FROM (
-              SELECT posted_at AS at, 'payment' AS kind, payment_id AS ref, amount,
+            SELECT at, kind, ref, amount, from_bucket, to_bucket, dpd, detail FROM (
+              SELECT seq, posted_at AS at, 'payment' AS kind, payment_id AS ref, amount,
                      NULL::text AS from_bucket, NULL::text AS to_bucket, NULL::int AS dpd,
                      NULL::text AS detail
               FROM payment WHERE account_id = :a
               UNION ALL
-              SELECT reversed_at, 'reversal', payment_id, amount, NULL, NULL, NULL,
+              SELECT reversal_seq, reversed_at, 'reversal', payment_id, amount, NULL, NULL, NULL,
                      reversal_reason
               FROM payment WHERE account_id = :a AND reversed_at IS NOT NULL
               UNION ALL
-              SELECT changed_at, 'bucket_change', id::text, NULL, from_bucket, to_bucket,
+              SELECT seq, changed_at, 'bucket_change', id::text, NULL, from_bucket, to_bucket,
                      days_past_due, NULL
               FROM bucket_change WHERE account_id = :a
               UNION ALL
-              SELECT f.changed_at, 'flag', f.id::text, NULL, NULL, NULL, NULL,
+              SELECT f.seq, f.changed_at, 'flag', f.id::text, NULL, NULL, NULL, NULL,
                      f.flag || CASE WHEN f.active THEN ' set' ELSE ' cleared' END
               FROM flag_change f JOIN account a ON a.customer_id = f.customer_id
               WHERE a.account_id = :a AND (f.account_id IS NULL OR f.account_id = :a)
-            ) h ORDER BY at, kind, ref
+            ) h ORDER BY seq
         """),
         {"a": account_id},
     )

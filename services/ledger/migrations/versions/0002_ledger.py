@@ -25,6 +25,8 @@ def upgrade() -> None:
 
 
 SCHEMA = """
+        -- One sequence orders everything an account's history shows, as the ledger recorded it.
+        CREATE SEQUENCE history_seq;
         CREATE TABLE customer (
           customer_id text PRIMARY KEY,
           timezone    text NOT NULL,
@@ -68,7 +70,9 @@ SCHEMA = """
           posted_at      timestamptz NOT NULL,
           unallocated    numeric(19, 4) NOT NULL DEFAULT 0,
           reversed_at    timestamptz,
-          reversal_reason text
+          reversal_reason text,
+          seq            bigint NOT NULL DEFAULT nextval('history_seq'),
+          reversal_seq   bigint
         );
         CREATE INDEX payment_account ON payment (account_id, posted_at);
         CREATE TABLE allocation (
@@ -85,7 +89,8 @@ SCHEMA = """
           from_bucket    text NOT NULL,
           to_bucket      text NOT NULL,
           days_past_due  integer NOT NULL,
-          changed_at     timestamptz NOT NULL
+          changed_at     timestamptz NOT NULL,
+          seq            bigint NOT NULL DEFAULT nextval('history_seq')
         );
         CREATE INDEX bucket_change_account ON bucket_change (account_id, id);
         CREATE TABLE flag_change (
@@ -94,7 +99,8 @@ SCHEMA = """
           customer_id text NOT NULL,
           flag        text NOT NULL,
           active      boolean NOT NULL,
-          changed_at  timestamptz NOT NULL
+          changed_at  timestamptz NOT NULL,
+          seq         bigint NOT NULL DEFAULT nextval('history_seq')
         );
         CREATE INDEX flag_change_customer ON flag_change (customer_id, id);
 """
@@ -103,5 +109,5 @@ SCHEMA = """
 def downgrade() -> None:
     op.execute(
         "DROP TABLE flag_change, bucket_change, allocation, payment, installment, account, "
-        "product, customer"
+        "product, customer; DROP SEQUENCE history_seq"
     )

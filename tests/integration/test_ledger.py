@@ -1,0 +1,351 @@
+"""The ledger driven only through Kafka and HTTP, on the controlled clock."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from services.ledger.bootstrap import build
+from services.ledger.settings import LedgerSettings
+from shared import topics
+from shared.auth import DEV_KEY
+from shared.envelope import CloudEvent, decode, new_event
+from shared.events import (
+    ClockSet,
+    CustomerUpserted,
+    LoanOpened,
+    Payload,
+    PaymentPosted,
+    PaymentReversed,
+    ScheduledInstallment,
+)
+from shared.service import ServiceRuntime, create_app
+from tests.support.databases import migrated_database
+from tests.support.factories import produce, read_topic
+from tests.support.infra import Infra
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
+TZ = "Asia/Shanghai"
+
+
+def upstream(data: Payload, customer: str, at: datetime) -> CloudEvent:
+    return new_event(data, source="/core-banking/test", key=customer, time=at)
+
+
+@dataclass
+class Ledger:
+    runtime: ServiceRuntime
+    client: httpx.AsyncClient
+    kafka: str
+    base: date  # day 0 of the scenario, in the customer's timezone
+
+    def at(self, day: int, hour: int = 12) -> datetime:
+        return datetime.combine(self.base + timedelta(days=day), time(hour), ZoneInfo(TZ))
+
+    async def set_clock(self, day: int, hour: int = 12) -> None:
+        instant = self.at(day, hour)
+        await produce(self.kafka, topics.CLOCK, [upstream(ClockSet(now=instant), "clock", instant)])
+        async with asyncio.timeout(15):
+            while self.runtime.clock.now() < instant:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the evaluation job runs on the move
+
+    async def send(self, *events: CloudEvent) -> None:
+        await produce(self.kafka, topics.CORE_BANKING, list(events))
+
+    async def account(self, account_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/v1/accounts/{account_id}", headers=AUTH)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+async def latest_clock(kafka: str) -> datetime | None:
+    records = await read_topic(kafka, topics.CLOCK, timeout=5)
+    instants = [decode(r.key, r.value, r.headers).data.now for r in records]  # type: ignore[attr-defined]
+    return max(instants) if instants else None
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ledger(kafka: str, infra: Infra) -> AsyncIterator[Ledger]:
+    url = await migrated_database(
+        infra.admin_url, f"arrears_ledger_t{uuid.uuid4().hex[:6]}", "ledger"
+    )
+    settings = LedgerSettings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka, ARREARS_CLOCK="controlled", database_url=url
+    )
+    # The clock topic is shared by the session and time never goes back: start after it.
+    latest = await latest_clock(kafka)
+    start = max(date(2026, 12, 1), (latest.astimezone(ZoneInfo(TZ)).date() if latest else date.min))
+    base = start + timedelta(days=2)
+    runtime = ServiceRuntime(settings, build)
+    await runtime.start()
+    app = create_app(runtime, manage_runtime=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as c:
+        scenario = Ledger(runtime, c, kafka, base)
+        await scenario.set_clock(0)
+        yield scenario
+    await runtime.stop()
+
+
+async def ledger_events(
+    kafka: str, account_id: str, expect: int, timeout: float = 20
+) -> list[CloudEvent]:
+    async with asyncio.timeout(timeout):
+        while True:
+            records = await read_topic(kafka, topics.LEDGER, timeout=5)
+            events = [decode(r.key, r.value, r.headers) for r in records]
+            mine = [e for e in events if e.subject == account_id]
+            if len(mine) >= expect:
+                await asyncio.sleep(0.5)  # let anything extra (a duplicate) show up too
+                records = await read_topic(kafka, topics.LEDGER, timeout=5)
+                return [
+                    e
+                    for e in (decode(r.key, r.value, r.headers) for r in records)
+                    if e.subject == account_id
+                ]
+            await asyncio.sleep(0.3)
+
+
+def open_loan(
+    s: Ledger, customer: str, account: str, product: str = "personal_loan"
+) -> list[CloudEvent]:
+    t = s.at(0)
+    return [
+        upstream(
+            CustomerUpserted(
+                customer_id=customer,
+                full_name="Test Person",
+                national_id="X",
+                timezone=TZ,
+                locale="zh-CN",
+                country="CN",
+            ),
+            customer,
+            t,
+        ),
+        upstream(
+            LoanOpened(
+                account_id=account,
+                customer_id=customer,
+                product=product,
+                principal=Decimal("3000.00"),
+                currency="CNY",
+                opened_on=s.base,
+                schedule=[
+                    ScheduledInstallment(
+                        installment_no=n,
+                        due_date=s.base + timedelta(days=d),
+                        amount=Decimal("1000.00"),
+                    )
+                    for n, d in ((1, 5), (2, 35), (3, 65))
+                ],
+            ),
+            customer,
+            t,
+        ),
+    ]
+
+
+def kinds(events: list[CloudEvent]) -> list[str]:
+    return [e.type for e in events]
+
+
+async def test_missed_instalment_payment_cure_and_reversal_emit_the_right_events(
+    ledger: Ledger,
+) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+    await ledger.send(*open_loan(ledger, customer, account))
+    async with asyncio.timeout(15):
+        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
+            await asyncio.sleep(0.2)
+
+    # Due on day 5 with 3 days' grace: still current on day 8, delinquent on day 9.
+    await ledger.set_clock(8)
+    assert (await ledger.account(account))["bucket"] == "current"
+    await ledger.set_clock(9)
+    state = await ledger.account(account)
+    assert (state["days_past_due"], state["bucket"], state["overdue"]) == (4, "1-29", "1000.0000")
+    events = await ledger_events(ledger.kafka, account, expect=2)
+    assert kinds(events) == ["payment.missed", "delinquency.changed"]
+    missed = events[0].data
+    assert missed.installment_no == 1  # type: ignore[attr-defined]
+    assert missed.amount_due == Decimal("1000")  # type: ignore[attr-defined]
+    assert events[0].key == customer
+
+    paid = upstream(
+        PaymentPosted(
+            account_id=account,
+            payment_id=f"P-{account}",
+            amount=Decimal("1000.00"),
+            currency="CNY",
+            posted_at=ledger.at(9),
+        ),
+        customer,
+        ledger.at(9),
+    )
+    again = upstream(paid.data, customer, ledger.at(9))  # same payment_id, new event id
+    await ledger.send(paid, paid, again)
+    events = await ledger_events(ledger.kafka, account, expect=5)
+    assert kinds(events)[2:] == ["delinquency.changed", "account.cured", "payment.received"]
+    state = await ledger.account(account)
+    assert (state["days_past_due"], state["bucket"], state["in_arrears"]) == (0, "current", False)
+    assert state["installments"][0]["paid"] == "1000.0000"
+
+    await ledger.send(
+        upstream(
+            PaymentReversed(account_id=account, payment_id=f"P-{account}", reason="NSF"),
+            customer,
+            ledger.at(10),
+        )
+    )
+    events = await ledger_events(ledger.kafka, account, expect=6)
+    assert kinds(events)[5:] == ["delinquency.changed"]
+    assert events[5].data.bucket == "1-29"  # type: ignore[attr-defined]
+
+    # Days pass; the missed instalment is announced once, however often the clock moves.
+    await ledger.set_clock(40)
+    await ledger.set_clock(41)
+    events = await ledger_events(ledger.kafka, account, expect=7)
+    assert kinds(events).count("payment.missed") == 2  # instalment 1 once, instalment 2 once
+    assert sorted(e.data.installment_no for e in events if e.type == "payment.missed") == [1, 2]  # type: ignore[attr-defined]
+    assert (await ledger.account(account))["bucket"] == "30-59"
+
+    history = (await ledger.client.get(f"/v1/accounts/{account}/history", headers=AUTH)).json()
+    assert [(h["kind"], h.get("to_bucket")) for h in history] == [
+        ("bucket_change", "1-29"),  # day 9: the instalment is missed
+        ("payment", None),
+        ("bucket_change", "current"),  # the payment cures it
+        ("reversal", None),
+        ("bucket_change", "1-29"),  # the reversal makes it delinquent again
+        ("bucket_change", "30-59"),  # day 40
+    ]
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic_and_the_rest_flows(ledger: Ledger) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+    unknown = upstream(
+        PaymentPosted(
+            account_id=f"A-nope-{account}",
+            payment_id=f"P1-{account}",
+            amount=Decimal("5.00"),
+            currency="CNY",
+            posted_at=ledger.at(1),
+        ),
+        customer,
+        ledger.at(1),
+    )
+    wrong_currency = upstream(
+        PaymentPosted(
+            account_id=account,
+            payment_id=f"P2-{account}",
+            amount=Decimal("5.00"),
+            currency="USD",
+            posted_at=ledger.at(1),
+        ),
+        customer,
+        ledger.at(1),
+    )
+    good = upstream(
+        PaymentPosted(
+            account_id=account,
+            payment_id=f"P3-{account}",
+            amount=Decimal("5.00"),
+            currency="CNY",
+            posted_at=ledger.at(1),
+        ),
+        customer,
+        ledger.at(1),
+    )
+    await ledger.send(*open_loan(ledger, customer, account), unknown, wrong_currency, good)
+    events = await ledger_events(ledger.kafka, account, expect=1)
+    assert kinds(events) == ["payment.received"]
+    dead = await read_topic(ledger.kafka, topics.dlq(topics.CORE_BANKING), timeout=5)
+    reasons = {
+        dict(r.headers)["ce_id"].decode(): dict(r.headers)["dlq_reason"].decode() for r in dead
+    }
+    assert reasons[unknown.id] == "account_id: payment for an unknown account"
+    assert reasons[wrong_currency.id] == "currency: does not match the account's currency"
+
+
+async def test_http_ingest_shares_handlers_and_deduplication_with_kafka(ledger: Ledger) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+
+    def structured(event: CloudEvent) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": event.id,
+            "source": event.source,
+            "type": event.type,
+            "time": event.time.isoformat(),
+            "partitionkey": event.key,
+            "data": event.data.model_dump(mode="json", exclude_none=True),
+        }
+
+    opening = open_loan(ledger, customer, account)
+    response = await ledger.client.post(
+        "/v1/events", json=[structured(e) for e in opening], headers=AUTH
+    )
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()] == ["applied", "applied"]
+    # The same events through Kafka: already applied, no second effect.
+    await ledger.send(*opening)
+    payment = upstream(
+        PaymentPosted(
+            account_id=account,
+            payment_id=f"P-{account}",
+            amount=Decimal("250.00"),
+            currency="CNY",
+            posted_at=ledger.at(1),
+        ),
+        customer,
+        ledger.at(1),
+    )
+    first = await ledger.client.post("/v1/events", json=[structured(payment)], headers=AUTH)
+    second = await ledger.client.post("/v1/events", json=[structured(payment)], headers=AUTH)
+    assert first.json()[0]["status"] == "applied"
+    assert second.json()[0]["status"] == "duplicate"
+    state = await ledger.account(account)
+    assert state["installments"][0]["paid"] == "250.0000"
+
+    bad = structured(payment) | {"id": str(uuid.uuid4())}
+    bad["data"] = {**bad["data"], "amount": "-3.00"}
+    refused = await ledger.client.post("/v1/events", json=[bad], headers=AUTH)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "amount" in refused.json()["detail"]
+    missing = await ledger.client.post("/v1/events", json=[{"specversion": "1.0"}], headers=AUTH)
+    assert missing.status_code == 422
+    assert any("id" in e["field"] for e in missing.json()["errors"])
+    assert (await ledger.client.post("/v1/events", json=[structured(payment)])).status_code == 401
+    lookup = await ledger.client.get(f"/v1/customers/{customer}/accounts", headers=AUTH)
+    assert [a["account_id"] for a in lookup.json()] == [account]
+    assert (await ledger.client.get("/v1/accounts/A-none", headers=AUTH)).status_code == 404
+
+
+async def test_missed_instalments_are_announced_once_across_a_restart(
+    ledger: Ledger, kafka: str
+) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+    await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
+    async with asyncio.timeout(15):
+        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
+            await asyncio.sleep(0.2)
+    await ledger.set_clock(70)
+    await ledger.runtime.stop()
+    await ledger.runtime.start()  # a restart: the clock is read back from system.clock
+    await ledger.set_clock(71)
+    events = await ledger_events(kafka, account, expect=3)
+    missed = [e.data.installment_no for e in events if e.type == "payment.missed"]  # type: ignore[attr-defined]
+    assert sorted(missed) == [1, 2, 3]
