@@ -37,6 +37,13 @@ from shared.events import (
     PaymentPosted,
     PaymentReceived,
     PaymentReversed,
+    PlanActivated,
+    PlanAgreed,
+    PlanBroken,
+    PlanCompleted,
+    PromiseBroken,
+    PromiseKept,
+    PromiseMade,
 )
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,8 @@ SOURCE = "/arrears/ledger"
 # Everything below runs on every clock move over all accounts: keep it to set-based statements.
 _LOCAL = """
   SELECT a.account_id, a.customer_id, a.currency, a.days_past_due AS old_dpd,
-         a.bucket AS old_bucket, a.in_arrears AS old_in_arrears,
+         a.bucket AS old_bucket, a.in_arrears AS old_in_arrears, a.paused_since, a.frozen_dpd,
+         a.paused_days, coalesce(c.timezone, 'UTC') AS tz,
          (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS today,
          coalesce(p.grace_days, 0) AS grace
   FROM account a
@@ -64,11 +72,17 @@ dues AS (
   FROM installment i JOIN local l ON l.account_id = i.account_id
   GROUP BY i.account_id
 ),
-computed AS (
+counted AS (
   SELECT l.*, coalesce(d.overdue, 0) AS overdue,
          CASE WHEN d.oldest_unpaid IS NOT NULL AND l.today - d.oldest_unpaid > l.grace
-              THEN l.today - d.oldest_unpaid ELSE 0 END AS dpd
+              THEN l.today - d.oldest_unpaid ELSE 0 END AS natural_dpd
   FROM local l LEFT JOIN dues d ON d.account_id = l.account_id
+),
+computed AS (
+  -- A kept plan freezes the count; paused days are not counted once it ends.
+  SELECT n.*, CASE WHEN n.paused_since IS NOT NULL THEN n.frozen_dpd
+                   ELSE greatest(0, n.natural_dpd - n.paused_days) END AS dpd
+  FROM counted n
 ),
 next AS (
   SELECT c.*, {bucket_case_sql("c.dpd")} AS bucket,
@@ -79,7 +93,8 @@ next AS (
 changed AS (
   UPDATE account a
   SET days_past_due = n.dpd, bucket = n.bucket, overdue = n.overdue,
-      in_arrears = n.in_arrears, evaluated_at = CAST(:now AS timestamptz)
+      in_arrears = n.in_arrears, evaluated_at = CAST(:now AS timestamptz),
+      paused_days = CASE WHEN n.in_arrears THEN a.paused_days ELSE 0 END
   FROM next n
   WHERE a.account_id = n.account_id
     AND (a.days_past_due, a.overdue, a.in_arrears) IS DISTINCT FROM (n.dpd, n.overdue, n.in_arrears)
@@ -104,6 +119,63 @@ WHERE i.account_id = l.account_id AND a.account_id = l.account_id
   AND i.missed_at IS NULL AND i.paid < i.amount AND l.today - i.due_date > l.grace
 RETURNING i.account_id, a.customer_id, a.currency, i.installment_no, i.due_date,
           i.amount - i.paid AS amount_due, a.overdue, a.days_past_due, a.bucket
+"""
+)
+
+SETTLE_PLANS_SQL = text(
+    f"""
+WITH local AS ({_LOCAL}),
+progress AS (
+  SELECT p.plan_id, p.account_id, p.total, l.customer_id, l.today,
+         (SELECT coalesce(sum(pm.amount), 0) FROM payment pm
+          WHERE pm.account_id = p.account_id AND pm.reversed_at IS NULL
+            AND pm.posted_at >= p.agreed_at) AS paid,
+         (SELECT coalesce(sum(pi.amount), 0) FROM plan_installment pi
+          WHERE pi.plan_id = p.plan_id AND l.today - pi.due_date > l.grace) AS due_so_far
+  FROM plan p JOIN local l ON l.account_id = p.account_id
+  WHERE p.status = 'active'
+),
+verdict AS (
+  SELECT *, CASE WHEN paid >= total THEN 'completed'
+                 WHEN paid < due_so_far THEN 'broken' END AS outcome
+  FROM progress
+),
+settled AS (
+  UPDATE plan p SET status = v.outcome, settled_at = CAST(:now AS timestamptz),
+                    settled_seq = nextval('history_seq')
+  FROM verdict v WHERE p.plan_id = v.plan_id AND v.outcome IS NOT NULL
+  RETURNING p.plan_id, p.account_id, v.customer_id, p.status, v.today
+),
+resumed AS (
+  UPDATE account a SET paused_days = a.paused_days + (s.today - a.paused_since),
+                       paused_since = NULL, frozen_dpd = NULL
+  FROM settled s WHERE a.account_id = s.account_id AND a.paused_since IS NOT NULL
+)
+SELECT plan_id, account_id, customer_id, status FROM settled
+"""
+)
+
+SETTLE_PROMISES_SQL = text(
+    f"""
+WITH local AS ({_LOCAL}),
+progress AS (
+  SELECT pr.promise_id, pr.account_id, pr.amount, pr.due_date, l.customer_id, l.today,
+         (SELECT coalesce(sum(pm.amount), 0) FROM payment pm
+          WHERE pm.account_id = pr.account_id AND pm.reversed_at IS NULL
+            AND pm.posted_at >= pr.made_at
+            AND (pm.posted_at AT TIME ZONE l.tz)::date <= pr.due_date) AS paid
+  FROM promise pr JOIN local l ON l.account_id = pr.account_id
+  WHERE pr.status = 'pending'
+),
+settled AS (
+  UPDATE promise pr
+  SET status = CASE WHEN g.paid >= g.amount THEN 'kept' ELSE 'broken' END,
+      settled_at = CAST(:now AS timestamptz)
+  FROM progress g
+  WHERE pr.promise_id = g.promise_id AND (g.paid >= g.amount OR g.today > g.due_date)
+  RETURNING pr.promise_id, pr.account_id, g.customer_id, pr.status
+)
+SELECT * FROM settled
 """
 )
 
@@ -331,6 +403,94 @@ class Ledger:
             },
         )
 
+    # --- commands from notifier.events --------------------------------------------------------
+
+    async def agree_plan(self, uow: UnitOfWork, data: PlanAgreed) -> None:
+        account = await self._lock_account(uow, data.account_id, "plan")
+        known = (
+            await uow.session.execute(
+                text("SELECT 1 FROM plan WHERE plan_id = :p"), {"p": data.plan_id}
+            )
+        ).scalar()
+        if known:
+            return
+        schedule = [(n, i.due_date, i.amount) for n, i in enumerate(data.installments, 1)]
+        try:
+            validate_schedule(schedule)
+        except LedgerError as exc:
+            raise PermanentError(str(exc).replace("schedule.", "installments.")) from None
+        active = (
+            await uow.session.execute(
+                text("SELECT 1 FROM plan WHERE account_id = :a AND status = 'active'"),
+                {"a": data.account_id},
+            )
+        ).scalar()
+        if active:
+            raise PermanentError("account_id: already has an active plan")
+        await self.evaluate(uow, data.account_id)  # freeze an up-to-date count
+        now = self._clock.now()
+        await uow.session.execute(
+            text("""
+                INSERT INTO plan (plan_id, account_id, kind, agreed_at, total)
+                VALUES (:p, :a, :k, :now, :total)
+            """),
+            {
+                "p": data.plan_id,
+                "a": data.account_id,
+                "k": data.kind,
+                "now": now,
+                "total": sum((amount for _, _, amount in schedule), Decimal(0)),
+            },
+        )
+        await uow.session.execute(
+            text("""
+                INSERT INTO plan_installment (plan_id, installment_no, due_date, amount)
+                VALUES (:p, :n, :d, :x)
+            """),
+            [{"p": data.plan_id, "n": n, "d": d, "x": x} for n, d, x in schedule],
+        )
+        await uow.session.execute(
+            text("""
+                UPDATE account a
+                SET frozen_dpd = a.days_past_due,
+                    paused_since = (
+                      CAST(:now AS timestamptz) AT TIME ZONE coalesce(
+                        (SELECT c.timezone FROM customer c WHERE c.customer_id = a.customer_id),
+                        'UTC')
+                    )::date
+                WHERE a.account_id = :a
+            """),
+            {"now": now, "a": data.account_id},
+        )
+        self._publish(
+            uow,
+            account["customer_id"],
+            data.account_id,
+            PlanActivated(
+                account_id=data.account_id, customer_id=account["customer_id"], plan_id=data.plan_id
+            ),
+        )
+
+    async def record_promise(self, uow: UnitOfWork, data: PromiseMade, event_id: str) -> None:
+        account = await self._lock_account(uow, data.account_id, "promise")
+        if data.currency is not None and data.currency != account["currency"]:
+            raise PermanentError("currency: does not match the account's currency")
+        if data.amount <= 0:
+            raise PermanentError("amount: must be positive")
+        await uow.session.execute(
+            text("""
+                INSERT INTO promise (promise_id, account_id, amount, due_date, made_at)
+                VALUES (:p, :a, :x, :d, :now) ON CONFLICT (promise_id) DO NOTHING
+            """),
+            {
+                "p": data.promise_id or event_id,
+                "a": data.account_id,
+                "x": data.amount,
+                "d": data.due_date,
+                "now": self._clock.now(),
+            },
+        )
+
     # --- delinquency ---------------------------------------------------------------------------
 
     async def evaluate(self, uow: UnitOfWork, account_id: str | None = None) -> int:
@@ -338,13 +498,30 @@ class Ledger:
         or all of them; publishes what changed. Returns the number of accounts that changed."""
         now = self._clock.now()
         params = {"now": now, "account": account_id}
+        plans = (await uow.session.execute(SETTLE_PLANS_SQL, params)).mappings().all()
         changed = (await uow.session.execute(EVALUATE_SQL, params)).mappings().all()
         missed = (await uow.session.execute(MISSED_SQL, params)).mappings().all()
-        if not changed and not missed:
+        promises = (await uow.session.execute(SETTLE_PROMISES_SQL, params)).mappings().all()
+        if not (plans or changed or missed or promises):
             return 0
         flags = await self._active_flags(
-            uow, {r["customer_id"] for r in changed} | {r["customer_id"] for r in missed}
+            uow, {r["customer_id"] for rows in (plans, changed, missed, promises) for r in rows}
         )
+        for row in plans:
+            outcome: type[PlanBroken] | type[PlanCompleted] = (
+                PlanCompleted if row["status"] == "completed" else PlanBroken
+            )
+            self._publish(
+                uow,
+                row["customer_id"],
+                row["account_id"],
+                outcome(
+                    account_id=row["account_id"],
+                    customer_id=row["customer_id"],
+                    flags=flags.get((row["customer_id"], row["account_id"]), []),
+                    plan_id=row["plan_id"],
+                ),
+            )
         for row in sorted(missed, key=lambda r: (r["account_id"], r["installment_no"])):
             self._publish(
                 uow,
@@ -390,7 +567,22 @@ class Ledger:
                         account_id=row["account_id"], customer_id=row["customer_id"], flags=active
                     ),
                 )
-        return len(changed)
+        for row in promises:
+            verdict: type[PromiseKept] | type[PromiseBroken] = (
+                PromiseKept if row["status"] == "kept" else PromiseBroken
+            )
+            self._publish(
+                uow,
+                row["customer_id"],
+                row["account_id"],
+                verdict(
+                    account_id=row["account_id"],
+                    customer_id=row["customer_id"],
+                    flags=flags.get((row["customer_id"], row["account_id"]), []),
+                    promise_id=row["promise_id"],
+                ),
+            )
+        return len(changed) + len(plans) + len(promises)
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -471,7 +663,17 @@ def event_handlers(ledger: Ledger) -> dict[str, Any]:
         assert isinstance(event.data, AccountFlagged)
         await ledger.flag(uow, event.data)
 
+    async def plan_agreed(uow: UnitOfWork, event: CloudEvent) -> None:
+        assert isinstance(event.data, PlanAgreed)
+        await ledger.agree_plan(uow, event.data)
+
+    async def promise_made(uow: UnitOfWork, event: CloudEvent) -> None:
+        assert isinstance(event.data, PromiseMade)
+        await ledger.record_promise(uow, event.data, event.id)
+
     return {
+        "plan.agreed": plan_agreed,
+        "promise.made": promise_made,
         "customer.upserted": customer_upserted,
         "loan.opened": loan_opened,
         "payment.posted": payment_posted,

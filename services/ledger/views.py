@@ -37,6 +37,48 @@ async def account(session: AsyncSession, account_id: str) -> dict[str, Any] | No
         ).mappings()
     ]
     result["flags"] = await active_flags(session, row["customer_id"], account_id)
+    plan = (
+        (
+            await session.execute(
+                text("""
+                SELECT plan_id, kind, status, agreed_at, total FROM plan
+                WHERE account_id = :a ORDER BY seq DESC LIMIT 1
+            """),
+                {"a": account_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if plan is not None:
+        result["plan"] = dict(plan) | {
+            "installments": [
+                dict(r)
+                for r in (
+                    await session.execute(
+                        text("""
+                            SELECT installment_no, due_date, amount FROM plan_installment
+                            WHERE plan_id = :p ORDER BY installment_no
+                        """),
+                        {"p": plan["plan_id"]},
+                    )
+                ).mappings()
+            ]
+        }
+    promise = (
+        (
+            await session.execute(
+                text("""
+                SELECT promise_id, amount, due_date, status FROM promise
+                WHERE account_id = :a ORDER BY made_at DESC LIMIT 1
+            """),
+                {"a": account_id},
+            )
+        )
+        .mappings()
+        .first()
+    )
+    result["promise"] = dict(promise) if promise else None
     return result
 
 
@@ -54,7 +96,7 @@ async def active_flags(session: AsyncSession, customer_id: str, account_id: str)
 
 
 async def history(session: AsyncSession, account_id: str) -> list[dict[str, Any]]:
-    """Payments, reversals, bucket transitions and flag changes in the order the ledger
+    """Payments, reversals, bucket transitions, plans and flag changes in the order the ledger
     recorded them (``at`` is the payment's posting time, else the ledger's time)."""
     rows = await session.execute(
         text("""
@@ -71,6 +113,13 @@ async def history(session: AsyncSession, account_id: str) -> list[dict[str, Any]
               SELECT seq, changed_at, 'bucket_change', id::text, NULL, from_bucket, to_bucket,
                      days_past_due, NULL
               FROM bucket_change WHERE account_id = :a
+              UNION ALL
+              SELECT seq, agreed_at, 'plan_agreed', plan_id, total, NULL, NULL, NULL, kind
+              FROM plan WHERE account_id = :a
+              UNION ALL
+              SELECT settled_seq, settled_at, 'plan_' || status, plan_id, total, NULL, NULL, NULL,
+                     kind
+              FROM plan WHERE account_id = :a AND settled_seq IS NOT NULL
               UNION ALL
               SELECT f.seq, f.changed_at, 'flag', f.id::text, NULL, NULL, NULL, NULL,
                      f.flag || CASE WHEN f.active THEN ' set' ELSE ' cleared' END

@@ -27,6 +27,9 @@ from shared.events import (
     Payload,
     PaymentPosted,
     PaymentReversed,
+    PlanAgreed,
+    PlanInstallment,
+    PromiseMade,
     ScheduledInstallment,
 )
 from shared.service import ServiceRuntime, create_app
@@ -349,3 +352,128 @@ async def test_missed_instalments_are_announced_once_across_a_restart(
     events = await ledger_events(kafka, account, expect=3)
     missed = [e.data.installment_no for e in events if e.type == "payment.missed"]  # type: ignore[attr-defined]
     assert sorted(missed) == [1, 2, 3]
+
+
+async def notify(s: Ledger, customer: str, data: Payload, day: int) -> None:
+    await produce(s.kafka, topics.NOTIFIER, [upstream(data, customer, s.at(day))])
+
+
+async def pay(s: Ledger, customer: str, account: str, amount: str, day: int, ref: str) -> None:
+    await s.send(
+        upstream(
+            PaymentPosted(
+                account_id=account,
+                payment_id=f"{ref}-{account}",
+                amount=Decimal(amount),
+                currency="CNY",
+                posted_at=s.at(day),
+            ),
+            customer,
+            s.at(day),
+        )
+    )
+
+
+async def test_a_kept_plan_freezes_days_past_due_and_a_broken_one_resumes_from_there(
+    ledger: Ledger,
+) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+    await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
+    await ledger.set_clock(15)  # instalment 1 (day 5) is 10 days late
+    async with asyncio.timeout(15):
+        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
+            await asyncio.sleep(0.2)
+    await ledger.set_clock(16)
+    assert (await ledger.account(account))["days_past_due"] == 11
+    plan = PlanAgreed(
+        plan_id=f"PL-{account}",
+        account_id=account,
+        kind="installments",
+        installments=[
+            PlanInstallment(due_date=ledger.base + timedelta(days=20), amount=Decimal("500.00")),
+            PlanInstallment(due_date=ledger.base + timedelta(days=30), amount=Decimal("500.00")),
+        ],
+    )
+    await notify(ledger, customer, plan, 16)
+    events = await ledger_events(ledger.kafka, account, expect=3)
+    assert kinds(events)[-1] == "plan.activated"
+    await pay(ledger, customer, account, "500.00", 19, "P1")
+    await ledger.set_clock(25)
+    state = await ledger.account(account)
+    assert state["days_past_due"] == 11  # frozen while the plan is kept
+    assert state["plan"]["status"] == "active"
+    await ledger.set_clock(31)  # the second plan instalment (day 30) passes unpaid
+    events = await ledger_events(ledger.kafka, account, expect=5)
+    assert "plan.broken" in kinds(events)
+    state = await ledger.account(account)
+    assert state["plan"]["status"] == "broken"
+    # Counting resumes from the frozen 11: the paused days (16..31) are not counted.
+    await ledger.set_clock(33)
+    assert (await ledger.account(account))["days_past_due"] == 11 + 2
+
+
+async def test_plan_paid_in_full_completes(ledger: Ledger) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+    await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
+    await ledger.set_clock(34)
+    async with asyncio.timeout(15):
+        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
+            await asyncio.sleep(0.2)
+    plan = PlanAgreed(
+        plan_id=f"PL-{account}",
+        account_id=account,
+        kind="settlement",
+        installments=[
+            PlanInstallment(due_date=ledger.base + timedelta(days=40), amount=Decimal("1000.00"))
+        ],
+    )
+    await notify(ledger, customer, plan, 34)
+    await pay(ledger, customer, account, "1000.00", 35, "P1")
+    await ledger.set_clock(36)
+    events = await ledger_events(ledger.kafka, account, expect=5)
+    assert "plan.completed" in kinds(events)
+    assert (await ledger.account(account))["plan"]["status"] == "completed"
+
+
+async def test_promises_are_kept_by_paying_in_time_and_broken_otherwise(ledger: Ledger) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+    await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
+    await ledger.set_clock(37)
+    async with asyncio.timeout(15):
+        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
+            await asyncio.sleep(0.2)
+    kept = PromiseMade(
+        account_id=account,
+        amount=Decimal("300.00"),
+        currency="CNY",
+        due_date=ledger.base + timedelta(days=39),
+        promise_id=f"PR1-{account}",
+    )
+    await notify(ledger, customer, kept, 37)
+    await asyncio.sleep(1)
+    await pay(ledger, customer, account, "300.00", 38, "P1")
+    events = await ledger_events(ledger.kafka, account, expect=1)
+    async with asyncio.timeout(20):
+        while "promise.kept" not in kinds(events):
+            events = await ledger_events(ledger.kafka, account, expect=len(events) + 1)
+    await ledger.set_clock(38, hour=18)  # a second promise, after the first was kept
+    broken = PromiseMade(
+        account_id=account,
+        amount=Decimal("300.00"),
+        currency="CNY",
+        due_date=ledger.base + timedelta(days=40),
+        promise_id=f"PR2-{account}",
+    )
+    await notify(ledger, customer, broken, 38)
+    await asyncio.sleep(1)
+    await pay(ledger, customer, account, "100.00", 39, "P2")
+    await ledger.set_clock(41)
+    events = await ledger_events(ledger.kafka, account, expect=len(events) + 1)
+    assert [e.data.promise_id for e in events if e.type.startswith("promise.")] == [  # type: ignore[attr-defined]
+        f"PR1-{account}",
+        f"PR2-{account}",
+    ]
+    assert [e.type for e in events if e.type.startswith("promise.")] == [
+        "promise.kept",
+        "promise.broken",
+    ]

@@ -46,6 +46,28 @@ class InstallmentView(BaseModel):
     missed: bool
 
 
+class PlanInstallmentView(BaseModel):
+    installment_no: int
+    due_date: date
+    amount: Decimal
+
+
+class PlanView(BaseModel):
+    plan_id: str
+    kind: str
+    status: str
+    agreed_at: datetime
+    total: Decimal
+    installments: list[PlanInstallmentView]
+
+
+class PromiseView(BaseModel):
+    promise_id: str
+    amount: Decimal
+    due_date: date
+    status: str
+
+
 class AccountView(BaseModel):
     account_id: str
     customer_id: str
@@ -62,6 +84,8 @@ class AccountView(BaseModel):
     evaluated_at: datetime | None
     flags: list[str]
     installments: list[InstallmentView]
+    plan: PlanView | None = None
+    promise: PromiseView | None = None
 
 
 class AccountSummary(BaseModel):
