@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared import metrics
+
 PROBLEM = "application/problem+json"
 
 
@@ -36,7 +38,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         for err in exc.errors()
     ]
     fields = ", ".join(e["field"] for e in errors[:5])
+    count_rejected(request)
     return problem(422, "Unprocessable Content", f"invalid field(s): {fields}", errors=errors)
+
+
+def count_rejected(request: Request) -> None:
+    route = request.scope.get("route")
+    metrics.HTTP_REJECTED.labels(getattr(route, "path", "unmatched")).inc()
 
 
 def _title(status: int) -> str:

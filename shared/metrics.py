@@ -23,4 +23,9 @@ CONSUMER_LAG = Gauge(
     "Records behind the partition's high watermark",
     ["service", "topic", "partition"],
 )
+HTTP_REJECTED = Counter(
+    "arrears_http_rejected",
+    "HTTP requests refused as invalid (422), by route",
+    ["route"],
+)
 OUTBOX_BACKLOG = Gauge("arrears_outbox_backlog", "Rows waiting in the outbox", ["service"])

@@ -21,6 +21,7 @@ from shared import topics
 from shared.auth import DEV_KEY
 from shared.envelope import CloudEvent, decode, new_event
 from shared.events import (
+    AccountFlagged,
     ClockSet,
     CustomerUpserted,
     LoanOpened,
@@ -332,6 +333,8 @@ async def test_http_ingest_shares_handlers_and_deduplication_with_kafka(ledger: 
     assert missing.status_code == 422
     assert any("id" in e["field"] for e in missing.json()["errors"])
     assert (await ledger.client.post("/v1/events", json=[structured(payment)])).status_code == 401
+    metrics = (await ledger.client.get("/metrics", headers=AUTH)).text
+    assert 'arrears_http_rejected_total{route="/v1/events"}' in metrics
     lookup = await ledger.client.get(f"/v1/customers/{customer}/accounts", headers=AUTH)
     assert [a["account_id"] for a in lookup.json()] == [account]
     assert (await ledger.client.get("/v1/accounts/A-none", headers=AUTH)).status_code == 404
@@ -476,4 +479,52 @@ async def test_promises_are_kept_by_paying_in_time_and_broken_otherwise(ledger: 
     assert [e.type for e in events if e.type.startswith("promise.")] == [
         "promise.kept",
         "promise.broken",
+    ]
+
+
+async def test_flags_are_kept_with_their_history_and_carried_in_events(ledger: Ledger) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+    await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
+    await ledger.send(
+        upstream(
+            AccountFlagged(customer_id=customer, flag="hardship", active=True),
+            customer,
+            ledger.at(41),
+        ),
+        upstream(
+            AccountFlagged(account_id=account, flag="legal_hold", active=True),
+            customer,
+            ledger.at(41),
+        ),
+        upstream(
+            AccountFlagged(account_id=account, flag="legal_hold", active=False),
+            customer,
+            ledger.at(41),
+        ),
+        upstream(
+            AccountFlagged(account_id=account, flag="bankruptcy", active=True),
+            customer,
+            ledger.at(41),
+        ),
+    )
+    async with asyncio.timeout(15):
+        while (
+            len(
+                (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH))
+                .json()
+                .get("flags", [])
+            )
+            < 2
+        ):
+            await asyncio.sleep(0.2)
+    assert (await ledger.account(account))["flags"] == ["bankruptcy", "hardship"]
+    await ledger.set_clock(42)  # the instalments are missed: the events carry the flags
+    events = await ledger_events(ledger.kafka, account, expect=2)
+    assert all(e.data.flags == ["bankruptcy", "hardship"] for e in events)  # type: ignore[attr-defined]
+    history = (await ledger.client.get(f"/v1/accounts/{account}/history", headers=AUTH)).json()
+    assert [h["detail"] for h in history if h["kind"] == "flag"] == [
+        "hardship set",
+        "legal_hold set",
+        "legal_hold cleared",
+        "bankruptcy set",
     ]

@@ -16,7 +16,7 @@ from shared.auth import require
 from shared.consumer import ConsumerSpec, PermanentError, apply_events, inbox_name
 from shared.envelope import CloudEvent, describe_errors
 from shared.events import REGISTRY
-from shared.http import problem
+from shared.http import count_rejected, problem
 from shared.topics import CORE_BANKING
 
 MAX_BATCH = 500
@@ -170,10 +170,12 @@ def router(spec: ConsumerSpec, service: str) -> APIRouter:
         for index, item in enumerate(batch):
             spec_for = REGISTRY.get(item.type)
             if spec_for is None or spec_for.topic != CORE_BANKING:
+                count_rejected(request)
                 return _invalid(index, "type", f"not a {CORE_BANKING} event type")
             try:
                 data = spec_for.model.model_validate(item.data)
             except ValidationError as exc:
+                count_rejected(request)
                 return _invalid(index, "data", describe_errors(exc))
             key = item.partitionkey or getattr(data, "customer_id", None) or item.subject or ""
             events.append(
@@ -191,6 +193,7 @@ def router(spec: ConsumerSpec, service: str) -> APIRouter:
             try:
                 applied = await apply_events(uow, inbox, spec, events)
             except PermanentError as exc:
+                count_rejected(request)
                 return problem(422, "Unprocessable Content", str(exc))
             await uow.commit()
         return [
