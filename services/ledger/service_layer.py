@@ -8,12 +8,12 @@ rows: Python only turns the rows that *changed* into events.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import text
+from sqlalchemy import RowMapping, TextClause, text
 
 from services.ledger.domain.allocation import (
     Installment,
@@ -59,12 +59,24 @@ _LOCAL = """
   FROM account a
   LEFT JOIN customer c ON c.customer_id = a.customer_id
   LEFT JOIN product p ON p.product = a.product
-  WHERE CAST(:account AS text) IS NULL OR a.account_id = CAST(:account AS text)
+  {where}
 """
 
-EVALUATE_SQL = text(
-    f"""
-WITH local AS ({_LOCAL}),
+
+def _both(template: str, **parts: str) -> tuple[TextClause, TextClause]:
+    """The statement over every account, and over one (``:account``). Two statements, not one
+    with ``:account IS NULL OR ...``, so the one-account form keeps its index lookup."""
+    every = _LOCAL.format(where="")
+    one = _LOCAL.format(where="WHERE a.account_id = :account")
+    return (
+        text(template.format(local=every, **parts)),
+        text(template.format(local=one, **parts)),
+    )
+
+
+EVALUATE_SQL = _both(
+    """
+WITH local AS ({local}),
 dues AS (
   SELECT i.account_id,
          min(i.due_date) FILTER (WHERE i.paid < i.amount) AS oldest_unpaid,
@@ -85,7 +97,7 @@ computed AS (
   FROM counted n
 ),
 next AS (
-  SELECT c.*, {bucket_case_sql("c.dpd")} AS bucket,
+  SELECT c.*, {bucket} AS bucket,
          CASE WHEN c.dpd > 0 THEN true WHEN c.overdue = 0 THEN false
               ELSE c.old_in_arrears END AS in_arrears
   FROM computed c
@@ -107,12 +119,13 @@ history AS (
   FROM changed WHERE old_bucket <> bucket
 )
 SELECT * FROM changed
-"""
+""",
+    bucket=bucket_case_sql("c.dpd"),
 )
 
-MISSED_SQL = text(
-    f"""
-WITH local AS ({_LOCAL})
+MISSED_SQL = _both(
+    """
+WITH local AS ({local})
 UPDATE installment i SET missed_at = CAST(:now AS timestamptz)
 FROM local l, account a
 WHERE i.account_id = l.account_id AND a.account_id = l.account_id
@@ -122,9 +135,9 @@ RETURNING i.account_id, a.customer_id, a.currency, i.installment_no, i.due_date,
 """
 )
 
-SETTLE_PLANS_SQL = text(
-    f"""
-WITH local AS ({_LOCAL}),
+SETTLE_PLANS_SQL = _both(
+    """
+WITH local AS ({local}),
 progress AS (
   SELECT p.plan_id, p.account_id, p.total, l.customer_id, l.today,
          (SELECT coalesce(sum(pm.amount), 0) FROM payment pm
@@ -155,9 +168,9 @@ SELECT plan_id, account_id, customer_id, status FROM settled
 """
 )
 
-SETTLE_PROMISES_SQL = text(
-    f"""
-WITH local AS ({_LOCAL}),
+SETTLE_PROMISES_SQL = _both(
+    """
+WITH local AS ({local}),
 progress AS (
   SELECT pr.promise_id, pr.account_id, pr.amount, pr.due_date, l.customer_id, l.today,
          (SELECT coalesce(sum(pm.amount), 0) FROM payment pm
@@ -490,18 +503,25 @@ class Ledger:
                 "now": self._clock.now(),
             },
         )
+        await self.evaluate(uow, data.account_id)  # payments may have arrived first
 
     # --- delinquency ---------------------------------------------------------------------------
 
     async def evaluate(self, uow: UnitOfWork, account_id: str | None = None) -> int:
         """Bring days past due, buckets and missed instalments up to the clock, for one account
         or all of them; publishes what changed. Returns the number of accounts that changed."""
-        now = self._clock.now()
-        params = {"now": now, "account": account_id}
-        plans = (await uow.session.execute(SETTLE_PLANS_SQL, params)).mappings().all()
-        changed = (await uow.session.execute(EVALUATE_SQL, params)).mappings().all()
-        missed = (await uow.session.execute(MISSED_SQL, params)).mappings().all()
-        promises = (await uow.session.execute(SETTLE_PROMISES_SQL, params)).mappings().all()
+        which = 0 if account_id is None else 1
+        params: dict[str, Any] = {"now": self._clock.now()}
+        if account_id is not None:
+            params["account"] = account_id
+
+        async def run(statements: tuple[TextClause, TextClause]) -> Sequence[RowMapping]:
+            return (await uow.session.execute(statements[which], params)).mappings().all()
+
+        plans = await run(SETTLE_PLANS_SQL)
+        changed = await run(EVALUATE_SQL)
+        missed = await run(MISSED_SQL)
+        promises = await run(SETTLE_PROMISES_SQL)
         if not (plans or changed or missed or promises):
             return 0
         flags = await self._active_flags(

@@ -1,0 +1,263 @@
+"""Ledger throughput and delinquency evaluation, each beside a raw baseline, in one run.
+
+1. evaluation: N accounts (default 1,000,000; customers across five time zones, three
+   instalments each, about a third of them short) loaded with COPY, then the set-based
+   evaluation timed twice: the first pass (every delinquent account changes bucket and each
+   missed instalment is announced) and the next day's pass (days past due move on, few buckets
+   change);
+2. ingest: E upstream events (customer.upserted, loan.opened and payments, 5 per customer)
+   through Kafka into the ledger's consumer (validation, inbox, handlers, outbox), against the
+   raw baselines of an aiokafka consume of the same records and an asyncpg COPY of the same
+   number of rows;
+3. the process's peak resident memory.
+
+    python -m bench.ledger [--accounts 1000000] [--events 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import resource
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from services.ledger.bootstrap import grace_days
+from services.ledger.service_layer import Ledger, event_handlers
+from shared.clock import ControlledClock
+from shared.consumer import ConsumerRunner, ConsumerSpec
+from shared.db import asyncpg_dsn, make_engine, uow_factory
+from shared.envelope import CloudEvent, encode, new_event
+from shared.events import CustomerUpserted, LoanOpened, PaymentPosted, ScheduledInstallment
+from shared.kafka import ensure_topics, make_consumer, make_producer
+from tests.support.databases import migrated_database
+from tests.support.infra import provide
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ZONES = ["Asia/Shanghai", "Asia/Urumqi", "America/New_York", "America/Los_Angeles", "UTC"]
+DAY0 = date(2026, 10, 1)
+NOW = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+
+
+async def load_accounts(dsn: str, n: int) -> None:
+    rng = random.Random(7)
+    conn = await asyncpg.connect(dsn)
+    try:
+        customers, accounts, installments = [], [], []
+        for i in range(n):
+            customer, account = f"C{i:07d}", f"A{i:07d}"
+            customers.append((customer, ZONES[i % len(ZONES)], "CN", "zh-CN", NOW))
+            accounts.append((account, customer, "credit_card", "CNY", Decimal(3000), DAY0))
+            short = rng.random() < 0.35
+            for k in range(3):
+                due = DAY0 + timedelta(days=30 * k + rng.randrange(0, 28))
+                paid = Decimal(0) if short and k >= 1 else Decimal(1000)
+                if due > NOW.date():
+                    paid = Decimal(0)
+                installments.append((account, k + 1, due, Decimal(1000), paid))
+        await conn.copy_records_to_table(
+            "customer",
+            records=customers,
+            columns=["customer_id", "timezone", "country", "locale", "updated_at"],
+        )
+        await conn.copy_records_to_table(
+            "account",
+            records=accounts,
+            columns=["account_id", "customer_id", "product", "currency", "principal", "opened_on"],
+        )
+        await conn.copy_records_to_table(
+            "installment",
+            records=installments,
+            columns=["account_id", "installment_no", "due_date", "amount", "paid"],
+        )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def evaluation(url: str, n: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    await load_accounts(asyncpg_dsn(url), n)
+    loaded = time.perf_counter() - started
+    engine = make_engine(url)
+    clock = ControlledClock(NOW)
+    ledger = Ledger(clock, grace_days())
+    uow = uow_factory(engine)
+    timings = []
+    for day in range(2):
+        await clock.set(NOW + timedelta(days=day, seconds=1))
+        started = time.perf_counter()
+        async with uow() as unit:
+            changed = await ledger.evaluate(unit)
+            await unit.commit()
+        timings.append((time.perf_counter() - started, changed))
+    async with engine.connect() as conn:
+        from sqlalchemy import text
+
+        outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+    await engine.dispose()
+    return {
+        "accounts": n,
+        "load_seconds": round(loaded, 1),
+        "first_evaluation_seconds": round(timings[0][0], 2),
+        "first_evaluation_changed": timings[0][1],
+        "next_day_evaluation_seconds": round(timings[1][0], 2),
+        "next_day_evaluation_changed": timings[1][1],
+        "events_written": outbox,
+    }
+
+
+def upstream_events(n_events: int) -> list[CloudEvent]:
+    events: list[CloudEvent] = []
+    t = NOW
+    for i in range(n_events // 5):
+        customer, account = f"K{i:07d}", f"L{i:07d}"
+        data: list[Any] = [
+            CustomerUpserted(
+                customer_id=customer,
+                full_name="Bench Person",
+                national_id="0",
+                timezone=ZONES[i % len(ZONES)],
+                locale="zh-CN",
+                country="CN",
+            ),
+            LoanOpened(
+                account_id=account,
+                customer_id=customer,
+                product="credit_card",
+                principal=Decimal("3000.00"),
+                currency="CNY",
+                opened_on=DAY0,
+                schedule=[
+                    ScheduledInstallment(
+                        installment_no=k + 1,
+                        due_date=DAY0 + timedelta(days=30 * k),
+                        amount=Decimal("1000.00"),
+                    )
+                    for k in range(3)
+                ],
+            ),
+            *[
+                PaymentPosted(
+                    account_id=account,
+                    payment_id=f"P{i:07d}-{k}",
+                    amount=Decimal("400.00"),
+                    currency="CNY",
+                    posted_at=t,
+                )
+                for k in range(3)
+            ],
+        ]
+        events += [new_event(d, source="/bench", key=customer, time=t) for d in data]
+    return events
+
+
+async def ingest(bootstrap: str, url: str, n_events: int) -> dict[str, Any]:
+    topic = f"bench.ledger.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, 6, (topic,))
+    events = upstream_events(n_events)
+    records = [encode(e) for e in events]
+    producer = make_producer(bootstrap)
+    await producer.start()
+    pending = [await producer.send(topic, value=v, key=k, headers=h) for k, v, h in records]
+    await asyncio.gather(*pending)
+
+    # raw baseline 1: consume the same records
+    consumer = make_consumer(bootstrap, f"raw-{uuid.uuid4().hex[:6]}", topic)
+    await consumer.start()
+    started, received = time.perf_counter(), 0
+    while received < len(records):
+        batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+        received += sum(len(p) for p in batch.values())
+    raw_consume = len(records) / (time.perf_counter() - started)
+    await consumer.stop()
+
+    # raw baseline 2: COPY as many rows (payment-shaped) into a scratch table
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    await conn.execute(
+        "CREATE TEMP TABLE scratch "
+        "(id text, account text, amount numeric, currency text, at timestamptz)"
+    )
+    rows = [(f"P{i}", f"A{i % 1000}", Decimal("400.00"), "CNY", NOW) for i in range(len(records))]
+    started = time.perf_counter()
+    await conn.copy_records_to_table("scratch", records=rows)
+    raw_copy = len(rows) / (time.perf_counter() - started)
+    await conn.close()
+
+    # the ledger: the real consumer runner with the real handlers
+    engine = make_engine(url)
+    ledger = Ledger(ControlledClock(NOW), grace_days())
+    consumer = make_consumer(bootstrap, f"ledger-{uuid.uuid4().hex[:6]}", topic)
+    await consumer.start()
+    runner = ConsumerRunner(
+        ConsumerSpec("events", (topic,), event_handlers(ledger)),
+        service="bench",
+        consumer=consumer,
+        producer=producer,
+        uow_factory=uow_factory(engine),
+        batch_size=1000,
+    )
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    task = asyncio.create_task(runner.run(stop))
+    from sqlalchemy import text
+
+    while True:
+        async with engine.connect() as c:
+            done = (await c.execute(text("SELECT count(*) FROM inbox"))).scalar_one()
+        if done >= len(records):
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.2)
+    ledger_rate = len(records) / (time.perf_counter() - started)
+    stop.set()
+    await task
+    await consumer.stop()
+    await producer.stop()
+    await engine.dispose()
+    return {
+        "ingest_events": len(records),
+        "raw_consume_per_s": round(raw_consume),
+        "raw_copy_rows_per_s": round(raw_copy),
+        "ledger_ingest_per_s": round(ledger_rate),
+        "ratio_to_consume": round(ledger_rate / raw_consume, 3),
+        "ratio_to_copy": round(ledger_rate / raw_copy, 3),
+    }
+
+
+async def main(accounts: int, events: int) -> dict[str, Any]:
+    with provide("bench", 30000) as infra:
+        await ensure_topics(infra.bootstrap, 6)
+        eval_db = await migrated_database(infra.admin_url, "arrears_bench_eval", "ledger")
+        print(f"evaluation over {accounts} accounts ...", flush=True)
+        result = await evaluation(eval_db, accounts)
+        ingest_db = await migrated_database(infra.admin_url, "arrears_bench_ingest", "ledger")
+        print(f"ingest of {events} events ...", flush=True)
+        result |= await ingest(infra.bootstrap, ingest_db, events)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["machine"] = f"{platform.machine()} python {platform.python_version()}"
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args()
+    result = asyncio.run(main(args.accounts, args.events))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ledger.json").write_text(json.dumps(result, indent=2) + "\n")
+    width = max(map(len, result))
+    print("\nledger benchmark")
+    for key, value in result.items():
+        print(f"  {key:<{width}}  {value}")
