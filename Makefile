@@ -43,6 +43,7 @@ pytest: venv
 
 bench: venv
 	$(PY) -m bench.backbone
+	$(PY) -m bench.ledger
 
 clean: down
 	rm -rf .stack

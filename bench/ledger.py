@@ -11,7 +11,7 @@
    number of rows;
 3. the process's peak resident memory.
 
-    python -m bench.ledger [--accounts 1000000] [--events 100000]
+    python -m bench.ledger [--accounts 1000000] [--events 20000]
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ async def main(accounts: int, events: int) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=1_000_000)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args()
     result = asyncio.run(main(args.accounts, args.events))
     RESULTS.mkdir(exist_ok=True)
