@@ -38,6 +38,6 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     return ServiceDefinition(
         description=services.ledger.__doc__ or "",
         consumers=[events],
-        routers=[router(events, settings.service_name)],
+        routers=[router(events, settings.service_name, ledger)],
         clock_jobs=[evaluate_delinquency],
     )

@@ -74,9 +74,12 @@ def _both(template: str, **parts: str) -> tuple[TextClause, TextClause]:
     )
 
 
-EVALUATE_SQL = _both(
-    """
-WITH local AS ({local}),
+# Where every account stands at :now: days past due (counted from the oldest unpaid instalment
+# in the customer's timezone, after the product's grace, frozen while a plan is kept), overdue,
+# bucket and whether it is in arrears. Days past due are *derived*, not stored day by day, so a
+# daily pass writes only the accounts whose bucket, overdue amount or arrears state moves.
+_STATE = """
+local AS ({local}),
 dues AS (
   SELECT i.account_id,
          min(i.due_date) FILTER (WHERE i.paid < i.amount) AS oldest_unpaid,
@@ -101,7 +104,20 @@ next AS (
          CASE WHEN c.dpd > 0 THEN true WHEN c.overdue = 0 THEN false
               ELSE c.old_in_arrears END AS in_arrears
   FROM computed c
-),
+)
+"""
+
+STATE_SQL = _both(
+    "WITH " + _STATE + "SELECT account_id, dpd, bucket, overdue, in_arrears, today FROM next",
+    bucket=bucket_case_sql("c.dpd"),
+)
+
+# One pass: move what changed and mark newly missed instalments (so that payment.missed goes
+# out exactly once each), returning both kinds of rows for Python to turn into events.
+EVALUATE_SQL = _both(
+    "WITH "
+    + _STATE
+    + """,
 changed AS (
   UPDATE account a
   SET days_past_due = n.dpd, bucket = n.bucket, overdue = n.overdue,
@@ -109,7 +125,7 @@ changed AS (
       paused_days = CASE WHEN n.in_arrears THEN a.paused_days ELSE 0 END
   FROM next n
   WHERE a.account_id = n.account_id
-    AND (a.days_past_due, a.overdue, a.in_arrears) IS DISTINCT FROM (n.dpd, n.overdue, n.in_arrears)
+    AND (a.bucket, a.overdue, a.in_arrears) IS DISTINCT FROM (n.bucket, n.overdue, n.in_arrears)
   RETURNING a.account_id, a.customer_id, a.currency, n.old_bucket, a.bucket, a.days_past_due,
             a.overdue, n.old_in_arrears, a.in_arrears
 ),
@@ -117,22 +133,25 @@ history AS (
   INSERT INTO bucket_change (account_id, from_bucket, to_bucket, days_past_due, changed_at)
   SELECT account_id, old_bucket, bucket, days_past_due, CAST(:now AS timestamptz)
   FROM changed WHERE old_bucket <> bucket
+),
+missed AS (
+  UPDATE installment i SET missed_at = CAST(:now AS timestamptz)
+  FROM next n
+  WHERE i.account_id = n.account_id
+    AND i.missed_at IS NULL AND i.paid < i.amount AND n.today - i.due_date > n.grace
+  RETURNING i.account_id, n.customer_id, n.currency, i.installment_no, i.due_date,
+            i.amount - i.paid AS amount_due, n.overdue, n.dpd, n.bucket
 )
-SELECT * FROM changed
+SELECT 'changed' AS kind, account_id, customer_id, currency, old_bucket, bucket,
+       days_past_due, overdue, old_in_arrears, in_arrears,
+       NULL::int AS installment_no, NULL::date AS due_date, NULL::numeric AS amount_due
+FROM changed
+UNION ALL
+SELECT 'missed', account_id, customer_id, currency, NULL, bucket, dpd, overdue, NULL, NULL,
+       installment_no, due_date, amount_due
+FROM missed
 """,
     bucket=bucket_case_sql("c.dpd"),
-)
-
-MISSED_SQL = _both(
-    """
-WITH local AS ({local})
-UPDATE installment i SET missed_at = CAST(:now AS timestamptz)
-FROM local l, account a
-WHERE i.account_id = l.account_id AND a.account_id = l.account_id
-  AND i.missed_at IS NULL AND i.paid < i.amount AND l.today - i.due_date > l.grace
-RETURNING i.account_id, a.customer_id, a.currency, i.installment_no, i.due_date,
-          i.amount - i.paid AS amount_due, a.overdue, a.days_past_due, a.bucket
-"""
 )
 
 SETTLE_PLANS_SQL = _both(
@@ -440,7 +459,9 @@ class Ledger:
         ).scalar()
         if active:
             raise PermanentError("account_id: already has an active plan")
-        await self.evaluate(uow, data.account_id)  # freeze an up-to-date count
+        await self.evaluate(uow, data.account_id)
+        standing = await self.state(uow, data.account_id)
+        assert standing is not None  # the account is locked above
         now = self._clock.now()
         await uow.session.execute(
             text("""
@@ -464,16 +485,10 @@ class Ledger:
         )
         await uow.session.execute(
             text("""
-                UPDATE account a
-                SET frozen_dpd = a.days_past_due,
-                    paused_since = (
-                      CAST(:now AS timestamptz) AT TIME ZONE coalesce(
-                        (SELECT c.timezone FROM customer c WHERE c.customer_id = a.customer_id),
-                        'UTC')
-                    )::date
-                WHERE a.account_id = :a
+                UPDATE account SET frozen_dpd = :dpd, paused_since = :today
+                WHERE account_id = :a
             """),
-            {"now": now, "a": data.account_id},
+            {"dpd": standing["dpd"], "today": standing["today"], "a": data.account_id},
         )
         self._publish(
             uow,
@@ -483,6 +498,11 @@ class Ledger:
                 account_id=data.account_id, customer_id=account["customer_id"], plan_id=data.plan_id
             ),
         )
+
+    async def state(self, uow: UnitOfWork, account_id: str) -> RowMapping | None:
+        """Where one account stands now: days past due, bucket, overdue, in arrears."""
+        params = {"now": self._clock.now(), "account": account_id}
+        return (await uow.session.execute(STATE_SQL[1], params)).mappings().first()
 
     async def record_promise(self, uow: UnitOfWork, data: PromiseMade, event_id: str) -> None:
         account = await self._lock_account(uow, data.account_id, "promise")
@@ -519,8 +539,9 @@ class Ledger:
             return (await uow.session.execute(statements[which], params)).mappings().all()
 
         plans = await run(SETTLE_PLANS_SQL)
-        changed = await run(EVALUATE_SQL)
-        missed = await run(MISSED_SQL)
+        evaluated = await run(EVALUATE_SQL)
+        changed = [r for r in evaluated if r["kind"] == "changed"]
+        missed = [r for r in evaluated if r["kind"] == "missed"]
         promises = await run(SETTLE_PROMISES_SQL)
         if not (plans or changed or missed or promises):
             return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import text
@@ -18,11 +19,20 @@ GROUP BY a.account_id
 """)
 
 
-async def account(session: AsyncSession, account_id: str) -> dict[str, Any] | None:
+async def account(
+    session: AsyncSession, account_id: str, standing: Mapping[str, Any] | Any
+) -> dict[str, Any] | None:
     row = (await session.execute(ACCOUNT_SQL, {"a": account_id})).mappings().first()
     if row is None:
         return None
     result = dict(row)
+    if standing is not None:  # days past due are derived at the time of asking
+        result |= {
+            "days_past_due": standing["dpd"],
+            "bucket": standing["bucket"],
+            "overdue": standing["overdue"],
+            "in_arrears": standing["in_arrears"],
+        }
     result["installments"] = [
         dict(r)
         for r in (

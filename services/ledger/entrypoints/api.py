@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from services.ledger import views
+from services.ledger.service_layer import Ledger
 from shared.auth import require
 from shared.consumer import ConsumerSpec, PermanentError, apply_events, inbox_name
 from shared.envelope import CloudEvent, describe_errors
@@ -113,7 +114,7 @@ class IngestResult(BaseModel):
     status: str  # applied | duplicate
 
 
-def router(spec: ConsumerSpec, service: str) -> APIRouter:
+def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["ledger"])
     inbox = inbox_name(service, spec)
     not_found: dict[int | str, dict[str, Any]] = {404: {"description": "No such account"}}
@@ -126,7 +127,9 @@ def router(spec: ConsumerSpec, service: str) -> APIRouter:
     )
     async def get_account(account_id: str, request: Request) -> Any:
         async with request.app.state.runtime.uow() as uow:
-            found = await views.account(uow.session, account_id)
+            found = await views.account(
+                uow.session, account_id, await ledger.state(uow, account_id)
+            )
         return found if found else problem(404, "Not Found", "no such account")
 
     @api.get(
