@@ -66,6 +66,12 @@ class UnitOfWork:
         self._events.append(event)
 
     async def commit(self) -> None:
+        await self.flush_events()
+        await self.session.commit()
+
+    async def flush_events(self) -> None:
+        """Write the events published so far into the outbox now, still inside the transaction:
+        a job that publishes hundreds of thousands of events keeps only a chunk in memory."""
         if self._events:
             rows = outbox_rows(self._events)
             self._events = []
@@ -78,7 +84,6 @@ class UnitOfWork:
                 # that statement, or it would run (and commit) on its own.
                 await connection.exec_driver_sql("SELECT 1")
             await driver.copy_records_to_table("outbox", columns=OUTBOX_COLUMNS, records=rows)
-        await self.session.commit()
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]

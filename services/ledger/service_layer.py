@@ -48,6 +48,7 @@ from shared.events import (
 
 log = logging.getLogger(__name__)
 SOURCE = "/arrears/ledger"
+EVENT_CHUNK = 5000  # evaluated rows turned into events and written out at a time
 
 # Everything below runs on every clock move over all accounts: keep it to set-based statements.
 _LOCAL = """
@@ -142,14 +143,18 @@ missed AS (
   RETURNING i.account_id, n.customer_id, n.currency, i.installment_no, i.due_date,
             i.amount - i.paid AS amount_due, n.overdue, n.dpd, n.bucket
 )
-SELECT 'changed' AS kind, account_id, customer_id, currency, old_bucket, bucket,
-       days_past_due, overdue, old_in_arrears, in_arrears,
-       NULL::int AS installment_no, NULL::date AS due_date, NULL::numeric AS amount_due
-FROM changed
-UNION ALL
-SELECT 'missed', account_id, customer_id, currency, NULL, bucket, dpd, overdue, NULL, NULL,
-       installment_no, due_date, amount_due
-FROM missed
+SELECT * FROM (
+  SELECT 'missed' AS kind, account_id, customer_id, currency, NULL AS old_bucket, bucket,
+         dpd AS days_past_due, overdue, NULL::boolean AS old_in_arrears,
+         NULL::boolean AS in_arrears, installment_no, due_date, amount_due
+  FROM missed
+  UNION ALL
+  SELECT 'changed', account_id, customer_id, currency, old_bucket, bucket, days_past_due,
+         overdue, old_in_arrears, in_arrears, NULL, NULL, NULL
+  FROM changed
+) rows
+-- a missed instalment is announced before the bucket change it causes
+ORDER BY kind DESC, account_id, installment_no
 """,
     bucket=bucket_case_sql("c.dpd"),
 )
@@ -539,15 +544,7 @@ class Ledger:
             return (await uow.session.execute(statements[which], params)).mappings().all()
 
         plans = await run(SETTLE_PLANS_SQL)
-        evaluated = await run(EVALUATE_SQL)
-        changed = [r for r in evaluated if r["kind"] == "changed"]
-        missed = [r for r in evaluated if r["kind"] == "missed"]
-        promises = await run(SETTLE_PROMISES_SQL)
-        if not (plans or changed or missed or promises):
-            return 0
-        flags = await self._active_flags(
-            uow, {r["customer_id"] for rows in (plans, changed, missed, promises) for r in rows}
-        )
+        flags = await self._active_flags(uow, {r["customer_id"] for r in plans})
         for row in plans:
             outcome: type[PlanBroken] | type[PlanCompleted] = (
                 PlanCompleted if row["status"] == "completed" else PlanBroken
@@ -563,7 +560,34 @@ class Ledger:
                     plan_id=row["plan_id"],
                 ),
             )
-        for row in sorted(missed, key=lambda r: (r["account_id"], r["installment_no"])):
+        changed = 0
+        streamed = await uow.session.stream(EVALUATE_SQL[which], params)
+        async for rows in streamed.mappings().partitions(EVENT_CHUNK):
+            changed += await self._announce(uow, rows)
+            await uow.flush_events()
+        promises = await run(SETTLE_PROMISES_SQL)
+        flags = await self._active_flags(uow, {r["customer_id"] for r in promises})
+        for row in promises:
+            verdict: type[PromiseKept] | type[PromiseBroken] = (
+                PromiseKept if row["status"] == "kept" else PromiseBroken
+            )
+            self._publish(
+                uow,
+                row["customer_id"],
+                row["account_id"],
+                verdict(
+                    account_id=row["account_id"],
+                    customer_id=row["customer_id"],
+                    flags=flags.get((row["customer_id"], row["account_id"]), []),
+                    promise_id=row["promise_id"],
+                ),
+            )
+        return changed + len(plans) + len(promises)
+
+    async def _announce(self, uow: UnitOfWork, rows: Sequence[RowMapping]) -> int:
+        """Events for one chunk of evaluated rows; returns how many accounts changed."""
+        flags = await self._active_flags(uow, {r["customer_id"] for r in rows})
+        for row in (r for r in rows if r["kind"] == "missed"):
             self._publish(
                 uow,
                 row["customer_id"],
@@ -581,7 +605,7 @@ class Ledger:
                     bucket=row["bucket"],
                 ),
             )
-        for row in changed:
+        for row in (r for r in rows if r["kind"] == "changed"):
             active = flags.get((row["customer_id"], row["account_id"]), [])
             if row["old_bucket"] != row["bucket"]:
                 self._publish(
@@ -608,22 +632,7 @@ class Ledger:
                         account_id=row["account_id"], customer_id=row["customer_id"], flags=active
                     ),
                 )
-        for row in promises:
-            verdict: type[PromiseKept] | type[PromiseBroken] = (
-                PromiseKept if row["status"] == "kept" else PromiseBroken
-            )
-            self._publish(
-                uow,
-                row["customer_id"],
-                row["account_id"],
-                verdict(
-                    account_id=row["account_id"],
-                    customer_id=row["customer_id"],
-                    flags=flags.get((row["customer_id"], row["account_id"]), []),
-                    promise_id=row["promise_id"],
-                ),
-            )
-        return len(changed) + len(plans) + len(promises)
+        return sum(1 for r in rows if r["kind"] == "changed")
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -658,8 +667,10 @@ class Ledger:
         return Decimal(value)
 
     async def _active_flags(self, uow: UnitOfWork, customers: set[str]) -> ActiveFlags:
-        rows = await uow.session.execute(ACTIVE_FLAGS_SQL, {"customers": sorted(customers)})
         flags = ActiveFlags()
+        if not customers:
+            return flags
+        rows = await uow.session.execute(ACTIVE_FLAGS_SQL, {"customers": sorted(customers)})
         for row in rows:
             if row.active:
                 flags.add(row.customer_id, row.account_id, row.flag)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import text
@@ -19,9 +18,7 @@ GROUP BY a.account_id
 """)
 
 
-async def account(
-    session: AsyncSession, account_id: str, standing: Mapping[str, Any] | Any
-) -> dict[str, Any] | None:
+async def account(session: AsyncSession, account_id: str, standing: Any) -> dict[str, Any] | None:
     row = (await session.execute(ACCOUNT_SQL, {"a": account_id})).mappings().first()
     if row is None:
         return None
