@@ -183,7 +183,6 @@ class ConsumerRunner:
                     )
                     return
                 delay = self._backoff * 2 ** (attempt - 1) * (0.5 + random.random())
-                log.debug("handler failure", exc_info=True)
                 log.warning(
                     "handling %s failed (%s); retry %d/%d in %.2fs",
                     event.type,

@@ -23,7 +23,11 @@ from shared.outbox import OUTBOX_COLUMNS, outbox_rows
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True)
+    # hide_parameters: a failing statement's bound values (which may be personal data) stay out
+    # of exception messages, tracebacks and logs.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def asyncpg_dsn(url: str) -> str:

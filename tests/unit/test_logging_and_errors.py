@@ -70,3 +70,10 @@ def test_handler_verdicts_keep_their_message() -> None:
 def test_a_customer_always_lands_on_the_same_outbox_lane() -> None:
     assert lane_of("C-1") == lane_of("C-1")
     assert len({lane_of(f"C-{i}") for i in range(500)}) == LANES
+
+
+def test_engines_keep_bound_parameters_out_of_error_messages() -> None:
+    from shared.db import make_engine
+
+    engine = make_engine("postgresql+asyncpg://u:p@127.0.0.1:1/db")
+    assert engine.sync_engine.hide_parameters
