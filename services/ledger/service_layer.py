@@ -8,9 +8,9 @@ rows: Python only turns the rows that *changed* into events.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import RowMapping, TextClause, text
@@ -23,7 +23,7 @@ from services.ledger.domain.allocation import (
 )
 from services.ledger.domain.delinquency import bucket_case_sql
 from shared.clock import Clock
-from shared.consumer import PermanentError
+from shared.consumer import Handler, PermanentError
 from shared.db import UnitOfWork
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
@@ -692,43 +692,28 @@ class ActiveFlags:
         return sorted({flag for account, flag in entries if account in (None, account_id)})
 
 
-def event_handlers(ledger: Ledger) -> dict[str, Any]:
-    """ce_type -> handler, shared by the Kafka consumer and ``POST /v1/events``."""
+def event_handlers(ledger: Ledger) -> dict[str, Handler]:
+    """ce_type -> handler, shared by the Kafka consumer and ``POST /v1/events``. The registry
+    guarantees ``event.data`` is the ce_type's payload class, which each command takes."""
+    commands: dict[str, Callable[[UnitOfWork, Any], Awaitable[None]]] = {
+        "customer.upserted": ledger.upsert_customer,
+        "loan.opened": ledger.open_loan,
+        "payment.posted": ledger.post_payment,
+        "payment.reversed": ledger.reverse_payment,
+        "account.flagged": ledger.flag,
+        "plan.agreed": ledger.agree_plan,
+    }
 
-    async def customer_upserted(uow: UnitOfWork, event: CloudEvent) -> None:
-        assert isinstance(event.data, CustomerUpserted)
-        await ledger.upsert_customer(uow, event.data)
+    def handler(command: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Handler:
+        async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
+            await command(uow, event.data)
 
-    async def loan_opened(uow: UnitOfWork, event: CloudEvent) -> None:
-        assert isinstance(event.data, LoanOpened)
-        await ledger.open_loan(uow, event.data)
-
-    async def payment_posted(uow: UnitOfWork, event: CloudEvent) -> None:
-        assert isinstance(event.data, PaymentPosted)
-        await ledger.post_payment(uow, event.data)
-
-    async def payment_reversed(uow: UnitOfWork, event: CloudEvent) -> None:
-        assert isinstance(event.data, PaymentReversed)
-        await ledger.reverse_payment(uow, event.data)
-
-    async def account_flagged(uow: UnitOfWork, event: CloudEvent) -> None:
-        assert isinstance(event.data, AccountFlagged)
-        await ledger.flag(uow, event.data)
-
-    async def plan_agreed(uow: UnitOfWork, event: CloudEvent) -> None:
-        assert isinstance(event.data, PlanAgreed)
-        await ledger.agree_plan(uow, event.data)
+        return handle
 
     async def promise_made(uow: UnitOfWork, event: CloudEvent) -> None:
-        assert isinstance(event.data, PromiseMade)
-        await ledger.record_promise(uow, event.data, event.id)
+        # A promise without its own id is known by the event that announced it.
+        await ledger.record_promise(uow, cast(PromiseMade, event.data), event.id)
 
-    return {
-        "plan.agreed": plan_agreed,
-        "promise.made": promise_made,
-        "customer.upserted": customer_upserted,
-        "loan.opened": loan_opened,
-        "payment.posted": payment_posted,
-        "payment.reversed": payment_reversed,
-        "account.flagged": account_flagged,
+    return {name: handler(command) for name, command in commands.items()} | {
+        "promise.made": promise_made
     }

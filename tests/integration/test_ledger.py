@@ -162,6 +162,25 @@ def open_loan(
     ]
 
 
+def payment(
+    s: Ledger,
+    customer: str,
+    account: str,
+    payment_id: str,
+    amount: str = "5.00",
+    currency: str = "CNY",
+    day: int = 1,
+) -> CloudEvent:
+    posted = PaymentPosted(
+        account_id=account,
+        payment_id=payment_id,
+        amount=Decimal(amount),
+        currency=currency,
+        posted_at=s.at(day),
+    )
+    return upstream(posted, customer, s.at(day))
+
+
 def kinds(events: list[CloudEvent]) -> list[str]:
     return [e.type for e in events]
 
@@ -188,17 +207,7 @@ async def test_missed_instalment_payment_cure_and_reversal_emit_the_right_events
     assert missed.amount_due == Decimal("1000")  # type: ignore[attr-defined]
     assert events[0].key == customer
 
-    paid = upstream(
-        PaymentPosted(
-            account_id=account,
-            payment_id=f"P-{account}",
-            amount=Decimal("1000.00"),
-            currency="CNY",
-            posted_at=ledger.at(9),
-        ),
-        customer,
-        ledger.at(9),
-    )
+    paid = payment(ledger, customer, account, f"P-{account}", "1000.00", day=9)
     again = upstream(paid.data, customer, ledger.at(9))  # same payment_id, new event id
     await ledger.send(paid, paid, again)
     events = await ledger_events(ledger.kafka, account, expect=5)
@@ -239,39 +248,9 @@ async def test_missed_instalment_payment_cure_and_reversal_emit_the_right_events
 
 async def test_bad_input_goes_to_the_dead_letter_topic_and_the_rest_flows(ledger: Ledger) -> None:
     customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
-    unknown = upstream(
-        PaymentPosted(
-            account_id=f"A-nope-{account}",
-            payment_id=f"P1-{account}",
-            amount=Decimal("5.00"),
-            currency="CNY",
-            posted_at=ledger.at(1),
-        ),
-        customer,
-        ledger.at(1),
-    )
-    wrong_currency = upstream(
-        PaymentPosted(
-            account_id=account,
-            payment_id=f"P2-{account}",
-            amount=Decimal("5.00"),
-            currency="USD",
-            posted_at=ledger.at(1),
-        ),
-        customer,
-        ledger.at(1),
-    )
-    good = upstream(
-        PaymentPosted(
-            account_id=account,
-            payment_id=f"P3-{account}",
-            amount=Decimal("5.00"),
-            currency="CNY",
-            posted_at=ledger.at(1),
-        ),
-        customer,
-        ledger.at(1),
-    )
+    unknown = payment(ledger, customer, f"A-nope-{account}", f"P1-{account}")
+    wrong_currency = payment(ledger, customer, account, f"P2-{account}", currency="USD")
+    good = payment(ledger, customer, account, f"P3-{account}")
     await ledger.send(*open_loan(ledger, customer, account), unknown, wrong_currency, good)
     events = await ledger_events(ledger.kafka, account, expect=1)
     assert kinds(events) == ["payment.received"]
@@ -305,25 +284,15 @@ async def test_http_ingest_shares_handlers_and_deduplication_with_kafka(ledger: 
     assert [r["status"] for r in response.json()] == ["applied", "applied"]
     # The same events through Kafka: already applied, no second effect.
     await ledger.send(*opening)
-    payment = upstream(
-        PaymentPosted(
-            account_id=account,
-            payment_id=f"P-{account}",
-            amount=Decimal("250.00"),
-            currency="CNY",
-            posted_at=ledger.at(1),
-        ),
-        customer,
-        ledger.at(1),
-    )
-    first = await ledger.client.post("/v1/events", json=[structured(payment)], headers=AUTH)
-    second = await ledger.client.post("/v1/events", json=[structured(payment)], headers=AUTH)
+    posted = payment(ledger, customer, account, f"P-{account}", "250.00")
+    first = await ledger.client.post("/v1/events", json=[structured(posted)], headers=AUTH)
+    second = await ledger.client.post("/v1/events", json=[structured(posted)], headers=AUTH)
     assert first.json()[0]["status"] == "applied"
     assert second.json()[0]["status"] == "duplicate"
     state = await ledger.account(account)
     assert state["installments"][0]["paid"] == "250.0000"
 
-    bad = structured(payment) | {"id": str(uuid.uuid4())}
+    bad = structured(posted) | {"id": str(uuid.uuid4())}
     bad["data"] = {**bad["data"], "amount": "-3.00"}
     refused = await ledger.client.post("/v1/events", json=[bad], headers=AUTH)
     assert refused.status_code == 422
@@ -332,7 +301,7 @@ async def test_http_ingest_shares_handlers_and_deduplication_with_kafka(ledger: 
     missing = await ledger.client.post("/v1/events", json=[{"specversion": "1.0"}], headers=AUTH)
     assert missing.status_code == 422
     assert any("id" in e["field"] for e in missing.json()["errors"])
-    assert (await ledger.client.post("/v1/events", json=[structured(payment)])).status_code == 401
+    assert (await ledger.client.post("/v1/events", json=[structured(posted)])).status_code == 401
     metrics = (await ledger.client.get("/metrics", headers=AUTH)).text
     assert 'arrears_http_rejected_total{route="/v1/events"}' in metrics
     lookup = await ledger.client.get(f"/v1/customers/{customer}/accounts", headers=AUTH)
@@ -364,14 +333,7 @@ async def notify(s: Ledger, customer: str, data: Payload, day: int) -> None:
 async def pay(s: Ledger, customer: str, account: str, amount: str, day: int, ref: str) -> None:
     """Posts a payment and waits until the ledger has applied it."""
     payment_id = f"{ref}-{account}"
-    posted = PaymentPosted(
-        account_id=account,
-        payment_id=payment_id,
-        amount=Decimal(amount),
-        currency="CNY",
-        posted_at=s.at(day),
-    )
-    await s.send(upstream(posted, customer, s.at(day)))
+    await s.send(payment(s, customer, account, payment_id, amount, day=day))
     async with asyncio.timeout(20):
         while True:
             events = await ledger_events(s.kafka, account, expect=1)
