@@ -8,6 +8,7 @@ rows: Python only turns the rows that *changed* into events.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, cast
@@ -65,10 +66,10 @@ _LOCAL = """
 
 
 def _both(template: str, **parts: str) -> tuple[TextClause, TextClause]:
-    """The statement over every account, and over one (``:account``). Two statements, not one
-    with ``:account IS NULL OR ...``, so the one-account form keeps its index lookup."""
+    """The statement over every account, and over some (``:accounts``). Two statements, not one
+    with ``:accounts IS NULL OR ...``, so the second keeps its index lookup."""
     every = _LOCAL.format(where="")
-    one = _LOCAL.format(where="WHERE a.account_id = :account")
+    one = _LOCAL.format(where="WHERE a.account_id = ANY(CAST(:accounts AS text[]))")
     return (
         text(template.format(local=every, **parts)),
         text(template.format(local=one, **parts)),
@@ -229,6 +230,10 @@ class Ledger:
     def __init__(self, clock: Clock, grace_days: Mapping[str, int]) -> None:
         self._clock = clock
         self._grace = dict(grace_days)
+        # Accounts (and payments to announce) per open unit of work, settled before it commits.
+        self._touched: weakref.WeakKeyDictionary[
+            UnitOfWork, tuple[list[str], list[PaymentPosted]]
+        ] = weakref.WeakKeyDictionary()
 
     # --- commands from core-banking.events -----------------------------------------------------
 
@@ -301,7 +306,7 @@ class Ledger:
             """),
             [{"a": data.account_id, "n": n, "d": d, "amount": amt} for n, d, amt in schedule],
         )
-        await self.evaluate(uow, data.account_id)
+        self._touch(uow, data.account_id)
 
     async def post_payment(self, uow: UnitOfWork, data: PaymentPosted) -> None:
         if data.amount <= 0:
@@ -360,21 +365,7 @@ class Ledger:
                 text("UPDATE payment SET unallocated = :u WHERE payment_id = :p"),
                 {"u": applied.unallocated, "p": data.payment_id},
             )
-        await self.evaluate(uow, data.account_id)
-        overdue = await self._overdue(uow, data.account_id)
-        self._publish(
-            uow,
-            account["customer_id"],
-            data.account_id,
-            PaymentReceived(
-                account_id=data.account_id,
-                customer_id=account["customer_id"],
-                payment_id=data.payment_id,
-                amount=data.amount,
-                currency=data.currency,
-                total_overdue=overdue,
-            ),
-        )
+        self._touch(uow, data.account_id, receipt=data)
 
     async def reverse_payment(self, uow: UnitOfWork, data: PaymentReversed) -> None:
         await self._lock_account(uow, data.account_id, "reversal")
@@ -408,7 +399,7 @@ class Ledger:
             """),
             {"now": self._clock.now(), "r": data.reason, "p": data.payment_id},
         )
-        await self.evaluate(uow, data.account_id)
+        self._touch(uow, data.account_id)
 
     async def flag(self, uow: UnitOfWork, data: AccountFlagged) -> None:
         customer_id = data.customer_id
@@ -464,7 +455,7 @@ class Ledger:
         ).scalar()
         if active:
             raise PermanentError("account_id: already has an active plan")
-        await self.evaluate(uow, data.account_id)
+        await self.evaluate(uow, [data.account_id])  # freeze an up-to-date count
         standing = await self.state(uow, data.account_id)
         assert standing is not None  # the account is locked above
         now = self._clock.now()
@@ -506,7 +497,7 @@ class Ledger:
 
     async def state(self, uow: UnitOfWork, account_id: str) -> RowMapping | None:
         """Where one account stands now: days past due, bucket, overdue, in arrears."""
-        params = {"now": self._clock.now(), "account": account_id}
+        params = {"now": self._clock.now(), "accounts": [account_id]}
         return (await uow.session.execute(STATE_SQL[1], params)).mappings().first()
 
     async def record_promise(self, uow: UnitOfWork, data: PromiseMade, event_id: str) -> None:
@@ -528,17 +519,17 @@ class Ledger:
                 "now": self._clock.now(),
             },
         )
-        await self.evaluate(uow, data.account_id)  # payments may have arrived first
+        self._touch(uow, data.account_id)  # payments may have arrived first
 
     # --- delinquency ---------------------------------------------------------------------------
 
-    async def evaluate(self, uow: UnitOfWork, account_id: str | None = None) -> int:
-        """Bring days past due, buckets and missed instalments up to the clock, for one account
-        or all of them; publishes what changed. Returns the number of accounts that changed."""
-        which = 0 if account_id is None else 1
+    async def evaluate(self, uow: UnitOfWork, accounts: Sequence[str] | None = None) -> int:
+        """Bring days past due, buckets, missed instalments, plans and promises up to the clock,
+        for some accounts or all of them; publishes what changed. Returns how many changed."""
+        which = 0 if accounts is None else 1
         params: dict[str, Any] = {"now": self._clock.now()}
-        if account_id is not None:
-            params["account"] = account_id
+        if accounts is not None:
+            params["accounts"] = list(accounts)
 
         async def run(statements: tuple[TextClause, TextClause]) -> Sequence[RowMapping]:
             return (await uow.session.execute(statements[which], params)).mappings().all()
@@ -634,6 +625,51 @@ class Ledger:
                 )
         return sum(1 for r in rows if r["kind"] == "changed")
 
+    def _touch(
+        self, uow: UnitOfWork, account_id: str, receipt: PaymentPosted | None = None
+    ) -> None:
+        """Re-evaluate ``account_id`` before the unit of work commits, together with every other
+        account the same batch touched, in one pass; then announce the batch's payments with
+        the overdue amounts that pass left."""
+        touched = self._touched.setdefault(uow, ([], []))
+        if account_id not in touched[0]:
+            touched[0].append(account_id)
+        if receipt is not None:
+            touched[1].append(receipt)
+
+        async def settle() -> None:
+            accounts, receipts = self._touched.pop(uow)
+            await self.evaluate(uow, accounts)
+            if receipts:
+                await self._announce_receipts(uow, receipts)
+
+        uow.before_commit("ledger.evaluate", settle)
+
+    async def _announce_receipts(self, uow: UnitOfWork, receipts: Sequence[PaymentPosted]) -> None:
+        rows = await uow.session.execute(
+            text("""
+                SELECT account_id, customer_id, overdue FROM account
+                WHERE account_id = ANY(CAST(:accounts AS text[]))
+            """),
+            {"accounts": sorted({r.account_id for r in receipts})},
+        )
+        standing = {row.account_id: row for row in rows}
+        for receipt in receipts:
+            row = standing[receipt.account_id]
+            self._publish(
+                uow,
+                row.customer_id,
+                receipt.account_id,
+                PaymentReceived(
+                    account_id=receipt.account_id,
+                    customer_id=row.customer_id,
+                    payment_id=receipt.payment_id,
+                    amount=receipt.amount,
+                    currency=receipt.currency,
+                    total_overdue=row.overdue,
+                ),
+            )
+
     # --- helpers -------------------------------------------------------------------------------
 
     def _publish(self, uow: UnitOfWork, customer_id: str, account_id: str, data: Payload) -> None:
@@ -657,14 +693,6 @@ class Ledger:
         if row is None:
             raise PermanentError(f"account_id: {what} for an unknown account")
         return row
-
-    async def _overdue(self, uow: UnitOfWork, account_id: str) -> Decimal:
-        value = (
-            await uow.session.execute(
-                text("SELECT overdue FROM account WHERE account_id = :a"), {"a": account_id}
-            )
-        ).scalar_one()
-        return Decimal(value)
 
     async def _active_flags(self, uow: UnitOfWork, customers: set[str]) -> ActiveFlags:
         flags = ActiveFlags()
