@@ -97,7 +97,7 @@ async def test_before_commit_steps_run_once_per_key_before_the_commit() -> None:
     async def step() -> None:
         calls.append("step")
 
-    uow = UnitOfWork(lambda: Session())  # type: ignore[arg-type, return-value]
+    uow = UnitOfWork(lambda: Session())  # type: ignore[arg-type]
     async with uow:
         uow.before_commit("k", step)
         uow.before_commit("k", step)
