@@ -29,6 +29,7 @@ from shared.db import UnitOfWork
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
     AccountCured,
+    AccountEvent,
     AccountFlagged,
     CustomerUpserted,
     DelinquencyChanged,
@@ -535,45 +536,42 @@ class Ledger:
             return (await uow.session.execute(statements[which], params)).mappings().all()
 
         plans = await run(SETTLE_PLANS_SQL)
-        flags = await self._active_flags(uow, {r["customer_id"] for r in plans})
-        for row in plans:
-            outcome: type[PlanBroken] | type[PlanCompleted] = (
-                PlanCompleted if row["status"] == "completed" else PlanBroken
-            )
-            self._publish(
-                uow,
-                row["customer_id"],
-                row["account_id"],
-                outcome(
-                    account_id=row["account_id"],
-                    customer_id=row["customer_id"],
-                    flags=flags.get((row["customer_id"], row["account_id"]), []),
-                    plan_id=row["plan_id"],
-                ),
-            )
+        await self._announce_settled(
+            uow, plans, {"completed": PlanCompleted, "broken": PlanBroken}, "plan_id"
+        )
         changed = 0
         streamed = await uow.session.stream(EVALUATE_SQL[which], params)
         async for rows in streamed.mappings().partitions(EVENT_CHUNK):
             changed += await self._announce(uow, rows)
             await uow.flush_events()
         promises = await run(SETTLE_PROMISES_SQL)
-        flags = await self._active_flags(uow, {r["customer_id"] for r in promises})
-        for row in promises:
-            verdict: type[PromiseKept] | type[PromiseBroken] = (
-                PromiseKept if row["status"] == "kept" else PromiseBroken
-            )
+        await self._announce_settled(
+            uow, promises, {"kept": PromiseKept, "broken": PromiseBroken}, "promise_id"
+        )
+        return changed + len(plans) + len(promises)
+
+    async def _announce_settled(
+        self,
+        uow: UnitOfWork,
+        rows: Sequence[RowMapping],
+        outcomes: Mapping[str, type[AccountEvent]],
+        id_field: str,
+    ) -> None:
+        """Events for settled plans or promises: the row's status picks the event type."""
+        flags = await self._active_flags(uow, {r["customer_id"] for r in rows})
+        for row in rows:
+            key = (row["customer_id"], row["account_id"])
             self._publish(
                 uow,
                 row["customer_id"],
                 row["account_id"],
-                verdict(
+                outcomes[row["status"]](
                     account_id=row["account_id"],
                     customer_id=row["customer_id"],
-                    flags=flags.get((row["customer_id"], row["account_id"]), []),
-                    promise_id=row["promise_id"],
+                    flags=flags.get(key, []),
+                    **{id_field: row[id_field]},
                 ),
             )
-        return changed + len(plans) + len(promises)
 
     async def _announce(self, uow: UnitOfWork, rows: Sequence[RowMapping]) -> int:
         """Events for one chunk of evaluated rows; returns how many accounts changed."""
