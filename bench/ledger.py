@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 
 from services.ledger.bootstrap import grace_days
-from services.ledger.service_layer import Ledger, event_handlers
+from services.ledger.service_layer import Ledger, batch_event_handlers, event_handlers
 from shared.clock import ControlledClock
 from shared.consumer import ConsumerRunner, ConsumerSpec
 from shared.db import asyncpg_dsn, make_engine, uow_factory
@@ -206,7 +206,7 @@ async def ingest(bootstrap: str, url: str, n_events: int) -> dict[str, Any]:
     consumer = make_consumer(bootstrap, f"ledger-{uuid.uuid4().hex[:6]}", topic)
     await consumer.start()
     runner = ConsumerRunner(
-        ConsumerSpec("events", (topic,), event_handlers(ledger)),
+        ConsumerSpec("events", (topic,), event_handlers(ledger), batch_event_handlers(ledger)),
         service="bench",
         consumer=consumer,
         producer=producer,

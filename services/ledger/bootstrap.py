@@ -8,7 +8,7 @@ from pathlib import Path
 
 import services.ledger
 from services.ledger.entrypoints.api import router
-from services.ledger.service_layer import Ledger, event_handlers
+from services.ledger.service_layer import Ledger, batch_event_handlers, event_handlers
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
@@ -30,6 +30,7 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
         name="events",
         topics=(topics.CORE_BANKING, topics.NOTIFIER),
         handlers=event_handlers(ledger),
+        batch_handlers=batch_event_handlers(ledger),
     )
 
     async def evaluate_delinquency(uow: UnitOfWork, now: datetime) -> None:

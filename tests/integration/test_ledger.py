@@ -490,3 +490,18 @@ async def test_flags_are_kept_with_their_history_and_carried_in_events(ledger: L
         "legal_hold cleared",
         "bankruptcy set",
     ]
+
+
+async def test_payments_arriving_together_are_allocated_in_order_and_once(ledger: Ledger) -> None:
+    customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
+    payments = [payment(ledger, customer, account, f"P{k}-{account}", "400.00") for k in range(3)]
+    repeat = upstream(payments[1].data, customer, ledger.at(1))  # a payment_id sent twice
+    await ledger.send(*open_loan(ledger, customer, account), *payments, repeat)
+    events = await ledger_events(ledger.kafka, account, expect=3)
+    assert kinds(events) == ["payment.received"] * 3
+    state = await ledger.account(account)
+    assert [i["paid"] for i in state["installments"]] == ["1000.0000", "200.0000", "0.0000"]
+    history = (await ledger.client.get(f"/v1/accounts/{account}/history", headers=AUTH)).json()
+    assert [h["ref"] for h in history if h["kind"] == "payment"] == [
+        f"P{k}-{account}" for k in range(3)
+    ]
