@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import signal
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from bench.report import report
 from shared.consumer import ConsumerRunner, ConsumerSpec
 from shared.db import UnitOfWork, asyncpg_dsn, make_engine, uow_factory
 from shared.envelope import CloudEvent, encode, new_event
@@ -45,7 +45,6 @@ from tests.support.infra import provide
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 EFFECTS_DDL = (
     "CREATE TABLE IF NOT EXISTS effects "
     "(id bigserial PRIMARY KEY, ce_id text NOT NULL, customer_id text NOT NULL)"
@@ -271,12 +270,7 @@ def cli() -> None:
     parser.add_argument("--writers", type=int, default=4, help="concurrent writing tasks")
     args = parser.parse_args()
     result = asyncio.run(main(args.events, args.size, args.txn, args.writers))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "backbone.json").write_text(json.dumps(result, indent=2) + "\n")
-    width = max(map(len, result))
-    print("\nbackbone benchmark")
-    for key, value in result.items():
-        print(f"  {key:<{width}}  {value}")
+    report("backbone", result)
 
 
 if __name__ == "__main__":

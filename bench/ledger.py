@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import random
 import resource
@@ -26,11 +25,12 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+from sqlalchemy import text
 
+from bench.report import report
 from services.ledger.bootstrap import grace_days
 from services.ledger.service_layer import Ledger, batch_event_handlers, event_handlers
 from shared.clock import ControlledClock
@@ -42,7 +42,6 @@ from shared.kafka import ensure_topics, make_consumer, make_producer
 from tests.support.databases import migrated_database
 from tests.support.infra import provide
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ZONES = ["Asia/Shanghai", "Asia/Urumqi", "America/New_York", "America/Los_Angeles", "UTC"]
 DAY0 = date(2026, 10, 1)
 NOW = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
@@ -108,8 +107,6 @@ async def evaluation(url: str, n: int) -> dict[str, Any]:
             await unit.commit()
         timings.append((time.perf_counter() - started, changed))
     async with engine.connect() as conn:
-        from sqlalchemy import text
-
         outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
     await engine.dispose()
     return {
@@ -216,8 +213,6 @@ async def ingest(bootstrap: str, url: str, n_events: int) -> dict[str, Any]:
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(runner.run(stop))
-    from sqlalchemy import text
-
     while True:
         async with engine.connect() as c:
             done = (await c.execute(text("SELECT count(*) FROM inbox"))).scalar_one()
@@ -262,9 +257,4 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args()
     result = asyncio.run(main(args.accounts, args.events))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ledger.json").write_text(json.dumps(result, indent=2) + "\n")
-    width = max(map(len, result))
-    print("\nledger benchmark")
-    for key, value in result.items():
-        print(f"  {key:<{width}}  {value}")
+    report("ledger", result)

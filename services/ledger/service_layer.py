@@ -609,7 +609,6 @@ class Ledger:
         """Events for settled plans or promises: the row's status picks the event type."""
         flags = await self._active_flags(uow, {r["customer_id"] for r in rows})
         for row in rows:
-            key = (row["customer_id"], row["account_id"])
             self._publish(
                 uow,
                 row["customer_id"],
@@ -617,7 +616,7 @@ class Ledger:
                 outcomes[row["status"]](
                     account_id=row["account_id"],
                     customer_id=row["customer_id"],
-                    flags=flags.get(key, []),
+                    flags=flags.of(row["customer_id"], row["account_id"]),
                     **{id_field: row[id_field]},
                 ),
             )
@@ -633,7 +632,7 @@ class Ledger:
                 PaymentMissed(
                     account_id=row["account_id"],
                     customer_id=row["customer_id"],
-                    flags=flags.get((row["customer_id"], row["account_id"]), []),
+                    flags=flags.of(row["customer_id"], row["account_id"]),
                     installment_no=row["installment_no"],
                     due_date=row["due_date"],
                     amount_due=row["amount_due"],
@@ -644,7 +643,7 @@ class Ledger:
                 ),
             )
         for row in (r for r in rows if r["kind"] == "changed"):
-            active = flags.get((row["customer_id"], row["account_id"]), [])
+            active = flags.of(row["customer_id"], row["account_id"])
             if row["old_bucket"] != row["bucket"]:
                 self._publish(
                     uow,
@@ -761,8 +760,7 @@ class ActiveFlags:
     def add(self, customer_id: str, account_id: str | None, flag: str) -> None:
         self._by_customer.setdefault(customer_id, []).append((account_id, flag))
 
-    def get(self, key: tuple[str, str], default: Any = None) -> list[Any]:
-        customer_id, account_id = key
+    def of(self, customer_id: str, account_id: str) -> list[Any]:
         entries = self._by_customer.get(customer_id, [])
         return sorted({flag for account, flag in entries if account in (None, account_id)})
 

@@ -68,6 +68,22 @@ class Ledger:
     async def send(self, *events: CloudEvent) -> None:
         await produce(self.kafka, topics.CORE_BANKING, list(events))
 
+    async def opened(self, account_id: str) -> None:
+        """Waits until the ledger knows the account."""
+        async with asyncio.timeout(15):
+            while not (
+                await self.client.get(f"/v1/accounts/{account_id}", headers=AUTH)
+            ).is_success:
+                await asyncio.sleep(0.2)
+
+    async def promised(self, account_id: str, promise_id: str) -> None:
+        """Waits until the ledger has recorded the promise."""
+        async with asyncio.timeout(15):
+            while ((await self.account(account_id)).get("promise") or {}).get(
+                "promise_id"
+            ) != promise_id:
+                await asyncio.sleep(0.2)
+
     async def account(self, account_id: str) -> dict[str, Any]:
         response = await self.client.get(f"/v1/accounts/{account_id}", headers=AUTH)
         assert response.status_code == 200, response.text
@@ -190,9 +206,7 @@ async def test_missed_instalment_payment_cure_and_reversal_emit_the_right_events
 ) -> None:
     customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
     await ledger.send(*open_loan(ledger, customer, account))
-    async with asyncio.timeout(15):
-        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
-            await asyncio.sleep(0.2)
+    await ledger.opened(account)
 
     # Due on day 5 with 3 days' grace: still current on day 8, delinquent on day 9.
     await ledger.set_clock(8)
@@ -314,9 +328,7 @@ async def test_missed_instalments_are_announced_once_across_a_restart(
 ) -> None:
     customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
     await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
-    async with asyncio.timeout(15):
-        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
-            await asyncio.sleep(0.2)
+    await ledger.opened(account)
     await ledger.set_clock(70)
     await ledger.runtime.stop()
     await ledger.runtime.start()  # a restart: the clock is read back from system.clock
@@ -348,9 +360,7 @@ async def test_a_kept_plan_freezes_days_past_due_and_a_broken_one_resumes_from_t
     customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
     await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
     await ledger.set_clock(15)  # instalment 1 (day 5) is 10 days late
-    async with asyncio.timeout(15):
-        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
-            await asyncio.sleep(0.2)
+    await ledger.opened(account)
     await ledger.set_clock(16)
     assert (await ledger.account(account))["days_past_due"] == 11
     plan = PlanAgreed(
@@ -384,9 +394,7 @@ async def test_plan_paid_in_full_completes(ledger: Ledger) -> None:
     customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
     await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
     await ledger.set_clock(34)
-    async with asyncio.timeout(15):
-        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
-            await asyncio.sleep(0.2)
+    await ledger.opened(account)
     plan = PlanAgreed(
         plan_id=f"PL-{account}",
         account_id=account,
@@ -407,9 +415,7 @@ async def test_promises_are_kept_by_paying_in_time_and_broken_otherwise(ledger: 
     customer, account = f"C-{uuid.uuid4().hex[:8]}", f"A-{uuid.uuid4().hex[:8]}"
     await ledger.send(*open_loan(ledger, customer, account, product="credit_card"))
     await ledger.set_clock(37)
-    async with asyncio.timeout(15):
-        while (await ledger.client.get(f"/v1/accounts/{account}", headers=AUTH)).status_code != 200:
-            await asyncio.sleep(0.2)
+    await ledger.opened(account)
     kept = PromiseMade(
         account_id=account,
         amount=Decimal("300.00"),
@@ -418,7 +424,7 @@ async def test_promises_are_kept_by_paying_in_time_and_broken_otherwise(ledger: 
         promise_id=f"PR1-{account}",
     )
     await notify(ledger, customer, kept, 37)
-    await asyncio.sleep(1)
+    await ledger.promised(account, f"PR1-{account}")
     await pay(ledger, customer, account, "300.00", 38, "P1")
     events = await ledger_events(ledger.kafka, account, expect=1)
     async with asyncio.timeout(20):
@@ -433,7 +439,7 @@ async def test_promises_are_kept_by_paying_in_time_and_broken_otherwise(ledger: 
         promise_id=f"PR2-{account}",
     )
     await notify(ledger, customer, broken, 38)
-    await asyncio.sleep(1)
+    await ledger.promised(account, f"PR2-{account}")
     await pay(ledger, customer, account, "100.00", 39, "P2")
     await ledger.set_clock(41)
     events = await ledger_events(ledger.kafka, account, expect=len(events) + 1)

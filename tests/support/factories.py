@@ -108,9 +108,5 @@ def headers_of(record: Any) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers}
 
 
-def ce_ids(events: Sequence[CloudEvent]) -> set[str]:
-    return {e.id for e in events}
-
-
 def encode_all(events: Sequence[CloudEvent]) -> list[Record]:
     return [encode(e) for e in events]
