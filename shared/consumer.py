@@ -257,7 +257,7 @@ async def apply_events(
         applied.append(is_new)
         if is_new:
             todo.append(event)
-    for run in _runs_of_one_type(todo):
+    for run in runs_keeping_key_order(todo):
         batch_handler = spec.batch_handlers.get(run[0].type)
         if batch_handler is not None:
             await batch_handler(uow, run)
@@ -268,12 +268,27 @@ async def apply_events(
     return applied
 
 
-def _runs_of_one_type(events: Sequence[CloudEvent]) -> list[list[CloudEvent]]:
-    """Consecutive events of one type, in order: batching never reorders a customer's events."""
-    runs: list[list[CloudEvent]] = []
+def runs_keeping_key_order(events: Sequence[CloudEvent]) -> list[list[CloudEvent]]:
+    """The events regrouped into runs of one type, as long as they can be made without
+    reordering any one key's events (the only order Kafka promises, and the only one a handler
+    may rely on).
+
+    Each type gets a stage (the order of its first appearance). A key's events stay in one wave
+    while their stages do not go backwards; a step back starts the key's next wave. Waves run in
+    order, and within a wave each stage runs as one run in arrival order: so a fetch of
+    ``upsert, loan, payment, payment`` per customer becomes three runs however many customers it
+    holds, and one customer's ``payment, reversal, payment`` becomes three waves.
+    """
+    stages: dict[str, int] = {}
+    last: dict[str, tuple[int, int]] = {}  # key -> (stage, wave) of its latest event
+    waves: list[dict[int, list[CloudEvent]]] = []
     for event in events:
-        if runs and runs[-1][0].type == event.type:
-            runs[-1].append(event)
-        else:
-            runs.append([event])
-    return runs
+        stage = stages.setdefault(event.type, len(stages))
+        previous_stage, wave = last.get(event.key, (0, 0))
+        if stage < previous_stage:
+            wave += 1
+        last[event.key] = (stage, wave)
+        while len(waves) <= wave:
+            waves.append({})
+        waves[wave].setdefault(stage, []).append(event)
+    return [run for wave in waves for _, run in sorted(wave.items())]

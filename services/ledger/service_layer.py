@@ -23,7 +23,7 @@ from services.ledger.domain.allocation import (
     apply,
     validate_schedule,
 )
-from services.ledger.domain.delinquency import bucket_case_sql
+from services.ledger.domain.delinquency import bucket_case_sql, next_bucket_start_sql
 from shared.clock import Clock
 from shared.consumer import BatchHandler, Handler, PermanentError
 from shared.db import UnitOfWork
@@ -56,8 +56,8 @@ EVENT_CHUNK = 5000  # evaluated rows turned into events and written out at a tim
 # Everything below runs on every clock move over all accounts: keep it to set-based statements.
 _LOCAL = """
   SELECT a.account_id, a.customer_id, a.currency, a.days_past_due AS old_dpd,
-         a.bucket AS old_bucket, a.in_arrears AS old_in_arrears, a.paused_since, a.frozen_dpd,
-         a.paused_days, coalesce(c.timezone, 'UTC') AS tz,
+         a.bucket AS old_bucket, a.overdue AS old_overdue, a.in_arrears AS old_in_arrears,
+         a.paused_since, a.frozen_dpd, a.paused_days, coalesce(c.timezone, 'UTC') AS tz,
          (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS today,
          coalesce(p.grace_days, 0) AS grace
   FROM account a
@@ -66,33 +66,50 @@ _LOCAL = """
   {where}
 """
 
+# Accounts due for review at :now. The first condition is coarse but uses the index (no time zone
+# is more than a day ahead of UTC); the second is exact, in the customer's own calendar.
+_DUE_FOR_REVIEW = """
+  WHERE (a.review_on IS NULL
+         OR a.review_on <= (CAST(:now AS timestamptz) AT TIME ZONE 'UTC')::date + 1)
+    AND (a.review_on IS NULL
+         OR a.review_on
+            <= (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date)
+"""
 
-def _both(template: str, **parts: str) -> tuple[TextClause, TextClause]:
-    """The statement over every account, and over some (``:accounts``). Two statements, not one
-    with ``:accounts IS NULL OR ...``, so the second keeps its index lookup."""
-    every = _LOCAL.format(where="")
+
+def _both(
+    template: str, parts: Mapping[str, str] | None = None, *, only_due: bool = False
+) -> tuple[TextClause, TextClause]:
+    """The statement over every account (or, ``only_due``, every account due for review), and
+    over some (``:accounts``). Two statements, not one with ``:accounts IS NULL OR ...``, so the
+    second keeps its index lookup."""
+    every = _LOCAL.format(where=_DUE_FOR_REVIEW if only_due else "")
     one = _LOCAL.format(where="WHERE a.account_id = ANY(CAST(:accounts AS text[]))")
     return (
-        text(template.format(local=every, **parts)),
-        text(template.format(local=one, **parts)),
+        text(template.format(local=every, **(parts or {}))),
+        text(template.format(local=one, **(parts or {}))),
     )
 
 
-# Where every account stands at :now: days past due (counted from the oldest unpaid instalment
-# in the customer's timezone, after the product's grace, frozen while a plan is kept), overdue,
-# bucket and whether it is in arrears. Days past due are *derived*, not stored day by day, so a
-# daily pass writes only the accounts whose bucket, overdue amount or arrears state moves.
+# Where an account stands at :now: days past due (counted from the oldest unpaid instalment in
+# the customer's timezone, after the product's grace, frozen while a plan is kept), overdue,
+# bucket, whether it is in arrears, and the first later day on which any of that (or a missed
+# instalment) can change by the passing of time alone: its ``review_on``. Reviewing early is
+# harmless (it finds nothing and sets a later date); so where unsure, the date is early.
 _STATE = """
 local AS ({local}),
 dues AS (
   SELECT i.account_id,
          min(i.due_date) FILTER (WHERE i.paid < i.amount) AS oldest_unpaid,
+         min(i.due_date) FILTER (WHERE i.paid < i.amount AND i.due_date >= l.today) AS next_due,
+         min(i.due_date) FILTER (WHERE i.paid < i.amount AND i.missed_at IS NULL
+                                   AND l.today - i.due_date <= l.grace) AS next_miss,
          coalesce(sum(i.amount - i.paid) FILTER (WHERE i.due_date < l.today), 0) AS overdue
   FROM installment i JOIN local l ON l.account_id = i.account_id
   GROUP BY i.account_id
 ),
 counted AS (
-  SELECT l.*, coalesce(d.overdue, 0) AS overdue,
+  SELECT l.*, coalesce(d.overdue, 0) AS overdue, d.oldest_unpaid, d.next_due, d.next_miss,
          CASE WHEN d.oldest_unpaid IS NOT NULL AND l.today - d.oldest_unpaid > l.grace
               THEN l.today - d.oldest_unpaid ELSE 0 END AS natural_dpd
   FROM local l LEFT JOIN dues d ON d.account_id = l.account_id
@@ -106,14 +123,23 @@ computed AS (
 next AS (
   SELECT c.*, {bucket} AS bucket,
          CASE WHEN c.dpd > 0 THEN true WHEN c.overdue = 0 THEN false
-              ELSE c.old_in_arrears END AS in_arrears
+              ELSE c.old_in_arrears END AS in_arrears,
+         greatest(c.today + 1, coalesce(least(
+           c.next_due + 1,                -- it becomes overdue
+           c.next_miss + c.grace + 1,     -- it is missed
+           CASE WHEN c.paused_since IS NOT NULL THEN NULL
+                WHEN c.dpd > 0 THEN c.today + ({next_start} - c.dpd)  -- the next bucket
+                WHEN c.oldest_unpaid IS NOT NULL THEN c.oldest_unpaid + c.grace + 1
+           END), 'infinity'::date)) AS review_on
   FROM computed c
 )
 """
 
+_PARTS = {"bucket": bucket_case_sql("c.dpd"), "next_start": next_bucket_start_sql("c.dpd")}
+
 STATE_SQL = _both(
     "WITH " + _STATE + "SELECT account_id, dpd, bucket, overdue, in_arrears, today FROM next",
-    bucket=bucket_case_sql("c.dpd"),
+    _PARTS,
 )
 
 # One pass: move what changed and mark newly missed instalments (so that payment.missed goes
@@ -126,17 +152,21 @@ changed AS (
   UPDATE account a
   SET days_past_due = n.dpd, bucket = n.bucket, overdue = n.overdue,
       in_arrears = n.in_arrears, evaluated_at = CAST(:now AS timestamptz),
-      paused_days = CASE WHEN n.in_arrears THEN a.paused_days ELSE 0 END
+      paused_days = CASE WHEN n.in_arrears THEN a.paused_days ELSE 0 END,
+      review_on = n.review_on
   FROM next n
   WHERE a.account_id = n.account_id
-    AND (a.bucket, a.overdue, a.in_arrears) IS DISTINCT FROM (n.bucket, n.overdue, n.in_arrears)
+    AND (a.bucket, a.overdue, a.in_arrears, a.review_on)
+        IS DISTINCT FROM (n.bucket, n.overdue, n.in_arrears, n.review_on)
   RETURNING a.account_id, a.customer_id, a.currency, n.old_bucket, a.bucket, a.days_past_due,
-            a.overdue, n.old_in_arrears, a.in_arrears
+            a.overdue, n.old_in_arrears, a.in_arrears,
+            (n.old_bucket, n.old_overdue, n.old_in_arrears)
+              IS DISTINCT FROM (a.bucket, a.overdue, a.in_arrears) AS moved
 ),
 history AS (
   INSERT INTO bucket_change (account_id, from_bucket, to_bucket, days_past_due, changed_at)
   SELECT account_id, old_bucket, bucket, days_past_due, CAST(:now AS timestamptz)
-  FROM changed WHERE old_bucket <> bucket
+  FROM changed WHERE moved AND old_bucket <> bucket
 ),
 missed AS (
   UPDATE installment i SET missed_at = CAST(:now AS timestamptz)
@@ -154,12 +184,13 @@ SELECT * FROM (
   UNION ALL
   SELECT 'changed', account_id, customer_id, currency, old_bucket, bucket, days_past_due,
          overdue, old_in_arrears, in_arrears, NULL, NULL, NULL
-  FROM changed
+  FROM changed WHERE moved
 ) rows
 -- a missed instalment is announced before the bucket change it causes
 ORDER BY kind DESC, account_id, installment_no
 """,
-    bucket=bucket_case_sql("c.dpd"),
+    _PARTS,
+    only_due=True,
 )
 
 SETTLE_PLANS_SQL = _both(
@@ -188,7 +219,7 @@ settled AS (
 ),
 resumed AS (
   UPDATE account a SET paused_days = a.paused_days + (s.today - a.paused_since),
-                       paused_since = NULL, frozen_dpd = NULL
+                       paused_since = NULL, frozen_dpd = NULL, review_on = NULL
   FROM settled s WHERE a.account_id = s.account_id AND a.paused_since IS NOT NULL
 )
 SELECT plan_id, account_id, customer_id, status FROM settled
@@ -234,81 +265,120 @@ class Ledger:
         self._grace = dict(grace_days)
         # Accounts (and payments to announce) per open unit of work, settled before it commits.
         self._touched: weakref.WeakKeyDictionary[
-            UnitOfWork, tuple[list[str], list[PaymentPosted]]
+            UnitOfWork, tuple[dict[str, None], list[PaymentPosted]]
         ] = weakref.WeakKeyDictionary()
 
     # --- commands from core-banking.events -----------------------------------------------------
 
-    async def upsert_customer(self, uow: UnitOfWork, data: CustomerUpserted) -> None:
-        try:
-            ZoneInfo(data.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise PermanentError("timezone: not an IANA time zone") from None
+    async def upsert_customers(
+        self, uow: UnitOfWork, customers: Sequence[CustomerUpserted]
+    ) -> None:
+        """A run of upserts in one statement; a customer announced twice keeps the later."""
+        for data in customers:
+            try:
+                ZoneInfo(data.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise PermanentError("timezone: not an IANA time zone") from None
+        latest = list({c.customer_id: c for c in customers}.values())
         await uow.session.execute(
             text("""
+                WITH incoming AS (
+                  SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tzs AS text[]),
+                                       CAST(:countries AS text[]), CAST(:locales AS text[]))
+                    AS t (customer_id, timezone, country, locale)
+                ),
+                moved AS (  -- another calendar: review the customer's accounts at once
+                  UPDATE account a SET review_on = NULL
+                  FROM customer c JOIN incoming i ON i.customer_id = c.customer_id
+                  WHERE a.customer_id = c.customer_id AND c.timezone <> i.timezone
+                )
                 INSERT INTO customer (customer_id, timezone, country, locale, updated_at)
-                VALUES (:id, :tz, :country, :locale, :now)
+                SELECT *, CAST(:now AS timestamptz) FROM incoming
                 ON CONFLICT (customer_id) DO UPDATE
                 SET timezone = excluded.timezone, country = excluded.country,
                     locale = excluded.locale, updated_at = excluded.updated_at
             """),
             {
-                "id": data.customer_id,
-                "tz": data.timezone,
-                "country": data.country,
-                "locale": data.locale,
+                "ids": [c.customer_id for c in latest],
+                "tzs": [c.timezone for c in latest],
+                "countries": [c.country for c in latest],
+                "locales": [c.locale for c in latest],
                 "now": self._clock.now(),
             },
         )
 
-    async def open_loan(self, uow: UnitOfWork, data: LoanOpened) -> None:
-        schedule = [(s.installment_no, s.due_date, s.amount) for s in data.schedule]
-        try:
-            validate_schedule(schedule)
-        except LedgerError as exc:
-            raise PermanentError(str(exc)) from None
-        if data.principal <= 0:
-            raise PermanentError("principal: must be positive")
-        existing = (
-            await uow.session.execute(
-                text("SELECT customer_id FROM account WHERE account_id = :a"),
-                {"a": data.account_id},
+    async def open_loans(self, uow: UnitOfWork, loans: Sequence[LoanOpened]) -> None:
+        """A run of new loans in a handful of statements. A loan announced again is a no-op; the
+        same account id for another customer is refused."""
+        for data in loans:
+            try:
+                validate_schedule([(s.installment_no, s.due_date, s.amount) for s in data.schedule])
+            except LedgerError as exc:
+                raise PermanentError(str(exc)) from None
+            if data.principal <= 0:
+                raise PermanentError("principal: must be positive")
+        owners = {
+            row[0]: row[1]
+            for row in await uow.session.execute(
+                text("""
+                    SELECT account_id, customer_id FROM account
+                    WHERE account_id = ANY(CAST(:ids AS text[]))
+                """),
+                {"ids": sorted({loan.account_id for loan in loans})},
             )
-        ).scalar()
-        if existing is not None:
-            if existing != data.customer_id:
+        }
+        fresh: list[LoanOpened] = []
+        for data in loans:
+            owner = owners.get(data.account_id)
+            if owner is None:  # neither opened before nor earlier in this run
+                owners[data.account_id] = data.customer_id
+                fresh.append(data)
+            elif owner != data.customer_id:
                 raise PermanentError("account_id: already opened for another customer")
-            return  # the same loan announced again
+        if not fresh:
+            return
+        products = sorted({loan.product for loan in fresh})
         await uow.session.execute(
             text("""
-                INSERT INTO product (product, grace_days) VALUES (:p, :g)
+                INSERT INTO product (product, grace_days)
+                SELECT * FROM unnest(CAST(:products AS text[]), CAST(:graces AS int[]))
                 ON CONFLICT (product) DO NOTHING
             """),
-            {"p": data.product, "g": self._grace.get(data.product, 0)},
+            {"products": products, "graces": [self._grace.get(p, 0) for p in products]},
         )
         await uow.session.execute(
             text("""
                 INSERT INTO account (account_id, customer_id, product, currency, principal,
                                      opened_on)
-                VALUES (:a, :c, :p, :cur, :principal, :opened)
+                SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
+                                     CAST(:products AS text[]), CAST(:currencies AS text[]),
+                                     CAST(:principals AS numeric[]), CAST(:opened AS date[]))
             """),
             {
-                "a": data.account_id,
-                "c": data.customer_id,
-                "p": data.product,
-                "cur": data.currency,
-                "principal": data.principal,
-                "opened": data.opened_on,
+                "ids": [loan.account_id for loan in fresh],
+                "customers": [loan.customer_id for loan in fresh],
+                "products": [loan.product for loan in fresh],
+                "currencies": [loan.currency for loan in fresh],
+                "principals": [loan.principal for loan in fresh],
+                "opened": [loan.opened_on for loan in fresh],
             },
         )
+        schedule = [(loan.account_id, s) for loan in fresh for s in loan.schedule]
         await uow.session.execute(
             text("""
                 INSERT INTO installment (account_id, installment_no, due_date, amount)
-                VALUES (:a, :n, :d, :amount)
+                SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:numbers AS int[]),
+                                     CAST(:dues AS date[]), CAST(:amounts AS numeric[]))
             """),
-            [{"a": data.account_id, "n": n, "d": d, "amount": amt} for n, d, amt in schedule],
+            {
+                "ids": [a for a, _ in schedule],
+                "numbers": [s.installment_no for _, s in schedule],
+                "dues": [s.due_date for _, s in schedule],
+                "amounts": [s.amount for _, s in schedule],
+            },
         )
-        self._touch(uow, data.account_id)
+        for loan in fresh:
+            self._touch(uow, loan.account_id)
 
     async def post_payments(self, uow: UnitOfWork, payments: Sequence[PaymentPosted]) -> None:
         """Apply a run of payments in a handful of statements, whatever its length: accounts
@@ -677,15 +747,14 @@ class Ledger:
         """Re-evaluate ``account_id`` before the unit of work commits, together with every other
         account the same batch touched, in one pass; then announce the batch's payments with
         the overdue amounts that pass left."""
-        touched = self._touched.setdefault(uow, ([], []))
-        if account_id not in touched[0]:
-            touched[0].append(account_id)
+        touched = self._touched.setdefault(uow, ({}, []))
+        touched[0][account_id] = None
         if receipt is not None:
             touched[1].append(receipt)
 
         async def settle() -> None:
             accounts, receipts = self._touched.pop(uow)
-            await self.evaluate(uow, accounts)
+            await self.evaluate(uow, list(accounts))
             if receipts:
                 await self._announce_receipts(uow, receipts)
 
@@ -769,8 +838,6 @@ def event_handlers(ledger: Ledger) -> dict[str, Handler]:
     """ce_type -> handler, shared by the Kafka consumer and ``POST /v1/events``. The registry
     guarantees ``event.data`` is the ce_type's payload class, which each command takes."""
     commands: dict[str, Callable[[UnitOfWork, Any], Awaitable[None]]] = {
-        "customer.upserted": ledger.upsert_customer,
-        "loan.opened": ledger.open_loan,
         "payment.reversed": ledger.reverse_payment,
         "account.flagged": ledger.flag,
         "plan.agreed": ledger.agree_plan,
@@ -792,9 +859,16 @@ def event_handlers(ledger: Ledger) -> dict[str, Handler]:
 
 
 def batch_event_handlers(ledger: Ledger) -> dict[str, BatchHandler]:
-    """Types whose runs within a fetch are applied together (payments are most of the volume)."""
+    """Types whose runs within a fetch are applied together, a few statements per run."""
 
-    async def payments_posted(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
-        await ledger.post_payments(uow, [cast(PaymentPosted, e.data) for e in events])
+    def batch(command: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> BatchHandler:
+        async def handle(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
+            await command(uow, [e.data for e in events])
 
-    return {"payment.posted": payments_posted}
+        return handle
+
+    return {
+        "customer.upserted": batch(ledger.upsert_customers),
+        "loan.opened": batch(ledger.open_loans),
+        "payment.posted": batch(ledger.post_payments),
+    }

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ledger.domain.delinquency import bucket_case_sql, bucket_of
+from services.ledger.bootstrap import grace_days
+from services.ledger.domain.delinquency import (
+    bucket_case_sql,
+    bucket_of,
+    next_bucket_start,
+    next_bucket_start_sql,
+)
+from services.ledger.service_layer import STATE_SQL, Ledger
+from shared.clock import ControlledClock
+from shared.db import make_engine, uow_factory
+from shared.events import (
+    CustomerUpserted,
+    LoanOpened,
+    PaymentPosted,
+    PaymentReversed,
+    ScheduledInstallment,
+)
+from tests.support.databases import migrated_database
+from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -20,3 +42,142 @@ async def test_sql_bucket_case_matches_the_domain_for_every_day_up_to_two_years(
         )
         from_sql: dict[int, str] = {int(dpd): str(bucket) for dpd, bucket in rows.all()}
     assert from_sql == {dpd: bucket_of(dpd) for dpd in range(731)}
+
+
+async def test_sql_next_bucket_start_matches_the_domain(backbone_engine: AsyncEngine) -> None:
+    async with backbone_engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                f"SELECT c.dpd, {next_bucket_start_sql('c.dpd')} "
+                "FROM generate_series(0, 400) c(dpd)"
+            )
+        )
+        from_sql = {int(dpd): start for dpd, start in rows.all()}
+    assert from_sql == {dpd: next_bucket_start(dpd) for dpd in range(401)}
+
+
+ZONES = ("Asia/Shanghai", "America/New_York", "Pacific/Kiritimati", "Pacific/Pago_Pago", "UTC")
+PRODUCTS = ("credit_card", "personal_loan", "auto_loan", "mortgage")
+DAY0 = date(2026, 9, 1)
+
+
+def book(rng: random.Random, n: int) -> tuple[list[CustomerUpserted], list[LoanOpened]]:
+    customers, loans = [], []
+    for i in range(n):
+        customers.append(
+            CustomerUpserted(
+                customer_id=f"RC{i}",
+                full_name="Test Person",
+                national_id="0",
+                timezone=rng.choice(ZONES),
+                locale="zh-CN",
+                country="CN",
+            )
+        )
+        first = DAY0 + timedelta(days=rng.randrange(0, 40))
+        loans.append(
+            LoanOpened(
+                account_id=f"RA{i}",
+                customer_id=f"RC{i}",
+                product=rng.choice(PRODUCTS),
+                principal=Decimal("900.00"),
+                currency="CNY",
+                opened_on=DAY0,
+                schedule=[
+                    ScheduledInstallment(
+                        installment_no=k + 1,
+                        due_date=first + timedelta(days=30 * k),
+                        amount=Decimal("300.00"),
+                    )
+                    for k in range(3)
+                ],
+            )
+        )
+    return customers, loans
+
+
+async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_account(
+    infra: Infra,
+) -> None:
+    """The daily pass reads only accounts whose review date has come. Over half a year of
+    clock moves (with payments, reversals and time zone changes between them), what it stores
+    must equal a fresh computation over every account, and every instalment past due and grace
+    must have been marked missed."""
+    url = await migrated_database(infra.admin_url, "arrears_test_review", "ledger")
+    engine = make_engine(url)
+    rng = random.Random(11)
+    clock = ControlledClock(datetime.combine(DAY0, time(6), UTC))
+    ledger = Ledger(clock, grace_days())
+    units = uow_factory(engine)
+    customers, loans = book(rng, 300)
+    async with units() as uow:
+        await ledger.upsert_customers(uow, customers)
+        await ledger.open_loans(uow, loans)
+        await uow.commit()
+    payments = 0
+    try:
+        for _ in range(120):
+            await clock.set(clock.now() + timedelta(hours=rng.choice([5, 24, 24, 24, 49])))
+            async with units() as uow:
+                if rng.random() < 0.5:  # some customers pay, some payments bounce
+                    paying = rng.sample(loans, 10)
+                    await ledger.post_payments(
+                        uow,
+                        [
+                            PaymentPosted(
+                                account_id=loan.account_id,
+                                payment_id=f"RP{(payments := payments + 1)}",
+                                amount=Decimal(rng.choice(["50.00", "300.00", "450.00"])),
+                                currency="CNY",
+                                posted_at=clock.now(),
+                            )
+                            for loan in paying
+                        ],
+                    )
+                    if payments > 20 and rng.random() < 0.3:
+                        victim = f"RP{rng.randrange(1, payments)}"
+                        owner = await uow.session.scalar(
+                            text("SELECT account_id FROM payment WHERE payment_id = :p"),
+                            {"p": victim},
+                        )
+                        await ledger.reverse_payment(
+                            uow,
+                            PaymentReversed(account_id=owner, payment_id=victim, reason="NSF"),
+                        )
+                if rng.random() < 0.1:
+                    moved = rng.choice(customers)
+                    moved = moved.model_copy(update={"timezone": rng.choice(ZONES)})
+                    await ledger.upsert_customers(uow, [moved])
+                await uow.commit()
+            async with units() as uow:
+                await ledger.evaluate(uow)
+                await uow.commit()
+            async with engine.connect() as conn:
+                stored = {
+                    r[0]: tuple(r[1:])
+                    for r in await conn.execute(
+                        text("SELECT account_id, bucket, overdue, in_arrears FROM account")
+                    )
+                }
+                fresh = {
+                    r["account_id"]: (r["bucket"], r["overdue"], r["in_arrears"])
+                    for r in (await conn.execute(STATE_SQL[0], {"now": clock.now()})).mappings()
+                }
+                unmarked = await conn.scalar(
+                    text("""
+                        SELECT count(*) FROM installment i
+                        JOIN account a USING (account_id) JOIN customer c USING (customer_id)
+                        JOIN product p USING (product)
+                        WHERE i.missed_at IS NULL AND i.paid < i.amount
+                          AND (CAST(:now AS timestamptz) AT TIME ZONE c.timezone)::date
+                              - i.due_date > p.grace_days
+                    """),
+                    {"now": clock.now()},
+                )
+            assert stored == fresh, clock.now()
+            assert unmarked == 0, clock.now()
+        async with engine.connect() as conn:
+            buckets = set(await conn.scalars(text("SELECT DISTINCT to_bucket FROM bucket_change")))
+        assert {"1-29", "30-59", "60-89", "90-119"} <= buckets  # the walk went somewhere
+    finally:
+        await engine.dispose()

@@ -40,6 +40,17 @@ def bucket_case_sql(column: str) -> str:
     return f"(CASE {whens} ELSE '{BUCKETS[0][1]}' END)"
 
 
+def next_bucket_start(days_past_due: int) -> int | None:
+    """The days past due at which the next bucket starts (None past the last one)."""
+    return next((lowest for lowest, _ in BUCKETS if lowest > days_past_due), None)
+
+
+def next_bucket_start_sql(column: str) -> str:
+    """``next_bucket_start`` as a SQL CASE over an integer column."""
+    whens = " ".join(f"WHEN {column} < {lowest} THEN {lowest}" for lowest, _ in BUCKETS[1:])
+    return f"(CASE {whens} END)"
+
+
 def local_date(instant: datetime, timezone: str) -> date:
     """The customer's calendar date at ``instant``: due dates are days in their timezone."""
     if instant.tzinfo is None:
