@@ -462,27 +462,39 @@ class Ledger:
             await uow.session.execute(
                 text("""
                     INSERT INTO allocation (payment_id, account_id, installment_no, amount)
-                    VALUES (:p, :a, :n, :x)
+                    SELECT * FROM unnest(CAST(:p AS text[]), CAST(:a AS text[]),
+                                         CAST(:n AS int[]), CAST(:x AS numeric[]))
                 """),
-                allocations,
+                {key: [a[key] for a in allocations] for key in ("p", "a", "n", "x")},
             )
             touched = {(a["a"], a["n"]) for a in allocations}
             paid = [
-                {"a": account_id, "n": inst.number, "paid": inst.paid}
+                (account_id, inst.number, inst.paid)
                 for account_id, installments in schedules.items()
                 for inst in installments
                 if (account_id, inst.number) in touched
             ]
             await uow.session.execute(
                 text("""
-                    UPDATE installment SET paid = :paid
-                    WHERE account_id = :a AND installment_no = :n
+                    UPDATE installment i SET paid = u.paid
+                    FROM unnest(CAST(:a AS text[]), CAST(:n AS int[]), CAST(:paid AS numeric[]))
+                      AS u (account_id, installment_no, paid)
+                    WHERE i.account_id = u.account_id AND i.installment_no = u.installment_no
                 """),
-                paid,
+                {
+                    "a": [a for a, _, _ in paid],
+                    "n": [n for _, n, _ in paid],
+                    "paid": [x for _, _, x in paid],
+                },
             )
         if unallocated:
             await uow.session.execute(
-                text("UPDATE payment SET unallocated = :u WHERE payment_id = :p"), unallocated
+                text("""
+                    UPDATE payment p SET unallocated = u.amount
+                    FROM unnest(CAST(:p AS text[]), CAST(:u AS numeric[])) AS u (id, amount)
+                    WHERE p.payment_id = u.id
+                """),
+                {"p": [u["p"] for u in unallocated], "u": [u["u"] for u in unallocated]},
             )
         for data in todo:
             self._touch(uow, data.account_id, receipt=data)
