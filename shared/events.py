@@ -246,6 +246,16 @@ class PromiseBroken(AccountEvent):
 # --- scheduler.events --------------------------------------------------------------------------
 
 
+class ContactOffer(Payload):
+    """What a contact offers; the notifier renders it and a partner's acceptance echoes it."""
+
+    offer_id: Id
+    kind: Literal["installments", "extension", "settlement"]
+    installments: Annotated[int, Field(ge=2, le=60)] | None = None
+    extension_days: Annotated[int, Field(ge=1, le=180)] | None = None
+    settlement_percent: Annotated[Decimal, Field(gt=0, le=100)] | None = None
+
+
 @event_type("contact.requested", topics.SCHEDULER)
 class ContactRequested(Payload):
     contact_id: Id
@@ -257,6 +267,14 @@ class ContactRequested(Payload):
     not_after: Instant
     strategy: Id
     variant: Id
+    # project extensions (optional, see docs/asyncapi.yaml)
+    strategy_version: int | None = None
+    step_no: int | None = None
+    offer: ContactOffer | None = None
+    total_overdue: Money | None = None
+    currency: Currency | None = None
+    days_past_due: int | None = None
+    locale: Id | None = None
 
 
 @event_type("contact.suppressed", topics.SCHEDULER)
@@ -264,6 +282,11 @@ class ContactSuppressed(Payload):
     account_id: Id
     channel: Channel
     reasons: Annotated[list[Id], Field(min_length=1)]
+    # project extensions (optional)
+    customer_id: Id | None = None
+    contact_id: Id | None = None
+    strategy: Id | None = None
+    variant: Id | None = None
 
 
 # --- notifier.events ---------------------------------------------------------------------------
@@ -271,17 +294,33 @@ class ContactSuppressed(Payload):
 
 @event_type("contact.attempted", topics.NOTIFIER)
 class ContactAttempted(Payload):
+    """``outcome``: sent, delivered, failed, bounced, returned, expired, no_answer, right_party,
+    wrong_party, refused, promise_to_pay, dispute, plan_accepted."""
+
     contact_id: Id
     account_id: Id
     channel: Channel
     outcome: Id
     attempted_at: Instant
+    # project extensions (optional)
+    customer_id: Id | None = None
+    address_ref: Id | None = None  # fingerprint of the address used (shared/fingerprint.py)
 
 
 @event_type("customer.opted_out", topics.NOTIFIER)
 class CustomerOptedOut(Payload):
     customer_id: Id
     channel: Channel
+    # project extension: the fingerprint of the address opted out; absent means every
+    # address of that channel
+    address_ref: Id | None = None
+
+
+@event_type("customer.cease_requested", topics.NOTIFIER)
+class CustomerCeaseRequested(Payload):
+    """The customer asked, in writing or by a recorded call, for all contact to stop."""
+
+    customer_id: Id
 
 
 @event_type("dispute.opened", topics.NOTIFIER)

@@ -51,6 +51,9 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     clock_jobs: Sequence[ClockJob] = ()
     description: str = ""
+    # Run once at start, each in a unit of work the runtime commits, before any consumer starts
+    # (seeding reference data such as the shipped strategy versions).
+    on_start: Sequence[ClockJob] = ()
 
 
 Build = Callable[[ServiceSettings, Clock], ServiceDefinition]
@@ -106,6 +109,11 @@ class ServiceRuntime:
         self._uow = uow_factory(self._engine)
         self._producer = make_producer(s.kafka_bootstrap_servers)
         await self._producer.start()
+
+        for step in self.definition.on_start:
+            async with self._uow() as uow:
+                await step(uow, self.clock.now())
+                await uow.commit()
 
         if isinstance(self.clock, ControlledClock):
             follower = ClockFollower(self.clock, s.kafka_bootstrap_servers)

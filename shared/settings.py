@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from shared.auth import ApiKeySpec, dev_key_spec
 
 DEV_DB_PASSWORD = "arrears-dev"  # noqa: S105 - the dev default that non-dev environments refuse
+DEV_FINGERPRINT_KEY = "arrears-dev-fingerprint-key"
 SAFE_FOR_DEFAULTS = ("dev", "test")
 
 
@@ -32,6 +33,8 @@ class ServiceSettings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias="ARREARS_LOG_LEVEL")
     api_keys: list[ApiKeySpec] = Field(default_factory=list, validation_alias="ARREARS_API_KEYS")
+    # Keys the fingerprints by which services name a customer's addresses without holding them.
+    fingerprint_key: str = Field(DEV_FINGERPRINT_KEY, validation_alias="ARREARS_FINGERPRINT_KEY")
 
     database_url: str = ""
     http_host: str = "127.0.0.1"
@@ -63,6 +66,11 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"ARREARS_API_KEYS must be set when ARREARS_ENV={self.env}")
             if any(spec.sha256 == dev_key.sha256 for spec in self.api_keys):
                 raise ValueError(f"the development API key is refused when ARREARS_ENV={self.env}")
+            if self.fingerprint_key == DEV_FINGERPRINT_KEY:
+                raise ValueError(
+                    f"ARREARS_FINGERPRINT_KEY must be set when ARREARS_ENV={self.env}; "
+                    "the development default is refused"
+                )
             password = make_url(self.database_url).password
             if not password or password == DEV_DB_PASSWORD:
                 raise ValueError(

@@ -2,22 +2,59 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
 import services.scheduler
+from services.scheduler import strategies
+from services.scheduler.domain import scoring
+from services.scheduler.domain.packs import load_packs
+from services.scheduler.entrypoints.api import router
+from services.scheduler.service_layer import Scheduler, batch_event_handlers, event_handlers
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
+from shared.db import UnitOfWork
 from shared.service import ServiceDefinition
 from shared.settings import ServiceSettings
 
+MODEL = Path(__file__).resolve().parent / "data" / "propensity.yaml"
+MAX_BATCHES_PER_MOVE = 50  # timers fired per clock move: 50 x FIRE_BATCH, the rest next move
+
+
+def load_model(path: Path = MODEL) -> scoring.Model:
+    return scoring.Model.model_validate(yaml.safe_load(path.read_text()))
+
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
+    default_country = getattr(settings, "default_country", "CN")
+    # Packs, model and strategy files are validated here, so a bad file stops the start.
+    packs = load_packs()
+    model = load_model()
+    shipped = strategies.load_files()
+    scheduler = Scheduler(clock, packs, model, settings.fingerprint_key, default_country)
+    events = ConsumerSpec(
+        name="events",
+        topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING),
+        handlers=event_handlers(scheduler),
+        batch_handlers=batch_event_handlers(scheduler),
+    )
+
+    async def seed_strategies(uow: UnitOfWork, now: datetime) -> None:
+        await strategies.seed(uow, shipped, now)
+
+    async def fire_timers(uow: UnitOfWork, now: datetime) -> None:
+        for _ in range(MAX_BATCHES_PER_MOVE):
+            if not await scheduler.fire_due(uow):
+                break
+            await uow.flush_events()
+
     return ServiceDefinition(
         description=services.scheduler.__doc__ or "",
-        # Until the scheduler's handlers land, its consumer still validates everything it reads:
-        # unreadable records go to the dead-letter topic, the rest are acknowledged.
-        consumers=[
-            ConsumerSpec(
-                name="events", topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING)
-            )
-        ],
+        consumers=[events],
+        routers=[router(clock, packs, model, default_country)],
+        clock_jobs=[fire_timers],
+        on_start=[seed_strategies],
     )

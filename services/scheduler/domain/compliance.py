@@ -1,0 +1,346 @@
+"""The compliance engine: may this contact happen, and if so, when?
+
+A pure function of (policy pack, the customer's standing, contact history, the proposed contact,
+now). It returns either the first allowed window at or after the proposal's earliest time, or the
+ids of the rules that forbid the contact. Packs are data (``services/scheduler/packs/*.yaml``);
+each rule has a stable id that travels into suppression reasons and the audit trail.
+
+Rules come in three kinds:
+- *stop* rules forbid the contact outright (opt-out, cease, dispute, bankruptcy, ...);
+- *pause* rules forbid it while a kept plan or a pending promise lasts (the timer is cancelled
+  and re-planned when the pause ends);
+- *timing* rules (local hours, holidays, call caps, quiet days after a conversation) only move
+  the contact later; the rules that moved it are reported as ``deferred_by``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+from pydantic import BaseModel, ConfigDict, Field
+
+Channel = Literal["sms", "email", "voice", "letter", "field_visit"]
+CHANNELS: tuple[Channel, ...] = ("sms", "email", "voice", "letter", "field_visit")
+ELECTRONIC: frozenset[str] = frozenset({"sms", "email"})
+
+# Call outcomes (from contact.attempted) that mean someone answered, and that it was the customer.
+CONNECTED = frozenset(
+    {"right_party", "wrong_party", "refused", "promise_to_pay", "dispute", "plan_accepted"}
+)
+RIGHT_PARTY = frozenset({"right_party", "refused", "promise_to_pay", "dispute", "plan_accepted"})
+
+HORIZON_DAYS = 45  # how far ahead a window is looked for before the contact is given up
+
+# --- the pack, as data ---------------------------------------------------------------------------
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: Annotated[str, Field(pattern=r"^[A-Z]{2}\.[a-z0-9.\-]+$")]
+    source: str = ""  # the law or policy the rule rests on
+
+
+class LocalHours(_Rule):
+    kind: Literal["local_hours"]
+    start: time
+    end: time
+    exempt_channels: tuple[Channel, ...] = ()
+
+
+class PublicHolidays(_Rule):
+    kind: Literal["public_holidays"]
+    calendar: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+
+
+class DailyCap(_Rule):
+    """At most ``max`` calls counted as ``counts`` per local day, per customer or per number."""
+
+    kind: Literal["daily_cap"]
+    channel: Channel = "voice"
+    counts: Literal["attempts", "connected"]
+    per: Literal["customer", "address"]
+    max: Annotated[int, Field(ge=0)]
+
+
+class RollingCap(_Rule):
+    """At most ``max`` attempts per account in any ``days`` consecutive local days."""
+
+    kind: Literal["rolling_cap"]
+    channel: Channel = "voice"
+    max: Annotated[int, Field(ge=0)]
+    days: Annotated[int, Field(ge=1)]
+
+
+class QuietAfterConversation(_Rule):
+    """No call to an account within ``days`` after a right-party conversation about it."""
+
+    kind: Literal["quiet_after_conversation"]
+    channel: Channel = "voice"
+    days: Annotated[int, Field(ge=1)]
+
+
+StopReason = Literal[
+    "opt_out", "cease", "dispute", "bankruptcy", "deceased", "legal_hold", "third_party"
+]
+
+
+class Stop(_Rule):
+    kind: Literal["stop"]
+    when: StopReason
+
+
+class Pause(_Rule):
+    kind: Literal["pause"]
+    when: Literal["plan_kept", "promise_pending"]
+
+
+class UsableChannel(_Rule):
+    """The customer must have an address for the channel (a phone, an email, a postal address)."""
+
+    kind: Literal["usable_channel"]
+
+
+Rule = Annotated[
+    LocalHours
+    | PublicHolidays
+    | DailyCap
+    | RollingCap
+    | QuietAfterConversation
+    | Stop
+    | Pause
+    | UsableChannel,
+    Field(discriminator="kind"),
+]
+
+
+class Pack(BaseModel):
+    """One country's rules. ``default_timezone`` stands in for a customer without one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    version: Annotated[int, Field(ge=1)]
+    default_timezone: str
+    rules: tuple[Rule, ...]
+
+
+# --- the facts the engine decides on ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Party:
+    """The customer and account as the scheduler knows them. Addresses are fingerprints."""
+
+    customer_id: str
+    account_id: str
+    country: str | None
+    timezone: str | None
+    addresses: dict[str, str] = field(default_factory=dict)  # channel -> address fingerprint
+    opted_out: frozenset[tuple[str, str]] = frozenset()  # (channel, fingerprint)
+    ceased: bool = False
+    dispute_open: bool = False
+    flags: frozenset[str] = frozenset()
+    plan_kept: bool = False
+    promise_due: date | None = None  # a pending promise pauses contact until the day after
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A past (or requested and not yet reported) contact with this customer."""
+
+    account_id: str
+    channel: str
+    at: datetime
+    address: str | None = None
+    outcome: str | None = None  # None: requested, not reported yet (counted as an attempt)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    channel: Channel
+    earliest: datetime
+    third_party: bool = False
+
+
+@dataclass(frozen=True)
+class Allowed:
+    not_before: datetime
+    not_after: datetime
+    deferred_by: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    allowed = True
+
+
+@dataclass(frozen=True)
+class Forbidden:
+    rules: tuple[str, ...]
+    kind: Literal["stop", "pause", "no_window"]
+    notes: tuple[str, ...] = ()
+
+    allowed = False
+
+
+Verdict = Allowed | Forbidden
+
+_STOP_FLAGS = {"bankruptcy", "deceased", "legal_hold"}
+
+
+def decide(
+    pack: Pack, party: Party, history: Sequence[Contact], proposal: Proposal, now: datetime
+) -> Verdict:
+    """The first window in which ``proposal`` is lawful under ``pack``, or why it never is."""
+    notes: list[str] = []
+    zone = _zone(party.timezone, pack, notes)
+    address = party.addresses.get(proposal.channel)
+
+    stops = [
+        rule.id
+        for rule in pack.rules
+        if isinstance(rule, Stop) and _stops(rule.when, party, proposal, address)
+    ]
+    if any(isinstance(rule, UsableChannel) for rule in pack.rules) and not address:
+        stops += [rule.id for rule in pack.rules if isinstance(rule, UsableChannel)]
+    if stops:
+        return Forbidden(tuple(stops), "stop", tuple(notes))
+    pauses = [
+        rule.id
+        for rule in pack.rules
+        if isinstance(rule, Pause) and rule.when == "plan_kept" and party.plan_kept
+    ]
+    if pauses:
+        return Forbidden(tuple(pauses), "pause", tuple(notes))
+
+    earliest = max(proposal.earliest, now)
+    deferred: list[str] = []
+    for rule in pack.rules:
+        # A pending promise holds contact until the day after its date (in the customer's
+        # calendar); then the engine looks again, and a promise kept by then has ended it.
+        if isinstance(rule, Pause) and rule.when == "promise_pending" and party.promise_due:
+            resume = datetime.combine(party.promise_due + timedelta(days=1), time(0), zone)
+            if resume > earliest:
+                earliest = resume
+                deferred.append(rule.id)
+    first_day = earliest.astimezone(zone).date()
+    for offset in range(HORIZON_DAYS):
+        day = first_day + timedelta(days=offset)
+        window = _window_on(pack, day, zone, proposal.channel, earliest, history, party, deferred)
+        if window is not None:
+            start, end = window
+            return Allowed(
+                start.astimezone(UTC),
+                end.astimezone(UTC),
+                tuple(dict.fromkeys(deferred)),
+                tuple(notes),
+            )
+    return Forbidden(tuple(dict.fromkeys(deferred)) or ("horizon",), "no_window", tuple(notes))
+
+
+def _stops(when: StopReason, party: Party, proposal: Proposal, address: str | None) -> bool:
+    if when == "opt_out":
+        return address is not None and (proposal.channel, address) in party.opted_out
+    if when == "cease":
+        return party.ceased
+    if when == "dispute":
+        return party.dispute_open
+    if when == "third_party":
+        return proposal.third_party
+    return when in _STOP_FLAGS and when in party.flags
+
+
+def _zone(timezone: str | None, pack: Pack, notes: list[str]) -> ZoneInfo:
+    if timezone:
+        try:
+            return ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            notes.append("unknown timezone: used the pack's default")
+    else:
+        notes.append("no timezone: used the pack's default")
+    return ZoneInfo(pack.default_timezone)
+
+
+def _window_on(
+    pack: Pack,
+    day: date,
+    zone: ZoneInfo,
+    channel: str,
+    earliest: datetime,
+    history: Sequence[Contact],
+    party: Party,
+    deferred: list[str],
+) -> tuple[datetime, datetime] | None:
+    """The allowed part of local ``day`` at or after ``earliest``, or None (noting why)."""
+    start = datetime.combine(day, time(0), zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), zone)
+    for rule in pack.rules:
+        if isinstance(rule, PublicHolidays) and day in _calendar(rule.calendar, day.year):
+            deferred.append(rule.id)
+            return None
+        if isinstance(rule, LocalHours) and channel not in rule.exempt_channels:
+            start = max(start, datetime.combine(day, rule.start, zone))
+            end = min(end, datetime.combine(day, rule.end, zone))
+    if earliest >= end:
+        if earliest.astimezone(zone).date() == day:
+            deferred += [r.id for r in pack.rules if isinstance(r, LocalHours)]
+        return None
+    if earliest > start:
+        start = earliest
+    elif earliest < start and earliest.astimezone(zone).date() == day:
+        deferred += [
+            r.id
+            for r in pack.rules
+            if isinstance(r, LocalHours) and channel not in r.exempt_channels
+        ]
+    calls = [c for c in history if c.channel == channel]
+    for rule in pack.rules:
+        if isinstance(rule, DailyCap) and rule.channel == channel:
+            counted = [
+                c
+                for c in calls
+                if c.at.astimezone(zone).date() == day
+                # a call requested but not reported yet may yet connect: count it
+                and (rule.counts == "attempts" or c.outcome in CONNECTED or c.outcome is None)
+                and (rule.per == "customer" or c.address == party.addresses.get(channel))
+            ]
+            if len(counted) >= rule.max:
+                deferred.append(rule.id)
+                return None
+        elif isinstance(rule, RollingCap) and rule.channel == channel:
+            since = day - timedelta(days=rule.days - 1)
+            counted = [
+                c
+                for c in calls
+                if c.account_id == party.account_id and since <= c.at.astimezone(zone).date() <= day
+            ]
+            if len(counted) >= rule.max:
+                deferred.append(rule.id)
+                return None
+        elif isinstance(rule, QuietAfterConversation) and rule.channel == channel:
+            talks = [
+                c.at for c in calls if c.account_id == party.account_id and c.outcome in RIGHT_PARTY
+            ]
+            if talks:
+                # The conversation's own (local) day is day 1 of the quiet period.
+                last_talk = max(talks).astimezone(zone).date()
+                quiet_until = datetime.combine(last_talk + timedelta(days=rule.days), time(0), zone)
+                if quiet_until >= end:
+                    deferred.append(rule.id)
+                    return None
+                if quiet_until > start:
+                    deferred.append(rule.id)
+                    start = quiet_until
+    return start, end
+
+
+@lru_cache(maxsize=64)
+def _calendar(country: str, year: int) -> frozenset[date]:
+    return frozenset(holidays.country_holidays(country, years=year))
+
+
+def is_holiday(country: str, day: date) -> bool:
+    return day in _calendar(country, day.year)

@@ -1,0 +1,259 @@
+"""The scheduler's HTTP API: the decision audit, strategy versions and dry runs. Routes only
+translate; the service layer and ``strategies`` do the work."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from sqlalchemy import text
+
+from services.scheduler import strategies
+from services.scheduler.domain import scoring
+from services.scheduler.domain.compliance import CHANNELS, Pack
+from services.scheduler.domain.strategy import BUCKETS, Strategy
+from shared.auth import require
+from shared.clock import Clock
+from shared.http import count_rejected, problem
+
+READ = [Depends(require("scheduler:read"))]
+WRITE = [Depends(require("strategies:write"))]
+
+
+class Decision(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    contact_id: str | None
+    reasons: list[str]
+    inputs: dict[str, Any]
+
+
+class StrategyVersion(BaseModel):
+    strategy_id: str
+    version: int
+    status: Literal["draft", "published", "retired"]
+    checksum: str
+    created_at: datetime
+    published_at: datetime | None
+    retired_at: datetime | None
+
+
+class Stored(BaseModel):
+    strategy_id: str
+    version: int
+    result: Literal["created", "unchanged"]
+
+
+class Valid(BaseModel):
+    valid: bool
+    strategy_id: str
+    version: int
+
+
+class DryRunRequest(BaseModel):
+    account_id: str = Field(min_length=1, max_length=128)
+    bucket: Literal[BUCKETS]  # type: ignore[valid-type]
+    days_past_due: int = Field(ge=0, le=10_000)
+    overdue: Decimal = Field(ge=0, max_digits=19, decimal_places=4)
+    country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    timezone: str | None = Field(None, max_length=64)
+    credit_score: int | None = Field(None, ge=0, le=1000)
+    channels: list[Literal[CHANNELS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CHANNELS)
+    )
+    product: str | None = Field(None, max_length=64)
+    version: int | None = Field(None, ge=1, description="default: the published version")
+    at: AwareDatetime | None = Field(None, description="default: the service clock's now")
+
+
+def router(
+    clock: Clock, packs: Mapping[str, Pack], model: scoring.Model, default_country: str
+) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["scheduler"])
+
+    @api.get(
+        "/accounts/{account_id}/decisions",
+        response_model=list[Decision],
+        summary="Every decision about an account, oldest first, with its reasons and inputs",
+        dependencies=READ,
+    )
+    async def decisions(account_id: str, request: Request, after: int = 0, limit: int = 500) -> Any:
+        limit = max(1, min(limit, 5000))
+        async with request.app.state.runtime.uow() as uow:
+            rows = await uow.session.execute(
+                text("""
+                    SELECT id, at, kind, contact_id, reasons, inputs FROM decision
+                    WHERE account_id = :a AND id > :after ORDER BY id LIMIT :limit
+                """),
+                {"a": account_id, "after": after, "limit": limit},
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    @api.get(
+        "/strategies",
+        response_model=list[StrategyVersion],
+        summary="Every stored strategy version and its status",
+        dependencies=READ,
+    )
+    async def list_versions(request: Request) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            return await strategies.versions(uow)
+
+    @api.get(
+        "/strategies/{strategy_id}/versions/{version}",
+        summary="One strategy version's content",
+        responses={404: {"description": "No such version"}},
+        dependencies=READ,
+    )
+    async def get_version(strategy_id: str, version: int, request: Request) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            found = await strategies.body(uow, strategy_id, version)
+        if found is None:
+            return problem(404, "Not Found", "no such strategy version")
+        return found.model_dump(mode="json")
+
+    @api.post(
+        "/strategies/validate",
+        response_model=Valid,
+        summary="Validate a strategy document without storing it",
+        responses={422: {"description": "Invalid; problem+json lists each error's exact path"}},
+        dependencies=WRITE,
+    )
+    async def validate(request: Request, document: Annotated[dict[str, Any], Body()]) -> Any:
+        parsed = _parse(request, document)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        return Valid(valid=True, strategy_id=parsed.id, version=parsed.version)
+
+    @api.post(
+        "/strategies",
+        response_model=Stored,
+        status_code=201,
+        summary="Store a new strategy version as a draft (publish it separately)",
+        responses={
+            409: {"description": "That version exists with other content"},
+            422: {"description": "Invalid; problem+json lists each error's exact path"},
+        },
+        dependencies=WRITE,
+    )
+    async def create(request: Request, document: Annotated[dict[str, Any], Body()]) -> Any:
+        parsed = _parse(request, document)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        async with request.app.state.runtime.uow() as uow:
+            try:
+                result = await strategies.store(uow, parsed, clock.now())
+            except strategies.StrategyConflict as exc:
+                return problem(409, "Conflict", str(exc))
+            await uow.commit()
+        return Stored(strategy_id=parsed.id, version=parsed.version, result=result)
+
+    @api.post(
+        "/strategies/{strategy_id}/versions/{version}/publish",
+        response_model=list[StrategyVersion],
+        summary="Publish a version; the one published before is retired",
+        responses={404: {"description": "No such version"}},
+        dependencies=WRITE,
+    )
+    async def publish(strategy_id: str, version: int, request: Request) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            try:
+                await strategies.publish(uow, strategy_id, version, clock.now())
+            except KeyError:
+                return problem(404, "Not Found", "no such strategy version")
+            await uow.commit()
+            return [v for v in await strategies.versions(uow) if v["strategy_id"] == strategy_id]
+
+    @api.post(
+        "/strategies/{strategy_id}/versions/{version}/retire",
+        response_model=list[StrategyVersion],
+        summary="Retire a version: no new treatment starts on it",
+        responses={404: {"description": "No such version"}},
+        dependencies=WRITE,
+    )
+    async def retire(strategy_id: str, version: int, request: Request) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            try:
+                await strategies.retire(uow, strategy_id, version, clock.now())
+            except KeyError:
+                return problem(404, "Not Found", "no such strategy version")
+            await uow.commit()
+            return [v for v in await strategies.versions(uow) if v["strategy_id"] == strategy_id]
+
+    @api.post(
+        "/strategies/{strategy_id}/dry-run",
+        summary="What the strategy would do for an account state, without side effects",
+        responses={404: {"description": "No such strategy or version"}},
+        dependencies=READ,
+    )
+    async def dry_run(strategy_id: str, request: Request, body: DryRunRequest) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            version = body.version or await uow.session.scalar(
+                text("""
+                    SELECT version FROM strategy_version
+                    WHERE strategy_id = :s AND status = 'published'
+                """),
+                {"s": strategy_id},
+            )
+            found = None if version is None else await strategies.body(uow, strategy_id, version)
+        if found is None:
+            return problem(404, "Not Found", "no such strategy, or none of it is published")
+        account = strategies.DryRunAccount(
+            account_id=body.account_id,
+            bucket=body.bucket,
+            days_past_due=body.days_past_due,
+            overdue=body.overdue,
+            country=body.country,
+            timezone=body.timezone,
+            credit_score=body.credit_score,
+            channels=body.channels,
+            product=body.product,
+        )
+        result = strategies.dry_run(
+            found, packs, model, account, body.at or clock.now(), default_country
+        )
+        return JSONResponse(_jsonable(result))
+
+    @api.get("/packs", summary="The compliance packs and their rule ids", dependencies=READ)
+    async def list_packs() -> Any:
+        return {country: pack.model_dump(mode="json") for country, pack in packs.items()}
+
+    return api
+
+
+def _parse(request: Request, document: dict[str, Any]) -> Strategy | JSONResponse:
+    try:
+        return Strategy.model_validate(document)
+    except ValidationError as exc:
+        count_rejected(request)
+        errors = [
+            {
+                "field": ".".join(str(p) for p in ("body", *err["loc"])),
+                "message": err["msg"],
+            }
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        return problem(
+            422,
+            "Unprocessable Content",
+            "invalid strategy: " + ", ".join(e["field"] for e in errors[:5]),
+            errors=errors,
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -1,0 +1,1088 @@
+"""The scheduler's use cases. Each takes the unit of work it runs in and never commits.
+
+State handlers keep what the scheduler knows about customers and accounts up to date; treatment
+handlers start, re-plan or cancel an account's timers; :meth:`Scheduler.fire_due` claims due
+timers (``FOR UPDATE SKIP LOCKED``, so replicas share the work), asks the compliance engine again
+and emits ``contact.requested`` inside the allowed window, defers, or suppresses. Every decision
+goes to the ``decision`` table with its reasons and inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import text
+
+from services.scheduler.domain import compliance, scoring
+from services.scheduler.domain.compliance import Allowed, Contact, Pack, Party, Proposal
+from services.scheduler.domain.strategy import (
+    AccountFacts,
+    Strategy,
+    Treatment,
+    Variant,
+    assign_variant,
+    plan,
+    treatment_for,
+)
+from shared.clock import Clock
+from shared.consumer import BatchHandler, Handler, PermanentError
+from shared.db import UnitOfWork
+from shared.envelope import CloudEvent, new_event
+from shared.events import (
+    AccountCured,
+    AccountFlagged,
+    ContactAttempted,
+    ContactOffer,
+    ContactRequested,
+    ContactSuppressed,
+    CustomerCeaseRequested,
+    CustomerOptedOut,
+    CustomerUpserted,
+    DelinquencyChanged,
+    DisputeOpened,
+    DisputeResolved,
+    Payload,
+    PaymentMissed,
+    PaymentReceived,
+    PlanActivated,
+    PlanBroken,
+    PlanCompleted,
+    PromiseBroken,
+    PromiseKept,
+    PromiseMade,
+)
+from shared.fingerprint import fingerprint
+
+log = logging.getLogger(__name__)
+SOURCE = "/arrears/scheduler"
+NAMESPACE = uuid.UUID("6f1c2a40-3b1e-4c55-9f0e-0d8f9c1b7a11")
+FIRE_BATCH = 2000
+HISTORY_DAYS = 8  # enough contact history for every cap in the packs (7 days + a day of zones)
+PAYMENT_BREATHER = timedelta(days=3)  # after a payment, no step for this long
+CHANNEL_ADDRESS = {
+    "sms": "phone_ref",
+    "voice": "phone_ref",
+    "email": "email_ref",
+    "letter": "postal_ref",
+    "field_visit": "postal_ref",
+}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Published:
+    strategy: Strategy
+    checksum: str
+
+
+def checksum(strategy: Strategy) -> str:
+    return hashlib.sha256(strategy.model_dump_json().encode()).hexdigest()
+
+
+class Scheduler:
+    def __init__(
+        self,
+        clock: Clock,
+        packs: Mapping[str, Pack],
+        model: scoring.Model,
+        fingerprint_key: str,
+        default_country: str = "CN",
+    ) -> None:
+        if default_country not in packs:
+            raise ValueError(f"no compliance pack for the default country {default_country}")
+        self._clock = clock
+        self._packs = dict(packs)
+        self._model = model
+        self._key = fingerprint_key
+        self._default_country = default_country
+        self._strategies: dict[tuple[str, int], Strategy] = {}  # parsed once per version
+        self._touched: weakref.WeakKeyDictionary[UnitOfWork, dict[str, None]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # --- state from core-banking.events ------------------------------------------------------
+
+    async def upsert_customers(
+        self, uow: UnitOfWork, customers: Sequence[CustomerUpserted]
+    ) -> None:
+        latest = list({c.customer_id: c for c in customers}.values())
+        await uow.session.execute(
+            text("""
+                INSERT INTO customer (customer_id, country, timezone, locale, credit_score,
+                                      phone_ref, email_ref, postal_ref, updated_at)
+                SELECT *, CAST(:now AS timestamptz)
+                FROM unnest(CAST(:ids AS text[]), CAST(:countries AS text[]),
+                            CAST(:tzs AS text[]), CAST(:locales AS text[]),
+                            CAST(:scores AS int[]), CAST(:phones AS text[]),
+                            CAST(:emails AS text[]), CAST(:postals AS text[]))
+                ON CONFLICT (customer_id) DO UPDATE
+                SET country = excluded.country, timezone = excluded.timezone,
+                    locale = excluded.locale, credit_score = excluded.credit_score,
+                    phone_ref = excluded.phone_ref, email_ref = excluded.email_ref,
+                    postal_ref = excluded.postal_ref, updated_at = excluded.updated_at
+            """),
+            {
+                "ids": [c.customer_id for c in latest],
+                "countries": [c.country for c in latest],
+                "tzs": [c.timezone for c in latest],
+                "locales": [c.locale for c in latest],
+                "scores": [c.credit_score for c in latest],
+                "phones": [fingerprint("phone", c.phone, self._key) for c in latest],
+                "emails": [fingerprint("email", c.email, self._key) for c in latest],
+                "postals": [fingerprint("postal", c.postal_address, self._key) for c in latest],
+                "now": self._clock.now(),
+            },
+        )
+
+    async def flag(self, uow: UnitOfWork, data: AccountFlagged) -> None:
+        customer_id = data.customer_id
+        if customer_id is None and data.account_id is not None:
+            customer_id = await uow.session.scalar(
+                text("SELECT customer_id FROM account WHERE account_id = :a"),
+                {"a": data.account_id},
+            )
+        if customer_id is None:
+            raise PermanentError("customer_id: unknown to the scheduler for this account")
+        await uow.session.execute(
+            text("""
+                INSERT INTO flag (customer_id, account_id, flag, active, changed_at)
+                VALUES (:c, :a, :f, :active, :now)
+                ON CONFLICT (customer_id, account_id, flag) DO UPDATE
+                SET active = excluded.active, changed_at = excluded.changed_at
+            """),
+            {
+                "c": customer_id,
+                "a": data.account_id or "",
+                "f": data.flag,
+                "active": data.active,
+                "now": self._clock.now(),
+            },
+        )
+
+    # --- state and treatments from ledger.events ---------------------------------------------
+
+    async def payments_missed(self, uow: UnitOfWork, events: Sequence[PaymentMissed]) -> None:
+        """Record where each account stands, and start a treatment for an account not in one."""
+        latest = list({e.account_id: e for e in events}.values())
+        await self._upsert_accounts(
+            uow,
+            [
+                (
+                    e.account_id,
+                    e.customer_id,
+                    e.currency,
+                    e.bucket,
+                    e.days_past_due,
+                    e.total_overdue,
+                )
+                for e in latest
+            ],
+        )
+        in_treatment = set(
+            await uow.session.scalars(
+                text("""
+                    SELECT DISTINCT account_id FROM timer
+                    WHERE status = 'pending' AND account_id = ANY(CAST(:ids AS text[]))
+                """),
+                {"ids": [e.account_id for e in latest]},
+            )
+        )
+        starting = [e.account_id for e in latest if e.account_id not in in_treatment]
+        await self._start_treatments(uow, starting, trigger="payment.missed")
+
+    async def delinquency_changed(self, uow: UnitOfWork, data: DelinquencyChanged) -> None:
+        await self._upsert_accounts(
+            uow,
+            [
+                (
+                    data.account_id,
+                    data.customer_id,
+                    data.currency,
+                    data.bucket,
+                    data.days_past_due,
+                    data.total_overdue,
+                )
+            ],
+        )
+        if data.bucket == "current":
+            await self._cancel(uow, data.account_id, "delinquency.current")
+            return
+        current = (
+            await uow.session.execute(
+                text("SELECT bucket FROM treatment WHERE account_id = :a"), {"a": data.account_id}
+            )
+        ).scalar()
+        pending = await uow.session.scalar(
+            text("SELECT count(*) FROM timer WHERE account_id = :a AND status = 'pending'"),
+            {"a": data.account_id},
+        )
+        # A new bucket may call for another path: start it (its step 1 cancels the old ones).
+        if current != data.bucket or not pending:
+            await self._start_treatments(uow, [data.account_id], trigger="delinquency.changed")
+
+    async def payment_received(self, uow: UnitOfWork, data: PaymentReceived) -> None:
+        now = self._clock.now()
+        await uow.session.execute(
+            text("""
+                INSERT INTO payment_seen (account_id, payment_id, at) VALUES (:a, :p, :now)
+                ON CONFLICT DO NOTHING
+            """),
+            {"a": data.account_id, "p": data.payment_id, "now": now},
+        )
+        await uow.session.execute(
+            text("UPDATE account SET overdue = :o, updated_at = :now WHERE account_id = :a"),
+            {"o": data.total_overdue, "now": now, "a": data.account_id},
+        )
+        if data.total_overdue == 0:
+            await self._cancel(uow, data.account_id, "payment.received: nothing overdue")
+            return
+        # Partly paid: give the customer a breather before the next step.
+        moved = await uow.session.execute(
+            text("""
+                UPDATE timer SET due_at = CAST(:until AS timestamptz)
+                WHERE account_id = :a AND status = 'pending'
+                  AND due_at < CAST(:until AS timestamptz)
+                RETURNING contact_id
+            """),
+            {"a": data.account_id, "until": now + PAYMENT_BREATHER},
+        )
+        for (contact_id,) in moved:
+            await self._decide(
+                uow,
+                data.account_id,
+                "deferred",
+                contact_id,
+                ["payment-received"],
+                {"until": now + PAYMENT_BREATHER},
+            )
+        await self._rescore(uow, [data.account_id])
+
+    async def account_cured(self, uow: UnitOfWork, data: AccountCured) -> None:
+        await self._cancel(uow, data.account_id, "account.cured")
+
+    async def plan_activated(self, uow: UnitOfWork, data: PlanActivated) -> None:
+        await self._set_account(uow, data.account_id, "plan_kept = true")
+        await self._cancel(uow, data.account_id, "plan.activated")
+
+    async def plan_broken(self, uow: UnitOfWork, data: PlanBroken) -> None:
+        await self._set_account(uow, data.account_id, "plan_kept = false")
+        await self._rescore(uow, [data.account_id])
+        await self._start_treatments(uow, [data.account_id], trigger="plan.broken")
+
+    async def plan_completed(self, uow: UnitOfWork, data: PlanCompleted) -> None:
+        await self._set_account(uow, data.account_id, "plan_kept = false")
+        await self._cancel(uow, data.account_id, "plan.completed")
+
+    async def promise_made(self, uow: UnitOfWork, data: PromiseMade) -> None:
+        await uow.session.execute(
+            text("UPDATE account SET promise_due = :d WHERE account_id = :a"),
+            {"d": data.due_date, "a": data.account_id},
+        )
+        # Nothing until the day after the promised date; the engine checks it again then.
+        until = datetime.combine(data.due_date + timedelta(days=1), datetime.min.time(), UTC)
+        moved = await uow.session.execute(
+            text("""
+                UPDATE timer SET due_at = CAST(:until AS timestamptz)
+                WHERE account_id = :a AND status = 'pending'
+                  AND due_at < CAST(:until AS timestamptz)
+                RETURNING contact_id
+            """),
+            {"a": data.account_id, "until": until},
+        )
+        for (contact_id,) in moved:
+            await self._decide(
+                uow, data.account_id, "deferred", contact_id, ["promise-pending"], {"until": until}
+            )
+
+    async def promise_kept(self, uow: UnitOfWork, data: PromiseKept) -> None:
+        await self._set_account(
+            uow, data.account_id, "promise_due = NULL, kept_promises = kept_promises + 1"
+        )
+        await self._rescore(uow, [data.account_id])
+
+    async def promise_broken(self, uow: UnitOfWork, data: PromiseBroken) -> None:
+        await self._set_account(
+            uow, data.account_id, "promise_due = NULL, broken_promises = broken_promises + 1"
+        )
+        await self._rescore(uow, [data.account_id])
+        now = self._clock.now()
+        resumed = await uow.session.execute(
+            text("""
+                UPDATE timer SET due_at = least(due_at, CAST(:now AS timestamptz))
+                WHERE account_id = :a AND status = 'pending' RETURNING contact_id
+            """),
+            {"a": data.account_id, "now": now},
+        )
+        if not resumed.all():
+            await self._start_treatments(uow, [data.account_id], trigger="promise.broken")
+        else:
+            self._touch(uow, data.account_id)
+
+    # --- state from notifier.events ----------------------------------------------------------
+
+    async def contact_attempted(self, uow: UnitOfWork, data: ContactAttempted) -> None:
+        await uow.session.execute(
+            text("""
+                INSERT INTO contact_log (contact_id, customer_id, account_id, channel, address_ref,
+                                         requested_at, outcome, attempted_at)
+                SELECT :id, coalesce(:c, a.customer_id, ''), :a, :ch, :ref, :at, :o, :at
+                FROM (SELECT 1) one LEFT JOIN account a ON a.account_id = :a
+                ON CONFLICT (contact_id) DO UPDATE
+                SET outcome = excluded.outcome, attempted_at = excluded.attempted_at,
+                    address_ref = coalesce(excluded.address_ref, contact_log.address_ref)
+            """),
+            {
+                "id": data.contact_id,
+                "c": data.customer_id,
+                "a": data.account_id,
+                "ch": data.channel,
+                "ref": data.address_ref,
+                "at": data.attempted_at,
+                "o": data.outcome,
+            },
+        )
+        await self._rescore(uow, [data.account_id])
+
+    async def opted_out(self, uow: UnitOfWork, data: CustomerOptedOut) -> None:
+        await uow.session.execute(
+            text("""
+                INSERT INTO opt_out (customer_id, channel, address_ref, at)
+                VALUES (:c, :ch, :ref, :now) ON CONFLICT DO NOTHING
+            """),
+            {
+                "c": data.customer_id,
+                "ch": data.channel,
+                "ref": data.address_ref or "",
+                "now": self._clock.now(),
+            },
+        )
+
+    async def cease_requested(self, uow: UnitOfWork, data: CustomerCeaseRequested) -> None:
+        await uow.session.execute(
+            text("""
+                INSERT INTO customer (customer_id, ceased, updated_at) VALUES (:c, true, :now)
+                ON CONFLICT (customer_id) DO UPDATE
+                SET ceased = true, updated_at = excluded.updated_at
+            """),
+            {"c": data.customer_id, "now": self._clock.now()},
+        )
+
+    async def dispute(self, uow: UnitOfWork, account_id: str, is_open: bool) -> None:
+        await self._set_account(uow, account_id, f"dispute_open = {'true' if is_open else 'false'}")
+
+    # --- treatments --------------------------------------------------------------------------
+
+    async def _start_treatments(
+        self, uow: UnitOfWork, account_ids: Sequence[str], trigger: str
+    ) -> None:
+        """Score, assign a variant, pick the treatment for each account's segment and arm its
+        timers (replacing any pending ones). Accounts no published strategy covers get none."""
+        if not account_ids:
+            return
+        now = self._clock.now()
+        scores = await self._rescore(uow, account_ids)
+        facts = await self._facts(uow, account_ids)
+        strategies = await self.published(uow)
+        await self._cancel_many(uow, account_ids, f"{trigger}: treatment restarted", quiet=True)
+        timers: list[dict[str, Any]] = []
+        treatments: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
+        assignments: list[dict[str, Any]] = []
+        for account_id in account_ids:
+            fact = facts.get(account_id)
+            if fact is None:
+                continue
+            customer_id, account_facts = fact
+            chosen = self._choose(strategies, account_id, account_facts)
+            score = scores.get(account_id)
+            inputs = {
+                "bucket": account_facts.bucket,
+                "score": score.value if score else None,
+                "score_band": account_facts.score_band,
+                "country": account_facts.country,
+                "overdue": account_facts.overdue,
+                "trigger": trigger,
+            }
+            if chosen is None:
+                decisions.append(
+                    self._decision_row(account_id, "segment", None, ["no-treatment"], inputs, now)
+                )
+                continue
+            strategy, variant, treatment = chosen
+            assignments.append(
+                {
+                    "a": account_id,
+                    "s": strategy.id,
+                    "v": strategy.version,
+                    "variant": variant.name,
+                    "now": now,
+                }
+            )
+            decisions.append(
+                self._decision_row(
+                    account_id, "segment", None, [f"treatment:{treatment.name}"], inputs, now
+                )
+            )
+            decisions.append(
+                self._decision_row(
+                    account_id,
+                    "variant",
+                    None,
+                    [f"{strategy.id}@{strategy.version}:{variant.name}"],
+                    {"role": variant.role, "weight": variant.weight},
+                    now,
+                )
+            )
+            treatments.append(
+                {
+                    "a": account_id,
+                    "s": strategy.id,
+                    "v": strategy.version,
+                    "variant": variant.name,
+                    "name": treatment.name,
+                    "bucket": account_facts.bucket,
+                    "now": now,
+                }
+            )
+            episode = (
+                f"{account_id}|{strategy.id}|{strategy.version}|{treatment.name}|{now.isoformat()}"
+            )
+            for planned in plan(treatment, now):
+                contact_id = str(uuid.uuid5(NAMESPACE, f"{episode}|{planned.step_no}"))
+                offer = planned.step.offer
+                timers.append(
+                    {
+                        "id": contact_id,
+                        "a": account_id,
+                        "c": customer_id,
+                        "s": strategy.id,
+                        "v": strategy.version,
+                        "variant": variant.name,
+                        "t": treatment.name,
+                        "n": planned.step_no,
+                        "ch": planned.step.channel,
+                        "tpl": planned.step.template,
+                        "offer": None
+                        if offer is None
+                        else offer.model_dump_json(exclude_none=True),
+                        "due": planned.due_at,
+                        "now": now,
+                    }
+                )
+                decisions.append(
+                    self._decision_row(
+                        account_id,
+                        "scheduled",
+                        contact_id,
+                        [f"step:{planned.step_no}"],
+                        {
+                            "channel": planned.step.channel,
+                            "due_at": planned.due_at,
+                            "template": planned.step.template,
+                        },
+                        now,
+                    )
+                )
+        if assignments:
+            await uow.session.execute(
+                text("""
+                    INSERT INTO assignment (account_id, strategy_id, version, variant, assigned_at)
+                    VALUES (:a, :s, :v, :variant, :now) ON CONFLICT DO NOTHING
+                """),
+                assignments,
+            )
+        if treatments:
+            await uow.session.execute(
+                text("""
+                    INSERT INTO treatment (account_id, strategy_id, version, variant, name, bucket,
+                                           started_at)
+                    VALUES (:a, :s, :v, :variant, :name, :bucket, :now)
+                    ON CONFLICT (account_id) DO UPDATE
+                    SET strategy_id = excluded.strategy_id, version = excluded.version,
+                        variant = excluded.variant, name = excluded.name,
+                        bucket = excluded.bucket, started_at = excluded.started_at
+                """),
+                treatments,
+            )
+        if timers:
+            await uow.session.execute(
+                text("""
+                    INSERT INTO timer (contact_id, account_id, customer_id, strategy_id, version,
+                                       variant, treatment, step_no, channel, template, offer,
+                                       due_at, created_at)
+                    VALUES (:id, :a, :c, :s, :v, :variant, :t, :n, :ch, :tpl,
+                            CAST(:offer AS jsonb), :due, :now)
+                    ON CONFLICT (contact_id) DO NOTHING
+                """),
+                timers,
+            )
+        await self._write_decisions(uow, decisions)
+        for account_id in account_ids:
+            self._touch(uow, account_id)
+
+    def _choose(
+        self, strategies: Sequence[Strategy], account_id: str, facts: AccountFacts
+    ) -> tuple[Strategy, Variant, Treatment] | None:
+        for strategy in strategies:
+            variant = assign_variant(strategy, account_id)
+            treatment = treatment_for(variant, facts)
+            if treatment is not None:
+                return strategy, variant, treatment
+        return None
+
+    async def published(self, uow: UnitOfWork) -> list[Strategy]:
+        rows = await uow.session.execute(
+            text("""
+                SELECT strategy_id, version, body FROM strategy_version
+                WHERE status = 'published' ORDER BY strategy_id
+            """)
+        )
+        found = []
+        for strategy_id, version, body in rows:
+            key = (strategy_id, version)
+            if key not in self._strategies:
+                self._strategies[key] = Strategy.model_validate(body)
+            found.append(self._strategies[key])
+        return found
+
+    async def _cancel(self, uow: UnitOfWork, account_id: str, reason: str) -> None:
+        await self._cancel_many(uow, [account_id], reason)
+
+    async def _cancel_many(
+        self, uow: UnitOfWork, account_ids: Sequence[str], reason: str, *, quiet: bool = False
+    ) -> None:
+        now = self._clock.now()
+        rows = await uow.session.execute(
+            text("""
+                UPDATE timer SET status = 'cancelled', settled_at = :now
+                WHERE account_id = ANY(CAST(:ids AS text[])) AND status = 'pending'
+                RETURNING account_id, contact_id
+            """),
+            {"ids": list(account_ids), "now": now},
+        )
+        await self._write_decisions(
+            uow, [self._decision_row(a, "cancelled", c, [reason], {}, now) for a, c in rows]
+        )
+        if not quiet:
+            await uow.session.execute(
+                text("DELETE FROM treatment WHERE account_id = ANY(CAST(:ids AS text[]))"),
+                {"ids": list(account_ids)},
+            )
+
+    # --- firing ------------------------------------------------------------------------------
+
+    async def fire_due(self, uow: UnitOfWork, accounts: Sequence[str] | None = None) -> int:
+        """Claim due timers (all, or some accounts'), decide each again, and fire, defer or
+        suppress it. Returns how many timers it settled or moved."""
+        now = self._clock.now()
+        where = "" if accounts is None else "AND account_id = ANY(CAST(:ids AS text[]))"
+        claimed = await uow.session.execute(
+            text(f"""
+                SELECT contact_id, account_id, customer_id, strategy_id, version, variant,
+                       treatment, step_no, channel, template, offer, due_at
+                FROM timer
+                WHERE status = 'pending' AND due_at <= :now {where}
+                ORDER BY due_at, contact_id
+                LIMIT {FIRE_BATCH}
+                FOR UPDATE SKIP LOCKED
+            """),  # noqa: S608 - the only interpolations are constants
+            {"now": now, "ids": list(accounts or [])},
+        )
+        due = [dict(row) for row in claimed.mappings()]
+        if not due:
+            return 0
+        account_ids = sorted({row["account_id"] for row in due})
+        parties = await self._parties(uow, account_ids)
+        history = await self._history(uow, sorted({row["customer_id"] for row in due}), now)
+        facts = await self._standing(uow, account_ids)
+        fired: list[dict[str, Any]] = []
+        settled: list[dict[str, Any]] = []
+        moved: list[dict[str, Any]] = []
+        decisions: list[dict[str, Any]] = []
+        for row in due:
+            party = parties.get(row["account_id"])
+            if party is None:  # the account's state never arrived; keep the timer
+                continue
+            pack, fallback = self._pack_for(party)
+            contacts = history.setdefault(party.customer_id, [])
+            verdict = compliance.decide(
+                pack, party, contacts, Proposal(row["channel"], max(row["due_at"], now)), now
+            )
+            notes = list(verdict.notes) + ([fallback] if fallback else [])
+            inputs = {
+                "pack": f"{pack.country}@{pack.version}",
+                "channel": row["channel"],
+                "notes": notes,
+            }
+            contact_id = row["contact_id"]
+            if isinstance(verdict, Allowed) and verdict.not_before <= now:
+                fired.append(dict(row))
+                decisions.append(
+                    self._decision_row(
+                        row["account_id"],
+                        "fired",
+                        contact_id,
+                        list(verdict.deferred_by),
+                        inputs | {"not_before": now, "not_after": verdict.not_after},
+                        now,
+                    )
+                )
+                contacts.append(
+                    Contact(
+                        row["account_id"], row["channel"], now, party.addresses.get(row["channel"])
+                    )
+                )
+                self._publish(
+                    uow,
+                    row["customer_id"],
+                    row["account_id"],
+                    self._requested(row, now, verdict.not_after, facts.get(row["account_id"])),
+                )
+            elif isinstance(verdict, Allowed):
+                moved.append({"id": contact_id, "due": verdict.not_before})
+                decisions.append(
+                    self._decision_row(
+                        row["account_id"],
+                        "deferred",
+                        contact_id,
+                        list(verdict.deferred_by),
+                        inputs | {"until": verdict.not_before},
+                        now,
+                    )
+                )
+            else:
+                kind = "cancelled" if verdict.kind == "pause" else "suppressed"
+                settled.append({"id": contact_id, "status": kind, "now": now})
+                decisions.append(
+                    self._decision_row(
+                        row["account_id"], kind, contact_id, list(verdict.rules), inputs, now
+                    )
+                )
+                if kind == "suppressed":
+                    self._publish(
+                        uow,
+                        row["customer_id"],
+                        row["account_id"],
+                        ContactSuppressed(
+                            account_id=row["account_id"],
+                            channel=row["channel"],
+                            reasons=list(verdict.rules),
+                            customer_id=row["customer_id"],
+                            contact_id=contact_id,
+                            strategy=row["strategy_id"],
+                            variant=row["variant"],
+                        ),
+                    )
+        if fired:
+            await uow.session.execute(
+                text("""
+                    UPDATE timer t SET status = 'fired', settled_at = CAST(:now AS timestamptz)
+                    WHERE t.contact_id = ANY(CAST(:ids AS text[]))
+                """),
+                {"ids": [r["contact_id"] for r in fired], "now": now},
+            )
+            await uow.session.execute(
+                text("""
+                    INSERT INTO contact_log (contact_id, customer_id, account_id, channel,
+                                             address_ref, requested_at)
+                    SELECT * , CAST(:now AS timestamptz)
+                    FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
+                                CAST(:accounts AS text[]), CAST(:channels AS text[]),
+                                CAST(:refs AS text[]))
+                    ON CONFLICT (contact_id) DO NOTHING
+                """),
+                {
+                    "ids": [r["contact_id"] for r in fired],
+                    "customers": [r["customer_id"] for r in fired],
+                    "accounts": [r["account_id"] for r in fired],
+                    "channels": [r["channel"] for r in fired],
+                    "refs": [parties[r["account_id"]].addresses.get(r["channel"]) for r in fired],
+                    "now": now,
+                },
+            )
+        if settled:
+            await uow.session.execute(
+                text("UPDATE timer SET status = :status, settled_at = :now WHERE contact_id = :id"),
+                settled,
+            )
+        if moved:
+            await uow.session.execute(
+                text("UPDATE timer SET due_at = :due WHERE contact_id = :id"), moved
+            )
+        await self._write_decisions(uow, decisions)
+        return len(fired) + len(settled) + len(moved)
+
+    def _requested(
+        self,
+        row: Mapping[str, Any],
+        now: datetime,
+        not_after: datetime,
+        standing: Mapping[str, Any] | None,
+    ) -> ContactRequested:
+        offer = None
+        if row["offer"]:
+            offer = ContactOffer(offer_id=f"{row['contact_id']}:offer", **row["offer"])
+        return ContactRequested(
+            contact_id=row["contact_id"],
+            account_id=row["account_id"],
+            customer_id=row["customer_id"],
+            channel=row["channel"],
+            template=row["template"],
+            not_before=now,
+            not_after=not_after,
+            strategy=row["strategy_id"],
+            variant=row["variant"],
+            strategy_version=row["version"],
+            step_no=row["step_no"],
+            offer=offer,
+            total_overdue=standing["overdue"] if standing else None,
+            currency=standing["currency"] if standing else None,
+            days_past_due=standing["days_past_due"] if standing else None,
+            locale=standing["locale"] if standing else None,
+        )
+
+    def _pack_for(self, party: Party) -> tuple[Pack, str | None]:
+        if party.country in self._packs:
+            return self._packs[party.country], None
+        what = "no country" if not party.country else f"no pack for {party.country}"
+        return self._packs[self._default_country], f"{what}: used the {self._default_country} pack"
+
+    # --- loading what decisions need ---------------------------------------------------------
+
+    async def _parties(self, uow: UnitOfWork, account_ids: Sequence[str]) -> dict[str, Party]:
+        rows = await uow.session.execute(
+            text("""
+                SELECT a.account_id, a.customer_id, a.dispute_open, a.plan_kept, a.promise_due,
+                       c.country, c.timezone, c.phone_ref, c.email_ref, c.postal_ref,
+                       coalesce(c.ceased, false) AS ceased,
+                       ARRAY(SELECT f.flag FROM flag f
+                             WHERE f.customer_id = a.customer_id AND f.active
+                               AND f.account_id IN ('', a.account_id)) AS flags,
+                       ARRAY(SELECT o.channel || ' ' || o.address_ref FROM opt_out o
+                             WHERE o.customer_id = a.customer_id) AS opt_outs
+                FROM account a LEFT JOIN customer c ON c.customer_id = a.customer_id
+                WHERE a.account_id = ANY(CAST(:ids AS text[]))
+            """),
+            {"ids": list(account_ids)},
+        )
+        parties = {}
+        for r in rows.mappings():
+            addresses = {
+                channel: r[column] for channel, column in CHANNEL_ADDRESS.items() if r[column]
+            }
+            opted: set[tuple[str, str]] = set()
+            for entry in r["opt_outs"]:
+                channel, _, ref = entry.partition(" ")
+                # An opt-out without an address covers whatever address the channel has now.
+                opted.add((channel, ref or addresses.get(channel, "")))
+            parties[r["account_id"]] = Party(
+                customer_id=r["customer_id"],
+                account_id=r["account_id"],
+                country=r["country"],
+                timezone=r["timezone"],
+                addresses=addresses,
+                opted_out=frozenset(opted),
+                ceased=r["ceased"],
+                dispute_open=r["dispute_open"],
+                flags=frozenset(r["flags"]),
+                plan_kept=r["plan_kept"],
+                promise_due=r["promise_due"],
+            )
+        return parties
+
+    async def _history(
+        self, uow: UnitOfWork, customer_ids: Sequence[str], now: datetime
+    ) -> dict[str, list[Contact]]:
+        rows = await uow.session.execute(
+            text("""
+                SELECT customer_id, account_id, channel, coalesce(attempted_at, requested_at) AS at,
+                       address_ref, outcome
+                FROM contact_log
+                WHERE customer_id = ANY(CAST(:ids AS text[])) AND requested_at >= :since
+            """),
+            {"ids": list(customer_ids), "since": now - timedelta(days=HISTORY_DAYS)},
+        )
+        history: dict[str, list[Contact]] = {}
+        for r in rows:
+            history.setdefault(r.customer_id, []).append(
+                Contact(r.account_id, r.channel, r.at, r.address_ref, r.outcome)
+            )
+        return history
+
+    async def _standing(
+        self, uow: UnitOfWork, account_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        rows = await uow.session.execute(
+            text("""
+                SELECT a.account_id, a.overdue, a.currency, a.days_past_due, c.locale
+                FROM account a LEFT JOIN customer c USING (customer_id)
+                WHERE a.account_id = ANY(CAST(:ids AS text[]))
+            """),
+            {"ids": list(account_ids)},
+        )
+        return {r["account_id"]: dict(r) for r in rows.mappings()}
+
+    async def _facts(
+        self, uow: UnitOfWork, account_ids: Sequence[str]
+    ) -> dict[str, tuple[str, AccountFacts]]:
+        rows = await uow.session.execute(
+            text("""
+                SELECT a.account_id, a.customer_id, a.bucket, a.overdue, c.country,
+                       coalesce(s.band, 'medium') AS band
+                FROM account a
+                LEFT JOIN customer c USING (customer_id)
+                LEFT JOIN score s USING (account_id)
+                WHERE a.account_id = ANY(CAST(:ids AS text[]))
+            """),
+            {"ids": list(account_ids)},
+        )
+        return {
+            r.account_id: (
+                r.customer_id,
+                AccountFacts(
+                    bucket=r.bucket,
+                    score_band=r.band,
+                    product=None,
+                    country=r.country,
+                    overdue=r.overdue,
+                ),
+            )
+            for r in rows
+        }
+
+    async def _rescore(
+        self, uow: UnitOfWork, account_ids: Sequence[str]
+    ) -> dict[str, scoring.Score]:
+        now = self._clock.now()
+        rows = await uow.session.execute(
+            text("""
+                SELECT a.account_id, c.credit_score, a.days_past_due, a.broken_promises,
+                       a.kept_promises,
+                       (SELECT count(*) FROM payment_seen p
+                        WHERE p.account_id = a.account_id AND p.at >= :since) AS payments_90d,
+                       (SELECT count(*) FROM contact_log l
+                        WHERE l.account_id = a.account_id
+                          AND l.outcome = ANY(CAST(:talks AS text[]))) AS talks,
+                       (SELECT count(*) FROM contact_log l
+                        WHERE l.account_id = a.account_id
+                          AND l.outcome IN ('failed', 'bounced', 'returned', 'no_answer',
+                                            'wrong_party')) AS failures
+                FROM account a LEFT JOIN customer c USING (customer_id)
+                WHERE a.account_id = ANY(CAST(:ids AS text[]))
+            """),
+            {
+                "ids": list(account_ids),
+                "since": now - timedelta(days=90),
+                "talks": sorted(compliance.RIGHT_PARTY),
+            },
+        )
+        scores = {}
+        for r in rows:
+            scores[r.account_id] = scoring.score(
+                scoring.Inputs(
+                    credit_score=r.credit_score,
+                    days_past_due=r.days_past_due,
+                    payments_90d=r.payments_90d,
+                    broken_promises=r.broken_promises,
+                    kept_promises=r.kept_promises,
+                    right_party_contacts=r.talks,
+                    failed_contacts=r.failures,
+                ),
+                self._model,
+            )
+        if scores:
+            await uow.session.execute(
+                text("""
+                    INSERT INTO score (account_id, value, band, model_version, inputs,
+                                       contributions, computed_at)
+                    SELECT * , CAST(:now AS timestamptz)
+                    FROM unnest(CAST(:ids AS text[]), CAST(:values AS numeric[]),
+                                CAST(:bands AS text[]), CAST(:versions AS int[]),
+                                CAST(:inputs AS jsonb[]), CAST(:contributions AS jsonb[]))
+                    ON CONFLICT (account_id) DO UPDATE
+                    SET value = excluded.value, band = excluded.band,
+                        model_version = excluded.model_version, inputs = excluded.inputs,
+                        contributions = excluded.contributions, computed_at = excluded.computed_at
+                """),
+                {
+                    "ids": list(scores),
+                    "values": [s.value for s in scores.values()],
+                    "bands": [s.band for s in scores.values()],
+                    "versions": [s.model_version for s in scores.values()],
+                    "inputs": [_json(s.inputs) for s in scores.values()],
+                    "contributions": [_json(s.contributions) for s in scores.values()],
+                    "now": now,
+                },
+            )
+        return scores
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _upsert_accounts(
+        self, uow: UnitOfWork, rows: Iterable[tuple[str, str, str, str, int, Decimal]]
+    ) -> None:
+        rows = list(rows)
+        await uow.session.execute(
+            text("""
+                INSERT INTO account (account_id, customer_id, currency, bucket, days_past_due,
+                                     overdue, updated_at)
+                SELECT *, CAST(:now AS timestamptz)
+                FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
+                            CAST(:currencies AS text[]), CAST(:buckets AS text[]),
+                            CAST(:dpds AS int[]), CAST(:overdues AS numeric[]))
+                ON CONFLICT (account_id) DO UPDATE
+                SET currency = excluded.currency, bucket = excluded.bucket,
+                    days_past_due = excluded.days_past_due, overdue = excluded.overdue,
+                    updated_at = excluded.updated_at
+            """),
+            {
+                "ids": [r[0] for r in rows],
+                "customers": [r[1] for r in rows],
+                "currencies": [r[2] for r in rows],
+                "buckets": [r[3] for r in rows],
+                "dpds": [r[4] for r in rows],
+                "overdues": [r[5] for r in rows],
+                "now": self._clock.now(),
+            },
+        )
+
+    async def _set_account(self, uow: UnitOfWork, account_id: str, assignments: str) -> None:
+        # ``assignments`` is always a constant from this module, never input.
+        await uow.session.execute(
+            text(f"UPDATE account SET {assignments}, updated_at = :now WHERE account_id = :a"),  # noqa: S608
+            {"a": account_id, "now": self._clock.now()},
+        )
+
+    def _decision_row(
+        self,
+        account_id: str,
+        kind: str,
+        contact_id: str | None,
+        reasons: list[str],
+        inputs: Mapping[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        return {
+            "a": account_id,
+            "k": kind,
+            "c": contact_id,
+            "r": reasons,
+            "i": _json(inputs),
+            "now": now,
+        }
+
+    async def _decide(
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        kind: str,
+        contact_id: str | None,
+        reasons: list[str],
+        inputs: Mapping[str, Any],
+    ) -> None:
+        await self._write_decisions(
+            uow,
+            [self._decision_row(account_id, kind, contact_id, reasons, inputs, self._clock.now())],
+        )
+
+    async def _write_decisions(self, uow: UnitOfWork, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        await uow.session.execute(
+            text("""
+                INSERT INTO decision (account_id, kind, contact_id, reasons, inputs, at)
+                SELECT a, k, c, CASE WHEN r = '' THEN '{}' ELSE string_to_array(r, chr(31)) END,
+                       i, at
+                FROM unnest(CAST(:a AS text[]), CAST(:k AS text[]), CAST(:c AS text[]),
+                            CAST(:r AS text[]), CAST(:i AS jsonb[]), CAST(:now AS timestamptz[]))
+                  AS t (a, k, c, r, i, at)
+            """),
+            {
+                "a": [r["a"] for r in rows],
+                "k": [r["k"] for r in rows],
+                "c": [r["c"] for r in rows],
+                # a text[] per row would need a 2-D array; reasons travel joined and are split back
+                "r": ["\x1f".join(r["r"]) for r in rows],
+                "i": [r["i"] for r in rows],
+                "now": [r["now"] for r in rows],
+            },
+        )
+
+    def _touch(self, uow: UnitOfWork, account_id: str) -> None:
+        """Fire what is already due for ``account_id`` before the unit of work commits (a day-0
+        step goes out with the event that started it), together with the batch's others."""
+        self._touched.setdefault(uow, {})[account_id] = None
+
+        async def fire() -> None:
+            accounts = list(self._touched.pop(uow, {}))
+            await self.fire_due(uow, accounts)
+
+        uow.before_commit("scheduler.fire", fire)
+
+    def _publish(self, uow: UnitOfWork, customer_id: str, account_id: str, data: Payload) -> None:
+        uow.publish(
+            new_event(
+                data, source=SOURCE, key=customer_id, time=self._clock.now(), subject=account_id
+            )
+        )
+
+
+def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
+    """ce_type -> handler for the types handled one at a time."""
+    commands: dict[str, Callable[[UnitOfWork, Any], Awaitable[None]]] = {
+        "account.flagged": scheduler.flag,
+        "delinquency.changed": scheduler.delinquency_changed,
+        "payment.received": scheduler.payment_received,
+        "account.cured": scheduler.account_cured,
+        "plan.activated": scheduler.plan_activated,
+        "plan.broken": scheduler.plan_broken,
+        "plan.completed": scheduler.plan_completed,
+        "promise.made": scheduler.promise_made,
+        "promise.kept": scheduler.promise_kept,
+        "promise.broken": scheduler.promise_broken,
+        "contact.attempted": scheduler.contact_attempted,
+        "customer.opted_out": scheduler.opted_out,
+        "customer.cease_requested": scheduler.cease_requested,
+    }
+
+    def handler(command: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Handler:
+        async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
+            await command(uow, event.data)
+
+        return handle
+
+    async def dispute_opened(uow: UnitOfWork, event: CloudEvent) -> None:
+        await scheduler.dispute(uow, cast(DisputeOpened, event.data).account_id, True)
+
+    async def dispute_resolved(uow: UnitOfWork, event: CloudEvent) -> None:
+        await scheduler.dispute(uow, cast(DisputeResolved, event.data).account_id, False)
+
+    return {name: handler(command) for name, command in commands.items()} | {
+        "dispute.opened": dispute_opened,
+        "dispute.resolved": dispute_resolved,
+    }
+
+
+def batch_event_handlers(scheduler: Scheduler) -> dict[str, BatchHandler]:
+    def batch(command: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> BatchHandler:
+        async def handle(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
+            await command(uow, [e.data for e in events])
+
+        return handle
+
+    return {
+        "customer.upserted": batch(scheduler.upsert_customers),
+        "payment.missed": batch(scheduler.payments_missed),
+    }

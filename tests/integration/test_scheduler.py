@@ -1,0 +1,239 @@
+"""The scheduler driven only through Kafka and HTTP, on the controlled clock: events in on
+core-banking, ledger and notifier topics; contacts out on scheduler.events; decisions over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import holidays
+import httpx
+import pytest
+import pytest_asyncio
+
+from services.scheduler.bootstrap import build
+from services.scheduler.settings import SchedulerSettings
+from shared import topics
+from shared.auth import DEV_KEY
+from shared.envelope import CloudEvent, decode, new_event
+from shared.events import (
+    ClockSet,
+    CustomerOptedOut,
+    CustomerUpserted,
+    Payload,
+    PaymentMissed,
+    PaymentReceived,
+)
+from shared.fingerprint import fingerprint
+from shared.service import ServiceRuntime, create_app
+from shared.settings import DEV_FINGERPRINT_KEY
+from tests.support.databases import migrated_database
+from tests.support.factories import produce, read_topic
+from tests.support.infra import Infra
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
+TZ = "Asia/Shanghai"
+PHONE = "+8613800000000"
+
+
+@dataclass
+class Scheduler:
+    runtime: ServiceRuntime
+    client: httpx.AsyncClient
+    kafka: str
+
+    def local(self, day: date, hour: int) -> datetime:
+        return datetime.combine(day, time(hour), ZoneInfo(TZ))
+
+    def quiet_day(self) -> date:
+        """A local day from which the next fortnight has no public holiday in China."""
+        day = self.runtime.clock.now().astimezone(ZoneInfo(TZ)).date() + timedelta(days=1)
+        cn = holidays.country_holidays("CN", years=[day.year, day.year + 1])
+        while any(day + timedelta(days=i) in cn for i in range(15)):
+            day += timedelta(days=1)
+        return day
+
+    async def set_clock(self, instant: datetime) -> None:
+        await produce(self.kafka, topics.CLOCK, [event(ClockSet(now=instant), "clock", instant)])
+        async with asyncio.timeout(15):
+            while self.runtime.clock.now() < instant:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the timer job runs on the move
+
+    async def decisions(self, account_id: str) -> list[dict[str, Any]]:
+        response = await self.client.get(f"/v1/accounts/{account_id}/decisions", headers=AUTH)
+        assert response.status_code == 200, response.text
+        found: list[dict[str, Any]] = response.json()
+        return found
+
+    async def until_decided(self, account_id: str, kind: str) -> list[dict[str, Any]]:
+        async with asyncio.timeout(20):
+            while True:
+                found = await self.decisions(account_id)
+                if any(d["kind"] == kind for d in found):
+                    return found
+                await asyncio.sleep(0.2)
+
+
+def event(data: Payload, customer: str, at: datetime, source: str = "/test") -> CloudEvent:
+    return new_event(data, source=source, key=customer, time=at)
+
+
+async def contacts(kafka: str, account_id: str) -> list[CloudEvent]:
+    records = await read_topic(kafka, topics.SCHEDULER, timeout=5)
+    found = [decode(r.key, r.value, r.headers) for r in records]
+    return [e for e in found if getattr(e.data, "account_id", None) == account_id]
+
+
+async def until_contacts(
+    kafka: str, account_id: str, expect: int, timeout: float = 20
+) -> list[CloudEvent]:
+    async with asyncio.timeout(timeout):
+        while len(found := await contacts(kafka, account_id)) < expect:
+            await asyncio.sleep(0.3)
+    return found
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def scheduler(kafka: str, infra: Infra) -> AsyncIterator[Scheduler]:
+    url = await migrated_database(
+        infra.admin_url, f"arrears_scheduler_t{uuid.uuid4().hex[:6]}", "scheduler"
+    )
+    settings = SchedulerSettings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka, ARREARS_CLOCK="controlled", database_url=url
+    )
+    runtime = ServiceRuntime(settings, build)
+    await runtime.start()
+    app = create_app(runtime, manage_runtime=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
+        yield Scheduler(runtime, c, kafka)
+    await runtime.stop()
+
+
+async def delinquent_customer(
+    s: Scheduler, at: datetime, *, opted_out_sms: bool = False
+) -> tuple[str, str]:
+    customer, account = f"SC-{uuid.uuid4().hex[:8]}", f"SA-{uuid.uuid4().hex[:8]}"
+    upstream = [
+        event(
+            CustomerUpserted(
+                customer_id=customer,
+                full_name="Test Person",
+                national_id="X",
+                phone=PHONE,
+                email="someone@example.com",
+                postal_address="1 Road, Shanghai",
+                timezone=TZ,
+                locale="zh-CN",
+                country="CN",
+                credit_score=720,
+            ),
+            customer,
+            at,
+        )
+    ]
+    await produce(s.kafka, topics.CORE_BANKING, upstream)
+    if opted_out_sms:
+        ref = fingerprint("phone", PHONE, DEV_FINGERPRINT_KEY)
+        await produce(
+            s.kafka,
+            topics.NOTIFIER,
+            [
+                event(
+                    CustomerOptedOut(customer_id=customer, channel="sms", address_ref=ref),
+                    customer,
+                    at,
+                )
+            ],
+        )
+    await asyncio.sleep(1)  # the customer's facts are in before the ledger's news
+    missed = PaymentMissed(
+        account_id=account,
+        customer_id=customer,
+        installment_no=1,
+        due_date=at.date() - timedelta(days=4),
+        amount_due=Decimal("1000.00"),
+        total_overdue=Decimal("1000.00"),
+        currency="CNY",
+        days_past_due=4,
+        bucket="1-29",
+    )
+    await produce(s.kafka, topics.LEDGER, [event(missed, customer, at, "/arrears/ledger")])
+    return customer, account
+
+
+async def test_payment_missed_at_23_local_is_first_contacted_at_08_next_morning(
+    scheduler: Scheduler,
+) -> None:
+    day = scheduler.quiet_day()
+    await scheduler.set_clock(scheduler.local(day, 23))
+    _, account = await delinquent_customer(scheduler, scheduler.local(day, 23))
+
+    decided = await scheduler.until_decided(account, "deferred")
+    deferred = next(d for d in decided if d["kind"] == "deferred")
+    assert "CN.window.local-hours" in deferred["reasons"]
+    assert not await contacts(scheduler.kafka, account)  # nothing at night
+
+    await scheduler.set_clock(scheduler.local(day + timedelta(days=1), 8))
+    (requested,) = await until_contacts(scheduler.kafka, account, 1)
+    assert requested.type == "contact.requested"
+    data = requested.data
+    assert data.not_before == scheduler.local(day + timedelta(days=1), 8)  # type: ignore[attr-defined]
+    assert data.not_after == scheduler.local(day + timedelta(days=1), 22)  # type: ignore[attr-defined]
+    assert (data.channel, data.template) == ("sms", "reminder_soft")  # type: ignore[attr-defined]
+    kinds = [d["kind"] for d in await scheduler.decisions(account)]
+    assert kinds[:2] == ["segment", "variant"]
+    assert "fired" in kinds
+
+
+async def test_a_payment_that_clears_the_arrears_cancels_pending_steps(
+    scheduler: Scheduler,
+) -> None:
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)
+    customer, account = await delinquent_customer(scheduler, at)
+    await until_contacts(scheduler.kafka, account, 1)  # day 0's step goes out at once
+
+    paid = PaymentReceived(
+        account_id=account,
+        customer_id=customer,
+        payment_id=f"P-{uuid.uuid4().hex[:6]}",
+        amount=Decimal("1000.00"),
+        currency="CNY",
+        total_overdue=Decimal("0.00"),
+    )
+    await produce(scheduler.kafka, topics.LEDGER, [event(paid, customer, at, "/arrears/ledger")])
+    decided = await scheduler.until_decided(account, "cancelled")
+    cancelled = [d for d in decided if d["kind"] == "cancelled"]
+    assert len(cancelled) >= 2  # every later step of the path
+    assert all("payment.received" in d["reasons"][0] for d in cancelled)
+
+    await scheduler.set_clock(scheduler.local(day + timedelta(days=15), 12))
+    await asyncio.sleep(1)
+    assert len(await contacts(scheduler.kafka, account)) == 1
+
+
+async def test_an_sms_opt_out_suppresses_sms_only(scheduler: Scheduler) -> None:
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)
+    _, account = await delinquent_customer(scheduler, at, opted_out_sms=True)
+
+    (suppressed,) = await until_contacts(scheduler.kafka, account, 1)
+    assert suppressed.type == "contact.suppressed"
+    assert suppressed.data.channel == "sms"  # type: ignore[attr-defined]
+    assert suppressed.data.reasons == ["CN.stop.opt-out"]  # type: ignore[attr-defined]
+
+    await scheduler.set_clock(scheduler.local(day + timedelta(days=4), 12))
+    found = await until_contacts(scheduler.kafka, account, 2)
+    later = [e for e in found if e.type == "contact.requested"]
+    assert later
+    assert all(e.data.channel != "sms" for e in later)  # type: ignore[attr-defined]
