@@ -194,6 +194,7 @@ class PaymentMissed(AccountEvent):
     currency: Currency
     days_past_due: int
     bucket: str
+    product: Id | None = None  # project extension: lets strategies segment by product
 
 
 @event_type("payment.received", topics.LEDGER)
@@ -211,6 +212,7 @@ class DelinquencyChanged(AccountEvent):
     days_past_due: int
     total_overdue: Money
     currency: Currency
+    product: Id | None = None  # project extension
 
 
 @event_type("account.cured", topics.LEDGER)

@@ -55,7 +55,7 @@ EVENT_CHUNK = 5000  # evaluated rows turned into events and written out at a tim
 
 # Everything below runs on every clock move over all accounts: keep it to set-based statements.
 _LOCAL = """
-  SELECT a.account_id, a.customer_id, a.currency, a.days_past_due AS old_dpd,
+  SELECT a.account_id, a.customer_id, a.currency, a.product, a.days_past_due AS old_dpd,
          a.bucket AS old_bucket, a.overdue AS old_overdue, a.in_arrears AS old_in_arrears,
          a.paused_since, a.frozen_dpd, a.paused_days, coalesce(c.timezone, 'UTC') AS tz,
          (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS today,
@@ -158,7 +158,8 @@ changed AS (
   WHERE a.account_id = n.account_id
     AND (a.bucket, a.overdue, a.in_arrears, a.review_on)
         IS DISTINCT FROM (n.bucket, n.overdue, n.in_arrears, n.review_on)
-  RETURNING a.account_id, a.customer_id, a.currency, n.old_bucket, a.bucket, a.days_past_due,
+  RETURNING a.account_id, a.customer_id, a.currency, a.product, n.old_bucket, a.bucket,
+            a.days_past_due,
             a.overdue, n.old_in_arrears, a.in_arrears,
             (n.old_bucket, n.old_overdue, n.old_in_arrears)
               IS DISTINCT FROM (a.bucket, a.overdue, a.in_arrears) AS moved
@@ -173,16 +174,16 @@ missed AS (
   FROM next n
   WHERE i.account_id = n.account_id
     AND i.missed_at IS NULL AND i.paid < i.amount AND n.today - i.due_date > n.grace
-  RETURNING i.account_id, n.customer_id, n.currency, i.installment_no, i.due_date,
+  RETURNING i.account_id, n.customer_id, n.currency, n.product, i.installment_no, i.due_date,
             i.amount - i.paid AS amount_due, n.overdue, n.dpd, n.bucket
 )
 SELECT * FROM (
-  SELECT 'missed' AS kind, account_id, customer_id, currency, NULL AS old_bucket, bucket,
+  SELECT 'missed' AS kind, account_id, customer_id, currency, product, NULL AS old_bucket, bucket,
          dpd AS days_past_due, overdue, NULL::boolean AS old_in_arrears,
          NULL::boolean AS in_arrears, installment_no, due_date, amount_due
   FROM missed
   UNION ALL
-  SELECT 'changed', account_id, customer_id, currency, old_bucket, bucket, days_past_due,
+  SELECT 'changed', account_id, customer_id, currency, product, old_bucket, bucket, days_past_due,
          overdue, old_in_arrears, in_arrears, NULL, NULL, NULL
   FROM changed WHERE moved
 ) rows
@@ -722,6 +723,7 @@ class Ledger:
                     currency=row["currency"],
                     days_past_due=row["days_past_due"],
                     bucket=row["bucket"],
+                    product=row["product"],
                 ),
             )
         for row in (r for r in rows if r["kind"] == "changed"):
@@ -740,6 +742,7 @@ class Ledger:
                         days_past_due=row["days_past_due"],
                         total_overdue=row["overdue"],
                         currency=row["currency"],
+                        product=row["product"],
                     ),
                 )
             if row["old_in_arrears"] and not row["in_arrears"]:

@@ -77,6 +77,10 @@ CHANNEL_ADDRESS = {
 }
 
 
+# account id, customer id, currency, bucket, days past due, overdue, product
+AccountRow = tuple[str, str, str, str, int, Decimal, str | None]
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
@@ -186,6 +190,7 @@ class Scheduler:
                     e.bucket,
                     e.days_past_due,
                     e.total_overdue,
+                    e.product,
                 )
                 for e in latest
             ],
@@ -213,6 +218,7 @@ class Scheduler:
                     data.bucket,
                     data.days_past_due,
                     data.total_overdue,
+                    data.product,
                 )
             ],
         )
@@ -839,7 +845,7 @@ class Scheduler:
     ) -> dict[str, tuple[str, AccountFacts]]:
         rows = await uow.session.execute(
             text("""
-                SELECT a.account_id, a.customer_id, a.bucket, a.overdue, c.country,
+                SELECT a.account_id, a.customer_id, a.bucket, a.overdue, a.product, c.country,
                        coalesce(s.band, 'medium') AS band
                 FROM account a
                 LEFT JOIN customer c USING (customer_id)
@@ -854,7 +860,7 @@ class Scheduler:
                 AccountFacts(
                     bucket=r.bucket,
                     score_band=r.band,
-                    product=None,
+                    product=r.product,
                     country=r.country,
                     overdue=r.overdue,
                 ),
@@ -930,20 +936,20 @@ class Scheduler:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    async def _upsert_accounts(
-        self, uow: UnitOfWork, rows: Iterable[tuple[str, str, str, str, int, Decimal]]
-    ) -> None:
+    async def _upsert_accounts(self, uow: UnitOfWork, rows: Iterable[AccountRow]) -> None:
         rows = list(rows)
         await uow.session.execute(
             text("""
                 INSERT INTO account (account_id, customer_id, currency, bucket, days_past_due,
-                                     overdue, updated_at)
+                                     overdue, product, updated_at)
                 SELECT *, CAST(:now AS timestamptz)
                 FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
                             CAST(:currencies AS text[]), CAST(:buckets AS text[]),
-                            CAST(:dpds AS int[]), CAST(:overdues AS numeric[]))
+                            CAST(:dpds AS int[]), CAST(:overdues AS numeric[]),
+                            CAST(:products AS text[]))
                 ON CONFLICT (account_id) DO UPDATE
                 SET currency = excluded.currency, bucket = excluded.bucket,
+                    product = coalesce(excluded.product, account.product),
                     days_past_due = excluded.days_past_due, overdue = excluded.overdue,
                     updated_at = excluded.updated_at
             """),
@@ -954,6 +960,7 @@ class Scheduler:
                 "buckets": [r[3] for r in rows],
                 "dpds": [r[4] for r in rows],
                 "overdues": [r[5] for r in rows],
+                "products": [r[6] for r in rows],
                 "now": self._clock.now(),
             },
         )

@@ -16,6 +16,7 @@ import holidays
 import httpx
 import pytest
 import pytest_asyncio
+import yaml
 
 from services.scheduler.bootstrap import build
 from services.scheduler.settings import SchedulerSettings
@@ -237,3 +238,94 @@ async def test_an_sms_opt_out_suppresses_sms_only(scheduler: Scheduler) -> None:
     later = [e for e in found if e.type == "contact.requested"]
     assert later
     assert all(e.data.channel != "sms" for e in later)  # type: ignore[attr-defined]
+
+
+def shipped_strategy() -> dict[str, Any]:
+    from services.scheduler.strategies import FILES
+
+    document: dict[str, Any] = yaml.safe_load((FILES / "early-and-late.yaml").read_text())
+    return document
+
+
+async def test_strategy_versions_are_validated_stored_published_and_retired_over_http(
+    scheduler: Scheduler,
+) -> None:
+    c = scheduler.client
+    bad = shipped_strategy() | {"version": 2}
+    bad["variants"][0]["treatments"][1]["steps"][2]["channel"] = "pigeon"
+    refused = await c.post("/v1/strategies", json=bad, headers=AUTH)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in refused.json()["errors"]] == [
+        "body.variants.0.treatments.1.steps.2.channel"
+    ]
+    listed = (await c.get("/v1/strategies", headers=AUTH)).json()
+    assert [(v["version"], v["status"]) for v in listed] == [
+        (1, "published")
+    ]  # nothing half-applied
+
+    good = shipped_strategy() | {"version": 2, "description": "v2"}
+    created = await c.post("/v1/strategies", json=good, headers=AUTH)
+    assert (created.status_code, created.json()["result"]) == (201, "created")
+    again = await c.post("/v1/strategies", json=good, headers=AUTH)
+    assert again.json()["result"] == "unchanged"
+    clash = await c.post("/v1/strategies", json=good | {"description": "other"}, headers=AUTH)
+    assert clash.status_code == 409
+
+    published = await c.post("/v1/strategies/early-and-late/versions/2/publish", headers=AUTH)
+    assert published.status_code == 200
+    assert [(v["version"], v["status"]) for v in published.json()] == [
+        (1, "retired"),
+        (2, "published"),
+    ]
+    retired = await c.post("/v1/strategies/early-and-late/versions/2/retire", headers=AUTH)
+    assert [v["status"] for v in retired.json()] == ["retired", "retired"]
+    missing = await c.post("/v1/strategies/early-and-late/versions/9/publish", headers=AUTH)
+    assert missing.status_code == 404
+    assert (await c.get("/v1/strategies")).status_code == 401
+
+
+async def test_dry_run_shows_the_path_and_its_windows_without_side_effects(
+    scheduler: Scheduler,
+) -> None:
+    day = scheduler.quiet_day()
+    body = {
+        "account_id": "DRY-1",
+        "bucket": "1-29",
+        "days_past_due": 5,
+        "overdue": "1200.00",
+        "country": "US",
+        "timezone": "America/Los_Angeles",
+        "credit_score": 700,
+        "channels": ["sms", "voice", "email"],
+        "at": datetime.combine(day, time(23), ZoneInfo("America/Los_Angeles")).isoformat(),
+    }
+    response = await scheduler.client.post(
+        "/v1/strategies/early-and-late/dry-run", json=body, headers=AUTH
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["variant"] in {"champion", "early-plan"}
+    first = result["steps"][0]
+    assert first["channel"] == "sms"
+    assert first["allowed"] is True
+    first_at = datetime.fromisoformat(first["not_before"]).astimezone(
+        ZoneInfo("America/Los_Angeles")
+    )
+    assert first_at.time() == time(8)  # 23:00 in Los Angeles waits for 08:00
+    assert "US.window.local-hours" in first["rules"]
+    no_sms = await scheduler.client.post(
+        "/v1/strategies/early-and-late/dry-run",
+        json=body | {"channels": ["voice", "email"]},
+        headers=AUTH,
+    )
+    refused = no_sms.json()["steps"][0]
+    assert (refused["channel"], refused["allowed"]) == ("sms", False)
+    assert refused["rules"] == ["US.channel.usable"]
+    assert await scheduler.decisions("DRY-1") == []
+
+    invalid = await scheduler.client.post(
+        "/v1/strategies/early-and-late/dry-run", json=body | {"bucket": "9000+"}, headers=AUTH
+    )
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"][0]["field"] == "body.bucket"

@@ -40,6 +40,7 @@ SCHEMA = """
     CREATE TABLE account (
       account_id      text PRIMARY KEY,
       customer_id     text NOT NULL,
+      product         text,
       currency        text,
       bucket          text NOT NULL DEFAULT 'current',
       days_past_due   integer NOT NULL DEFAULT 0,
