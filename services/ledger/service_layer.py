@@ -66,24 +66,40 @@ _LOCAL = """
   {where}
 """
 
-# Accounts due for review at :now. The first condition is coarse but uses the index (no time zone
-# is more than a day ahead of UTC); the second is exact, in the customer's own calendar.
-_DUE_FOR_REVIEW = """
-  WHERE (a.review_on IS NULL
-         OR a.review_on <= (CAST(:now AS timestamptz) AT TIME ZONE 'UTC')::date + 1)
-    AND (a.review_on IS NULL
-         OR a.review_on
-            <= (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date)
-"""
+# The accounts due for review at :now, numbered into chunks. The first condition is coarse but
+# uses the index (no time zone is more than a day ahead of UTC); the second is exact, in the
+# customer's own calendar.
+REVIEW_CHUNK = 5000
+REVIEW_DUE_SQL = (
+    text("DROP TABLE IF EXISTS review_due"),
+    text(f"""
+        CREATE TEMP TABLE review_due ON COMMIT DROP AS
+        SELECT a.account_id, (row_number() OVER (ORDER BY a.account_id) - 1) / {REVIEW_CHUNK}
+                             AS chunk
+        FROM account a LEFT JOIN customer c ON c.customer_id = a.customer_id
+        WHERE (a.review_on IS NULL
+               OR a.review_on <= (CAST(:now AS timestamptz) AT TIME ZONE 'UTC')::date + 1)
+          AND (a.review_on IS NULL
+               OR a.review_on
+                  <= (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date)
+    """),
+    text("CREATE INDEX ON review_due (chunk)"),
+    text("SELECT coalesce(max(chunk) + 1, 0) FROM review_due"),
+)
+# ``= ANY(ARRAY(...))`` rather than ``IN (...)``: the planner then expects a handful of accounts
+# and looks each one's rows up by index, instead of scanning every instalment for a chunk.
+_IN_CHUNK = (
+    "WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM review_due WHERE chunk = :chunk))"
+)
 
 
 def _both(
     template: str, parts: Mapping[str, str] | None = None, *, only_due: bool = False
 ) -> tuple[TextClause, TextClause]:
-    """The statement over every account (or, ``only_due``, every account due for review), and
-    over some (``:accounts``). Two statements, not one with ``:accounts IS NULL OR ...``, so the
-    second keeps its index lookup."""
-    every = _LOCAL.format(where=_DUE_FOR_REVIEW if only_due else "")
+    """The statement over every account (or, ``only_due``, over one chunk of the accounts due
+    for review), and over some (``:accounts``). Two statements, not one with
+    ``:accounts IS NULL OR ...``, so the second keeps its index lookup."""
+    every = _LOCAL.format(where=_IN_CHUNK if only_due else "")
     one = _LOCAL.format(where="WHERE a.account_id = ANY(CAST(:accounts AS text[]))")
     return (
         text(template.format(local=every, **(parts or {}))),
@@ -672,10 +688,20 @@ class Ledger:
             uow, plans, {"completed": PlanCompleted, "broken": PlanBroken}, "plan_id"
         )
         changed = 0
-        streamed = await uow.session.stream(EVALUATE_SQL[which], params)
-        async for rows in streamed.mappings().partitions(EVENT_CHUNK):
-            changed += await self._announce(uow, rows)
-            await uow.flush_events()
+        if accounts is None:
+            # Every account due for review, a chunk at a time: each chunk is one set-based
+            # statement, and a daily pass reads only the accounts whose standing can move.
+            *prepare, count = REVIEW_DUE_SQL
+            for statement in prepare:
+                await uow.session.execute(statement, params)
+            chunks = (await uow.session.execute(count)).scalar_one()
+        else:
+            chunks = 1
+        for chunk in range(chunks):
+            streamed = await uow.session.stream(EVALUATE_SQL[which], params | {"chunk": chunk})
+            async for rows in streamed.mappings().partitions(EVENT_CHUNK):
+                changed += await self._announce(uow, rows)
+                await uow.flush_events()
         promises = await run(SETTLE_PROMISES_SQL)
         await self._announce_settled(
             uow, promises, {"kept": PromiseKept, "broken": PromiseBroken}, "promise_id"
@@ -845,7 +871,9 @@ class ActiveFlags:
         self._by_customer.setdefault(customer_id, []).append((account_id, flag))
 
     def of(self, customer_id: str, account_id: str) -> list[Any]:
-        entries = self._by_customer.get(customer_id, [])
+        entries = self._by_customer.get(customer_id)
+        if not entries:
+            return []
         return sorted({flag for account, flag in entries if account in (None, account_id)})
 
 
