@@ -66,16 +66,16 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"ARREARS_API_KEYS must be set when ARREARS_ENV={self.env}")
             if any(spec.sha256 == dev_key.sha256 for spec in self.api_keys):
                 raise ValueError(f"the development API key is refused when ARREARS_ENV={self.env}")
-            if self.fingerprint_key == DEV_FINGERPRINT_KEY:
-                raise ValueError(
-                    f"ARREARS_FINGERPRINT_KEY must be set when ARREARS_ENV={self.env}; "
-                    "the development default is refused"
-                )
             password = make_url(self.database_url).password
             if not password or password == DEV_DB_PASSWORD:
                 raise ValueError(
                     f"{self.service_name}: database_url must carry a real password when "
                     f"ARREARS_ENV={self.env}; the development default is refused"
+                )
+            if self.fingerprint_key == DEV_FINGERPRINT_KEY:
+                raise ValueError(
+                    f"ARREARS_FINGERPRINT_KEY must be set when ARREARS_ENV={self.env}; "
+                    "the development default is refused"
                 )
         return self
 

@@ -81,6 +81,11 @@ CHANNEL_ADDRESS = {
 AccountRow = tuple[str, str, str, str, int, Decimal, str | None]
 
 
+def _columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
+    """Row dicts as one list per key: the parameters of an ``unnest`` bulk statement."""
+    return {key: [row[key] for row in rows] for key in keys}
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
@@ -428,13 +433,7 @@ class Scheduler:
                 continue
             strategy, variant, treatment = chosen
             assignments.append(
-                {
-                    "a": account_id,
-                    "s": strategy.id,
-                    "v": strategy.version,
-                    "variant": variant.name,
-                    "now": now,
-                }
+                {"a": account_id, "s": strategy.id, "v": strategy.version, "variant": variant.name}
             )
             decisions.append(
                 self._decision_row(
@@ -459,12 +458,12 @@ class Scheduler:
                     "variant": variant.name,
                     "name": treatment.name,
                     "bucket": account_facts.bucket,
-                    "now": now,
                 }
             )
             episode = (
                 f"{account_id}|{strategy.id}|{strategy.version}|{treatment.name}|{now.isoformat()}"
             )
+            steps = []
             for planned in plan(treatment, now):
                 contact_id = str(uuid.uuid5(NAMESPACE, f"{episode}|{planned.step_no}"))
                 offer = planned.step.offer
@@ -484,43 +483,49 @@ class Scheduler:
                         if offer is None
                         else offer.model_dump_json(exclude_none=True),
                         "due": planned.due_at,
-                        "now": now,
                     }
                 )
-                decisions.append(
-                    self._decision_row(
-                        account_id,
-                        "scheduled",
-                        contact_id,
-                        [f"step:{planned.step_no}"],
-                        {
-                            "channel": planned.step.channel,
-                            "due_at": planned.due_at,
-                            "template": planned.step.template,
-                        },
-                        now,
-                    )
+                steps.append(
+                    {
+                        "contact_id": contact_id,
+                        "step_no": planned.step_no,
+                        "channel": planned.step.channel,
+                        "template": planned.step.template,
+                        "due_at": planned.due_at,
+                    }
                 )
+            # One audit row for the whole path; each timer's own fate is recorded as it fires.
+            decisions.append(
+                self._decision_row(
+                    account_id, "scheduled", None, [treatment.name], {"steps": steps}, now
+                )
+            )
         if assignments:
             await uow.session.execute(
                 text("""
                     INSERT INTO assignment (account_id, strategy_id, version, variant, assigned_at)
-                    VALUES (:a, :s, :v, :variant, :now) ON CONFLICT DO NOTHING
+                    SELECT *, CAST(:now AS timestamptz)
+                    FROM unnest(CAST(:a AS text[]), CAST(:s AS text[]), CAST(:v AS int[]),
+                                CAST(:variant AS text[]))
+                    ON CONFLICT DO NOTHING
                 """),
-                assignments,
+                _columns(assignments, ("a", "s", "v", "variant")) | {"now": now},
             )
         if treatments:
             await uow.session.execute(
                 text("""
                     INSERT INTO treatment (account_id, strategy_id, version, variant, name, bucket,
                                            started_at)
-                    VALUES (:a, :s, :v, :variant, :name, :bucket, :now)
+                    SELECT *, CAST(:now AS timestamptz)
+                    FROM unnest(CAST(:a AS text[]), CAST(:s AS text[]), CAST(:v AS int[]),
+                                CAST(:variant AS text[]), CAST(:name AS text[]),
+                                CAST(:bucket AS text[]))
                     ON CONFLICT (account_id) DO UPDATE
                     SET strategy_id = excluded.strategy_id, version = excluded.version,
                         variant = excluded.variant, name = excluded.name,
                         bucket = excluded.bucket, started_at = excluded.started_at
                 """),
-                treatments,
+                _columns(treatments, ("a", "s", "v", "variant", "name", "bucket")) | {"now": now},
             )
         if timers:
             await uow.session.execute(
@@ -528,11 +533,19 @@ class Scheduler:
                     INSERT INTO timer (contact_id, account_id, customer_id, strategy_id, version,
                                        variant, treatment, step_no, channel, template, offer,
                                        due_at, created_at)
-                    VALUES (:id, :a, :c, :s, :v, :variant, :t, :n, :ch, :tpl,
-                            CAST(:offer AS jsonb), :due, :now)
+                    SELECT *, CAST(:now AS timestamptz)
+                    FROM unnest(CAST(:id AS text[]), CAST(:a AS text[]), CAST(:c AS text[]),
+                                CAST(:s AS text[]), CAST(:v AS int[]), CAST(:variant AS text[]),
+                                CAST(:t AS text[]), CAST(:n AS int[]), CAST(:ch AS text[]),
+                                CAST(:tpl AS text[]), CAST(:offer AS jsonb[]),
+                                CAST(:due AS timestamptz[]))
                     ON CONFLICT (contact_id) DO NOTHING
                 """),
-                timers,
+                _columns(
+                    timers,
+                    ("id", "a", "c", "s", "v", "variant", "t", "n", "ch", "tpl", "offer", "due"),
+                )
+                | {"now": now},
             )
         await self._write_decisions(uow, decisions)
         for account_id in account_ids:

@@ -62,4 +62,5 @@ def test_development_key_works_in_dev_only(monkeypatch) -> None:
     monkeypatch.setenv(
         "ARREARS_API_KEYS", f'[{{"id": "ops", "sha256": "{digest("x" * 40)}", "scopes": ["*"]}}]'
     )
+    monkeypatch.setenv("ARREARS_FINGERPRINT_KEY", "a-real-fingerprint-key")
     assert LedgerSettings().api_keys[0].id == "ops"

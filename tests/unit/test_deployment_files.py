@@ -62,6 +62,9 @@ def test_each_service_runs_its_module_with_env_its_settings_read(
     assert not unknown, f"{name} sets variables its settings never read: {unknown}"
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["ARREARS_API_KEYS"] == "${ARREARS_API_KEYS:?set ARREARS_API_KEYS}"
+    assert (
+        env["ARREARS_FINGERPRINT_KEY"] == "${ARREARS_FINGERPRINT_KEY:?set ARREARS_FINGERPRINT_KEY}"
+    )
     assert env[f"{prefix}_DATABASE_URL"].endswith(f"@postgres:5432/arrears_{name}")
     assert f"arrears_{name}:${{{prefix}_DB_PASSWORD}}@" in env[f"{prefix}_DATABASE_URL"]
     assert int(env[f"{prefix}_HTTP_PORT"]) == cls.default_port

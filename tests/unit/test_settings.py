@@ -48,7 +48,15 @@ def test_dev_database_password_is_refused_outside_dev(env: str, monkeypatch) -> 
 def test_a_real_password_is_accepted_in_production(monkeypatch) -> None:
     monkeypatch.setenv("ARREARS_ENV", "prod")
     monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql+asyncpg://u:s3cret-value@db/ledger")
+    monkeypatch.setenv("ARREARS_FINGERPRINT_KEY", "a-real-fingerprint-key")
     assert LedgerSettings().env == "prod"
+
+
+def test_dev_fingerprint_key_is_refused_in_production(monkeypatch) -> None:
+    monkeypatch.setenv("ARREARS_ENV", "prod")
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql+asyncpg://u:s3cret-value@db/ledger")
+    with pytest.raises(ValidationError, match="ARREARS_FINGERPRINT_KEY must be set"):
+        LedgerSettings()
 
 
 def test_controlled_clock_is_chosen_by_the_platform_wide_variable(monkeypatch) -> None:

@@ -80,6 +80,7 @@ SCHEMA = """
       attempted_at timestamptz
     );
     CREATE INDEX contact_log_customer ON contact_log (customer_id, requested_at);
+    CREATE INDEX contact_log_account ON contact_log (account_id);
     CREATE TABLE score (
       account_id    text PRIMARY KEY,
       value         numeric(6, 4) NOT NULL,
