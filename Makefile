@@ -44,6 +44,7 @@ pytest: venv
 bench: venv
 	$(PY) -m bench.backbone
 	$(PY) -m bench.ledger
+	$(PY) -m bench.scheduler
 
 clean: down
 	rm -rf .stack
