@@ -34,7 +34,7 @@ from services.scheduler.domain.strategy import (
     treatment_for,
 )
 from shared.clock import Clock
-from shared.consumer import BatchHandler, Handler, PermanentError
+from shared.consumer import BatchHandler, Handler
 from shared.db import UnitOfWork
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
@@ -155,15 +155,9 @@ class Scheduler:
             },
         )
 
-    async def flag(self, uow: UnitOfWork, data: AccountFlagged) -> None:
-        customer_id = data.customer_id
-        if customer_id is None and data.account_id is not None:
-            customer_id = await uow.session.scalar(
-                text("SELECT customer_id FROM account WHERE account_id = :a"),
-                {"a": data.account_id},
-            )
-        if customer_id is None:
-            raise PermanentError("customer_id: unknown to the scheduler for this account")
+    async def flag(self, uow: UnitOfWork, data: AccountFlagged, customer_id: str) -> None:
+        """``customer_id``: the event's key (every event is keyed by its customer), so a flag
+        counts even when it arrives before anything else about the account."""
         await uow.session.execute(
             text("""
                 INSERT INTO flag (customer_id, account_id, flag, active, changed_at)
@@ -1062,7 +1056,6 @@ class Scheduler:
 def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
     """ce_type -> handler for the types handled one at a time."""
     commands: dict[str, Callable[[UnitOfWork, Any], Awaitable[None]]] = {
-        "account.flagged": scheduler.flag,
         "delinquency.changed": scheduler.delinquency_changed,
         "payment.received": scheduler.payment_received,
         "account.cured": scheduler.account_cured,
@@ -1083,6 +1076,10 @@ def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
 
         return handle
 
+    async def account_flagged(uow: UnitOfWork, event: CloudEvent) -> None:
+        data = cast(AccountFlagged, event.data)
+        await scheduler.flag(uow, data, data.customer_id or event.key)
+
     async def dispute_opened(uow: UnitOfWork, event: CloudEvent) -> None:
         await scheduler.dispute(uow, cast(DisputeOpened, event.data).account_id, True)
 
@@ -1090,6 +1087,7 @@ def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
         await scheduler.dispute(uow, cast(DisputeResolved, event.data).account_id, False)
 
     return {name: handler(command) for name, command in commands.items()} | {
+        "account.flagged": account_flagged,
         "dispute.opened": dispute_opened,
         "dispute.resolved": dispute_resolved,
     }

@@ -24,6 +24,7 @@ from shared import topics
 from shared.auth import DEV_KEY
 from shared.envelope import CloudEvent, decode, new_event
 from shared.events import (
+    AccountFlagged,
     ClockSet,
     CustomerOptedOut,
     CustomerUpserted,
@@ -119,7 +120,7 @@ async def scheduler(kafka: str, infra: Infra) -> AsyncIterator[Scheduler]:
 
 
 async def delinquent_customer(
-    s: Scheduler, at: datetime, *, opted_out_sms: bool = False
+    s: Scheduler, at: datetime, *, opted_out_sms: bool = False, country: str = "CN"
 ) -> tuple[str, str]:
     customer, account = f"SC-{uuid.uuid4().hex[:8]}", f"SA-{uuid.uuid4().hex[:8]}"
     upstream = [
@@ -133,7 +134,7 @@ async def delinquent_customer(
                 postal_address="1 Road, Shanghai",
                 timezone=TZ,
                 locale="zh-CN",
-                country="CN",
+                country=country,
                 credit_score=720,
             ),
             customer,
@@ -329,3 +330,35 @@ async def test_dry_run_shows_the_path_and_its_windows_without_side_effects(
     )
     assert invalid.status_code == 422
     assert invalid.json()["errors"][0]["field"] == "body.bucket"
+
+
+async def test_a_bankruptcy_flag_suppresses_the_next_steps_with_its_rule_id(
+    scheduler: Scheduler,
+) -> None:
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)
+    customer, account = await delinquent_customer(scheduler, at)
+    await until_contacts(scheduler.kafka, account, 1)
+
+    flag = AccountFlagged(customer_id=customer, flag="bankruptcy", active=True)
+    await produce(scheduler.kafka, topics.CORE_BANKING, [event(flag, customer, at)])
+    await asyncio.sleep(1)
+    await scheduler.set_clock(scheduler.local(day + timedelta(days=15), 12))
+    found = await until_contacts(scheduler.kafka, account, 2)
+    later = found[1:]
+    assert all(e.type == "contact.suppressed" for e in later)
+    assert all(e.data.reasons == ["CN.stop.bankruptcy"] for e in later)  # type: ignore[attr-defined]
+
+
+async def test_a_country_without_a_pack_is_decided_by_the_default_pack_and_says_so(
+    scheduler: Scheduler,
+) -> None:
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)
+    _, account = await delinquent_customer(scheduler, at, country="GB")
+    await until_contacts(scheduler.kafka, account, 1)
+    fired = next(d for d in await scheduler.until_decided(account, "fired") if d["kind"] == "fired")
+    assert fired["inputs"]["pack"] == "CN@1"
+    assert "no pack for GB: used the CN pack" in fired["inputs"]["notes"]
