@@ -36,7 +36,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 typecheck: venv
-	$(VENV)/bin/mypy shared services scripts tests bench
+	$(VENV)/bin/mypy shared services scripts tests bench tools
 
 pytest: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

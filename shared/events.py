@@ -364,6 +364,22 @@ class PlanAgreed(Payload):
 class NoticeDelivered(Payload):
     account_id: Id
     notice: Literal["bureau_pre_notice", "validation_notice"]
+    # project extensions (optional)
+    customer_id: Id | None = None
+    channel: Channel | None = None
+    delivered_at: Instant | None = None
+
+
+@event_type("notice.returned", topics.NOTIFIER)
+class NoticeReturned(Payload):
+    """A notice came back undeliverable (a returned letter, a bounced email): the bureau may
+    not treat the customer as told (project extension)."""
+
+    account_id: Id
+    notice: Literal["bureau_pre_notice", "validation_notice"]
+    customer_id: Id | None = None
+    channel: Channel | None = None
+    returned_at: Instant | None = None
 
 
 # --- bureau.events -----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ CONTROLLED_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 ClockJob = Callable[[UnitOfWork, datetime], Awaitable[None]]
+Worker = Callable[[UnitOfWorkFactory, asyncio.Event], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class ServiceDefinition:
     # Run once at start, each in a unit of work the runtime commits, before any consumer starts
     # (seeding reference data such as the shipped strategy versions).
     on_start: Sequence[ClockJob] = ()
+    # Long-running loops beside the consumers (the notifier's sender), stopped with the service.
+    workers: Sequence[Worker] = ()
 
 
 Build = Callable[[ServiceSettings, Clock], ServiceDefinition]
@@ -149,6 +152,8 @@ class ServiceRuntime:
                     backoff_seconds=s.consumer_retry_backoff_seconds,
                 )
                 self._spawn(f"consumer:{spec.name}", self._keep_consuming(runner), consumer.stop)
+        for index, worker in enumerate(self.definition.workers):
+            self._spawn(f"worker:{index}", worker(self._uow, self._stop))
         self.started = True
         log.info("%s started", self.name)
 

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import services.notifier
+from services.notifier.domain.templates import Renderer
+from services.notifier.entrypoints.api import router
+from services.notifier.service_layer import (
+    Notifier,
+    batch_event_handlers,
+    event_handlers,
+    sender,
+)
+from services.notifier.settings import NotifierSettings
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
@@ -11,9 +20,25 @@ from shared.settings import ServiceSettings
 
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
+    assert isinstance(settings, NotifierSettings)
+    notifier = Notifier(
+        clock,
+        Renderer(),
+        settings.partners,
+        settings.fingerprint_key,
+        settings.creditor_name,
+        settings.retry_max_seconds,
+    )
+    events = ConsumerSpec(
+        name="events",
+        # core-banking for the customers' contact data, which only the notifier holds
+        topics=(topics.SCHEDULER, topics.CORE_BANKING),
+        handlers=event_handlers(notifier),
+        batch_handlers=batch_event_handlers(notifier),
+    )
     return ServiceDefinition(
         description=services.notifier.__doc__ or "",
-        # Until the notifier's handlers land, its consumer still validates everything it reads:
-        # unreadable records go to the dead-letter topic, the rest are acknowledged.
-        consumers=[ConsumerSpec(name="events", topics=(topics.SCHEDULER,))],
+        consumers=[events],
+        routers=[router(notifier, settings.max_webhook_bytes)],
+        workers=[sender(notifier, settings.send_concurrency, settings.send_poll_seconds)],
     )

@@ -155,7 +155,8 @@ def test_every_event_type_of_the_design_contract_is_registered_on_its_topic() ->
             "promise.made",
             "plan.agreed",
             "notice.delivered",
-            "customer.cease_requested",  # a project extension (docs/asyncapi.yaml)
+            "customer.cease_requested",  # project extensions (docs/asyncapi.yaml)
+            "notice.returned",
         },
         topics.BUREAU: {
             "bureau.report_submitted",

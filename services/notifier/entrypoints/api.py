@@ -1,0 +1,197 @@
+"""The notifier's HTTP API: partners' webhooks (signed, size-capped, rate-limited, replay-safe)
+and the contact records. Routes only translate; the service layer does the work."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+
+from services.notifier.domain import signing
+from services.notifier.service_layer import STATUSES, InboundReply, Notifier, StatusReport
+from shared.auth import require
+from shared.http import count_rejected, problem
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class StatusBody(BaseModel):
+    """A partner's report on one contact: delivery status or call disposition."""
+
+    event_id: Id
+    contact_id: Id
+    status: Literal[tuple(sorted(STATUSES))]  # type: ignore[valid-type]
+    occurred_at: AwareDatetime | None = None
+    message_id: Annotated[str, Field(max_length=128)] | None = None
+    promise_amount: Annotated[Decimal, Field(gt=0, max_digits=19, decimal_places=4)] | None = None
+    promise_date: date | None = None
+    offer_id: Annotated[str, Field(max_length=160)] | None = None
+
+
+class InboundBody(BaseModel):
+    """A customer's reply to an SMS or email, relayed by the partner."""
+
+    event_id: Id
+    channel: Literal["sms", "email"]
+    sender: Annotated[str, Field(min_length=3, max_length=254, alias="from")]
+    text: Annotated[str, Field(max_length=2000)]
+
+
+class WebhookResult(BaseModel):
+    status: Literal["applied", "duplicate", "orphaned"]
+
+
+class RateLimiter:
+    """A token bucket per partner, in this process."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str, rate: float) -> bool:
+        now = time.monotonic()
+        tokens, at = self._buckets.get(key, (rate, now))
+        tokens = min(rate, tokens + (now - at) * rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+
+def router(notifier: Notifier, max_body: int) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["notifier"])
+    limiter = RateLimiter()
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {"description": "Applied, or a replay of an event already applied (no effect)"},
+        202: {"description": "Accepted and recorded as orphaned: no such contact or address"},
+        401: {"description": "Missing, malformed, expired or wrong signature"},
+        404: {"description": "No such partner"},
+        413: {"description": "Body larger than the limit"},
+        422: {"description": "Malformed body; problem+json names the field"},
+        429: {"description": "Too many requests from this partner"},
+    }
+
+    async def verified(
+        request: Request, partner: str, signature: str | None
+    ) -> bytes | JSONResponse:
+        found = notifier.partners.get(partner)
+        if found is None:
+            return problem(404, "Not Found", "no such partner")
+        if not limiter.allow(partner, found.rate_limit_per_second):
+            return problem(429, "Too Many Requests", "rate limit exceeded for this partner")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body:
+            return problem(413, "Content Too Large", f"body over {max_body} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                return problem(413, "Content Too Large", f"body over {max_body} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        secrets = [s.get_secret_value() for s in found.webhook_secrets]
+        # Wall time on purpose: the signature guards the transport, not business time.
+        verdict = signing.verify(signature, body, secrets, time.time())
+        if not verdict.ok:
+            count_rejected(request)
+            return problem(401, "Unauthorized", verdict.reason)
+        return body
+
+    def parse(request: Request, model: type[BaseModel], body: bytes) -> BaseModel | JSONResponse:
+        try:
+            return model.model_validate(json.loads(body))
+        except (ValueError, ValidationError, InvalidOperation) as exc:
+            count_rejected(request)
+            errors = (
+                [
+                    {"field": ".".join(str(p) for p in ("body", *e["loc"])), "message": e["msg"]}
+                    for e in exc.errors(include_input=False, include_url=False)
+                ]
+                if isinstance(exc, ValidationError)
+                else [{"field": "body", "message": "not valid JSON"}]
+            )
+            return problem(
+                422,
+                "Unprocessable Content",
+                "invalid field(s): " + ", ".join(e["field"] for e in errors[:5]),
+                errors=errors,
+            )
+
+    def answer(result: str) -> JSONResponse:
+        return JSONResponse({"status": result}, status_code=202 if result == "orphaned" else 200)
+
+    @api.post(
+        "/webhooks/{partner}/status",
+        response_model=WebhookResult,
+        responses=responses,
+        summary="A partner reports a delivery status or a call disposition (signed)",
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": StatusBody.model_json_schema()}}
+            }
+        },
+    )
+    async def status(
+        partner: str,
+        request: Request,
+        signature: Annotated[str | None, Header(alias=signing.HEADER)] = None,
+    ) -> Any:
+        body = await verified(request, partner, signature)
+        if isinstance(body, JSONResponse):
+            return body
+        parsed = parse(request, StatusBody, body)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        assert isinstance(parsed, StatusBody)
+        report = StatusReport(**parsed.model_dump())
+        async with request.app.state.runtime.uow() as uow:
+            result = await notifier.status_reported(uow, partner, report)
+            await uow.commit()
+        return answer(result)
+
+    @api.post(
+        "/webhooks/{partner}/inbound",
+        response_model=WebhookResult,
+        responses=responses,
+        summary="A customer's reply relayed by a partner: STOP, disputes, offer acceptance",
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": InboundBody.model_json_schema()}}
+            }
+        },
+    )
+    async def inbound(
+        partner: str,
+        request: Request,
+        signature: Annotated[str | None, Header(alias=signing.HEADER)] = None,
+    ) -> Any:
+        body = await verified(request, partner, signature)
+        if isinstance(body, JSONResponse):
+            return body
+        parsed = parse(request, InboundBody, body)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        assert isinstance(parsed, InboundBody)
+        reply = InboundReply(parsed.event_id, parsed.channel, parsed.sender, parsed.text)
+        async with request.app.state.runtime.uow() as uow:
+            result = await notifier.reply_received(uow, partner, reply)
+            await uow.commit()
+        return answer(result)
+
+    @api.get(
+        "/accounts/{account_id}/contacts",
+        summary="Every contact with an account: channel, status, attempts and outcomes",
+        dependencies=[Depends(require("notifier:read"))],
+    )
+    async def contacts(account_id: str, request: Request) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            found = await notifier.contacts(uow, account_id)
+        return JSONResponse(json.loads(json.dumps(found, default=str)))
+
+    return api

@@ -1,0 +1,712 @@
+"""The notifier's use cases. Handlers and webhook processing take the unit of work they run in and
+never commit; the sender owns its two short transactions around each partner call.
+
+Sending, in three steps so that nothing is lost and nothing is sent twice:
+1. ``contact.requested`` is recorded as a *delivery* (the send intent), in the same transaction
+   as the inbox claim; a redelivered request finds the row and changes nothing;
+2. the sender claims due deliveries (``FOR UPDATE SKIP LOCKED``) and commits the claim, then
+   calls the partner with ``Idempotency-Key: <contact_id>`` outside any transaction;
+3. it records the result and emits ``contact.attempted``. A crash between 2 and 3 leaves the
+   claim stale; the delivery is claimed again and re-sent with the same key, which the partner
+   answers without sending again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+import httpx
+from sqlalchemy import text
+
+from services.notifier.domain import replies
+from services.notifier.domain.breaker import Breaker
+from services.notifier.domain.offers import Terms, plan_installments
+from services.notifier.domain.templates import Renderer, UnknownTemplate, offer_text
+from services.notifier.settings import Partner
+from shared.clock import Clock
+from shared.consumer import BatchHandler, Handler, PermanentError
+from shared.db import UnitOfWork, UnitOfWorkFactory
+from shared.envelope import CloudEvent, new_event
+from shared.events import (
+    ContactAttempted,
+    ContactRequested,
+    CustomerOptedOut,
+    CustomerUpserted,
+    DisputeOpened,
+    NoticeDelivered,
+    NoticeReturned,
+    Payload,
+    PlanAgreed,
+    PlanInstallment,
+    PromiseMade,
+)
+from shared.fingerprint import fingerprint
+
+log = logging.getLogger(__name__)
+SOURCE = "/arrears/notifier"
+ADDRESS = {"sms": "phone", "voice": "phone", "email": "email", "letter": "postal_address"}
+ADDRESS["field_visit"] = "postal_address"
+FINGERPRINT_KIND = {"phone": "phone", "email": "email", "postal_address": "postal"}
+NOTICES = {"bureau_pre_notice", "validation_notice"}
+STALE_CLAIM = timedelta(seconds=60)  # a claim this old belongs to a process that died
+OFFER_REPLY_WINDOW = timedelta(days=30)
+# Partner statuses (webhooks) and what they mean for the delivery.
+DELIVERY_STATUS = {"delivered": "delivered", "failed": "failed", "bounced": "failed"}
+DELIVERY_STATUS["returned"] = "returned"
+DISPOSITIONS = {
+    "no_answer",
+    "right_party",
+    "wrong_party",
+    "refused",
+    "promise_to_pay",
+    "dispute",
+    "plan_accepted",
+}
+STATUSES = set(DELIVERY_STATUS) | DISPOSITIONS
+
+
+Row = Mapping[Any, Any]  # a database row (SQLAlchemy RowMapping) or a plain dict
+
+
+def wall() -> datetime:
+    # Wall time on purpose: retry back-off and stale claims are operational, not business time.
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    event_id: str
+    contact_id: str
+    status: str
+    occurred_at: datetime | None = None
+    message_id: str | None = None
+    promise_amount: Decimal | None = None
+    promise_date: Any = None
+    offer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundReply:
+    event_id: str
+    channel: str
+    sender: str  # the customer's address, never logged
+    text: str
+
+
+class Notifier:
+    def __init__(
+        self,
+        clock: Clock,
+        renderer: Renderer,
+        partners: Sequence[Partner],
+        fingerprint_key: str,
+        creditor: str,
+        retry_max_seconds: float = 30.0,
+    ) -> None:
+        self._clock = clock
+        self._renderer = renderer
+        self.partners = {p.name: p for p in partners}
+        self._key = fingerprint_key
+        self._creditor = creditor
+        self._breakers = {p.name: Breaker() for p in partners}
+        self._retry_max = retry_max_seconds
+
+    # --- state from core-banking.events ------------------------------------------------------
+
+    async def upsert_customers(
+        self, uow: UnitOfWork, customers: Sequence[CustomerUpserted]
+    ) -> None:
+        latest = list({c.customer_id: c for c in customers}.values())
+        await uow.session.execute(
+            text("""
+                INSERT INTO customer (customer_id, full_name, phone, email, postal_address,
+                                      phone_ref, email_ref, postal_ref, locale, country,
+                                      updated_at)
+                SELECT *, CAST(:now AS timestamptz)
+                FROM unnest(CAST(:ids AS text[]), CAST(:names AS text[]),
+                            CAST(:phones AS text[]), CAST(:emails AS text[]),
+                            CAST(:postals AS text[]), CAST(:phone_refs AS text[]),
+                            CAST(:email_refs AS text[]), CAST(:postal_refs AS text[]),
+                            CAST(:locales AS text[]), CAST(:countries AS text[]))
+                ON CONFLICT (customer_id) DO UPDATE
+                SET full_name = excluded.full_name, phone = excluded.phone,
+                    email = excluded.email, postal_address = excluded.postal_address,
+                    phone_ref = excluded.phone_ref, email_ref = excluded.email_ref,
+                    postal_ref = excluded.postal_ref, locale = excluded.locale,
+                    country = excluded.country, updated_at = excluded.updated_at
+            """),
+            {
+                "ids": [c.customer_id for c in latest],
+                "names": [c.full_name for c in latest],
+                "phones": [c.phone for c in latest],
+                "emails": [c.email for c in latest],
+                "postals": [c.postal_address for c in latest],
+                "phone_refs": [fingerprint("phone", c.phone, self._key) for c in latest],
+                "email_refs": [fingerprint("email", c.email, self._key) for c in latest],
+                "postal_refs": [fingerprint("postal", c.postal_address, self._key) for c in latest],
+                "locales": [c.locale for c in latest],
+                "countries": [c.country for c in latest],
+                "now": self._clock.now(),
+            },
+        )
+
+    # --- contact.requested -------------------------------------------------------------------
+
+    def route(self, channel: str, country: str | None) -> Partner | None:
+        return next((p for p in self.partners.values() if p.serves(channel, country)), None)
+
+    async def record_requests(self, uow: UnitOfWork, requests: Sequence[ContactRequested]) -> None:
+        """The send intent, one row per contact; a request seen before changes nothing."""
+        countries: dict[str, str | None] = dict(
+            (
+                await uow.session.execute(
+                    text("""
+                        SELECT customer_id, country FROM customer
+                        WHERE customer_id = ANY(CAST(:ids AS text[]))
+                    """),
+                    {"ids": sorted({r.customer_id for r in requests})},
+                )
+            ).all()
+        )
+        rows = []
+        for r in requests:
+            if not self._renderer.has(r.template, r.channel):
+                raise PermanentError(f"template: no template {r.template} for channel {r.channel}")
+            partner = self.route(r.channel, countries.get(r.customer_id))
+            if partner is None:
+                raise PermanentError(f"channel: no partner serves {r.channel} for this country")
+            rows.append((r, partner.name))
+        now = self._clock.now()
+        await uow.session.execute(
+            text("""
+                INSERT INTO delivery (contact_id, account_id, customer_id, channel, template,
+                                      partner, locale, not_before, not_after, offer,
+                                      total_overdue, currency, days_past_due, created_at)
+                SELECT *, CAST(:now AS timestamptz)
+                FROM unnest(CAST(:ids AS text[]), CAST(:accounts AS text[]),
+                            CAST(:customers AS text[]), CAST(:channels AS text[]),
+                            CAST(:templates AS text[]), CAST(:partners AS text[]),
+                            CAST(:locales AS text[]), CAST(:not_before AS timestamptz[]),
+                            CAST(:not_after AS timestamptz[]), CAST(:offers AS jsonb[]),
+                            CAST(:overdue AS numeric[]), CAST(:currencies AS text[]),
+                            CAST(:dpd AS int[]))
+                ON CONFLICT (contact_id) DO NOTHING
+            """),
+            {
+                "ids": [r.contact_id for r, _ in rows],
+                "accounts": [r.account_id for r, _ in rows],
+                "customers": [r.customer_id for r, _ in rows],
+                "channels": [r.channel for r, _ in rows],
+                "templates": [r.template for r, _ in rows],
+                "partners": [p for _, p in rows],
+                "locales": [r.locale for r, _ in rows],
+                "not_before": [r.not_before for r, _ in rows],
+                "not_after": [r.not_after for r, _ in rows],
+                "offers": [r.offer.model_dump_json() if r.offer else None for r, _ in rows],
+                "overdue": [r.total_overdue for r, _ in rows],
+                "currencies": [r.currency for r, _ in rows],
+                "dpd": [r.days_past_due for r, _ in rows],
+                "now": now,
+            },
+        )
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def send_due(
+        self, units: UnitOfWorkFactory, http: httpx.AsyncClient, limit: int = 64
+    ) -> int:
+        """One round: expire what is past its window, claim what is due, send, record."""
+        now = self._clock.now()
+        async with units() as uow:
+            expired = await uow.session.execute(
+                text("""
+                    UPDATE delivery SET status = 'expired', outcome = 'expired',
+                           last_error = 'not sent before not_after'
+                    WHERE contact_id IN (
+                      SELECT contact_id FROM delivery
+                      WHERE status = 'pending' AND not_after <= :now
+                      LIMIT 1000 FOR UPDATE SKIP LOCKED)
+                    RETURNING contact_id, account_id, customer_id, channel
+                """),
+                {"now": now},
+            )
+            for row in expired.mappings():
+                self._attempted(uow, row, "expired", now)
+            claimed = (
+                (
+                    await uow.session.execute(
+                        text("""
+                        UPDATE delivery d
+                        SET status = 'sending', claimed_at = :wall, attempts = d.attempts + 1
+                        FROM (
+                          SELECT contact_id FROM delivery
+                          WHERE (status = 'pending' AND not_before <= :now AND not_after > :now
+                                 AND (retry_at IS NULL OR retry_at <= :wall))
+                             OR (status = 'sending' AND claimed_at < :stale)
+                          ORDER BY not_before LIMIT :limit
+                          FOR UPDATE SKIP LOCKED
+                        ) due
+                        WHERE d.contact_id = due.contact_id
+                        RETURNING d.*
+                    """),
+                        {"now": now, "wall": wall(), "stale": wall() - STALE_CLAIM, "limit": limit},
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            customers = await self._customers(uow, {r["customer_id"] for r in claimed})
+            await uow.commit()
+        if not claimed:
+            return 0
+        results = await asyncio.gather(
+            *(self._send_one(http, dict(row), customers.get(row["customer_id"])) for row in claimed)
+        )
+        async with units() as uow:
+            for row, result in zip(claimed, results, strict=True):
+                await self._record_send(uow, row, result)
+            await uow.commit()
+        return len(claimed)
+
+    async def _customers(self, uow: UnitOfWork, ids: set[str]) -> dict[str, Row]:
+        if not ids:
+            return {}
+        rows = await uow.session.execute(
+            text("SELECT * FROM customer WHERE customer_id = ANY(CAST(:ids AS text[]))"),
+            {"ids": sorted(ids)},
+        )
+        return {r["customer_id"]: r for r in rows.mappings()}
+
+    async def _send_one(
+        self, http: httpx.AsyncClient, row: dict[str, Any], customer: Row | None
+    ) -> tuple[str, str, str | None, str | None]:
+        """(verdict, detail, partner message id, rendered digest); verdict is sent, retry,
+        failed or expired. Never raises: every failure is a verdict."""
+        if self._clock.now() >= row["not_after"]:
+            return "expired", "not sent before not_after", None, None
+        partner = self.partners.get(row["partner"])
+        if partner is None:
+            return "failed", "partner no longer configured", None, None
+        address_field = ADDRESS[row["channel"]]
+        address = customer.get(address_field) if customer else None
+        if not address:
+            # The customer's data may still be on its way: retry until the window closes.
+            return "retry", f"no {address_field} on file", None, None
+        breaker = self._breakers[partner.name]
+        if not breaker.allows(time.monotonic()):
+            return "retry", "circuit open", None, None
+        overdue = row["total_overdue"] or Decimal(0)
+        currency = row["currency"] or ""
+        locale = row["locale"] or (customer or {}).get("locale")
+        context = {
+            "full_name": (customer or {}).get("full_name") or "",
+            "first_name": ((customer or {}).get("full_name") or "").split(" ")[0],
+            "postal_address": (customer or {}).get("postal_address") or "",
+            "creditor": self._creditor,
+            "account_tail": row["account_id"][-4:],
+            "overdue": overdue,
+            "currency": currency,
+            "days_past_due": row["days_past_due"] or 0,
+            "offer_text": offer_text(row["offer"], locale or "en-US", overdue, currency),
+        }
+        try:
+            rendered = self._renderer.render(row["template"], row["channel"], locale, context)
+        except UnknownTemplate as exc:
+            return "failed", str(exc), None, None
+        body = {
+            "contact_id": row["contact_id"],
+            "channel": row["channel"],
+            "to": address,
+            "subject": rendered.subject,
+            "body": rendered.body,
+            "locale": rendered.locale,
+            "not_after": row["not_after"].isoformat(),
+        }
+        try:
+            response = await http.post(
+                f"{str(partner.base_url).rstrip('/')}/v1/messages/{row['channel']}",
+                json=body,
+                headers={
+                    "Idempotency-Key": row["contact_id"],
+                    "Authorization": f"Bearer {partner.api_key.get_secret_value()}",
+                },
+                timeout=partner.timeout_seconds,
+            )
+        except httpx.HTTPError as exc:
+            breaker.failed(time.monotonic())
+            return "retry", f"partner unreachable ({type(exc).__name__})", None, rendered.digest
+        if response.status_code >= 500 or response.status_code == 429:
+            breaker.failed(time.monotonic())
+            return "retry", f"partner answered {response.status_code}", None, rendered.digest
+        breaker.succeeded()
+        if response.status_code >= 400:
+            return "failed", f"partner refused ({response.status_code})", None, rendered.digest
+        try:
+            message_id = str(response.json().get("message_id") or "") or None
+        except ValueError:
+            message_id = None
+        return "sent", "", message_id, rendered.digest
+
+    async def _record_send(
+        self,
+        uow: UnitOfWork,
+        row: Row,
+        result: tuple[str, str, str | None, str | None],
+    ) -> None:
+        verdict, detail, message_id, digest = result
+        now = self._clock.now()
+        if verdict == "retry":
+            cap = self._retry_max
+            delay = min(cap, 0.5 * 2 ** min(row["attempts"], 12)) * (0.5 + random.random())
+            await uow.session.execute(
+                text("""
+                    UPDATE delivery SET status = 'pending', retry_at = :at, last_error = :e,
+                                        rendered = coalesce(:r, rendered)
+                    WHERE contact_id = :id AND status = 'sending'
+                """),
+                {
+                    "at": wall() + timedelta(seconds=delay),
+                    "e": detail,
+                    "r": digest,
+                    "id": row["contact_id"],
+                },
+            )
+            return
+        status = {"sent": "sent", "failed": "failed", "expired": "expired"}[verdict]
+        changed = await uow.session.execute(
+            text("""
+                UPDATE delivery SET status = :s, outcome = :s, message_id = :m, rendered = :r,
+                                    last_error = nullif(:e, ''), sent_at = :sent,
+                                    address_ref = (
+                                      SELECT CASE delivery.channel
+                                        WHEN 'email' THEN c.email_ref
+                                        WHEN 'letter' THEN c.postal_ref
+                                        WHEN 'field_visit' THEN c.postal_ref
+                                        ELSE c.phone_ref END
+                                      FROM customer c WHERE c.customer_id = delivery.customer_id)
+                WHERE contact_id = :id AND status = 'sending'
+                RETURNING contact_id, account_id, customer_id, channel, address_ref
+            """),
+            {
+                "s": status,
+                "m": message_id,
+                "r": digest,
+                "e": detail,
+                "sent": now if verdict == "sent" else None,
+                "id": row["contact_id"],
+            },
+        )
+        updated = changed.mappings().first()
+        if updated is not None:
+            self._attempted(uow, updated, status, now)
+            await self._outcome(uow, updated, status, {"detail": detail} if detail else {}, now)
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    async def seen(self, uow: UnitOfWork, partner: str, event_id: str, kind: str) -> bool:
+        """Records the partner's event id; False if it was seen before (a replay: no effect)."""
+        fresh = await uow.session.execute(
+            text("""
+                INSERT INTO webhook_event (partner, event_id, kind, received_at)
+                VALUES (:p, :e, :k, :now) ON CONFLICT DO NOTHING RETURNING 1
+            """),
+            {"p": partner, "e": event_id, "k": kind, "now": self._clock.now()},
+        )
+        return fresh.first() is not None
+
+    async def orphaned(self, uow: UnitOfWork, partner: str, event_id: str) -> None:
+        await uow.session.execute(
+            text("UPDATE webhook_event SET orphaned = true WHERE partner = :p AND event_id = :e"),
+            {"p": partner, "e": event_id},
+        )
+
+    async def status_reported(self, uow: UnitOfWork, partner: str, report: StatusReport) -> str:
+        """Apply a partner's status report. Returns applied, duplicate or orphaned."""
+        if not await self.seen(uow, partner, report.event_id, "status"):
+            return "duplicate"
+        delivery = (
+            (
+                await uow.session.execute(
+                    text(
+                        "SELECT * FROM delivery WHERE contact_id = :c AND partner = :p FOR UPDATE"
+                    ),
+                    {"c": report.contact_id, "p": partner},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if delivery is None:
+            await self.orphaned(uow, partner, report.event_id)
+            return "orphaned"
+        at = report.occurred_at or self._clock.now()
+        status = DELIVERY_STATUS.get(
+            report.status, "delivered" if report.status in DISPOSITIONS else delivery["status"]
+        )
+        await uow.session.execute(
+            text("UPDATE delivery SET status = :s, outcome = :o WHERE contact_id = :c"),
+            {"s": status, "o": report.status, "c": report.contact_id},
+        )
+        detail: dict[str, Any] = {}
+        if report.status == "promise_to_pay" and report.promise_amount and report.promise_date:
+            detail = {"amount": str(report.promise_amount), "due_date": str(report.promise_date)}
+        await self._outcome(uow, delivery, report.status, detail, at)
+        self._attempted(uow, delivery, report.status, at)
+        customer, account = delivery["customer_id"], delivery["account_id"]
+        if report.status == "promise_to_pay" and report.promise_amount and report.promise_date:
+            self._publish(
+                uow,
+                customer,
+                account,
+                PromiseMade(
+                    account_id=account,
+                    amount=report.promise_amount,
+                    due_date=report.promise_date,
+                    currency=delivery["currency"],
+                    promise_id=f"{partner}:{report.event_id}",
+                ),
+            )
+        elif report.status == "dispute":
+            self._publish(
+                uow,
+                customer,
+                account,
+                DisputeOpened(account_id=account, dispute_id=f"{partner}:{report.event_id}"),
+            )
+        elif report.status == "plan_accepted":
+            await self._plan_from_offer(uow, delivery, at)
+        if delivery["template"] in NOTICES and report.status in (
+            "delivered",
+            "returned",
+            "bounced",
+        ):
+            notice = cast(Any, delivery["template"])
+            if report.status == "delivered":
+                event: Payload = NoticeDelivered(
+                    account_id=account,
+                    notice=notice,
+                    customer_id=customer,
+                    channel=delivery["channel"],
+                    delivered_at=at,
+                )
+            else:
+                event = NoticeReturned(
+                    account_id=account,
+                    notice=notice,
+                    customer_id=customer,
+                    channel=delivery["channel"],
+                    returned_at=at,
+                )
+            self._publish(uow, customer, account, event)
+        return "applied"
+
+    async def reply_received(self, uow: UnitOfWork, partner: str, reply: InboundReply) -> str:
+        if not await self.seen(uow, partner, reply.event_id, "inbound"):
+            return "duplicate"
+        kind = "phone" if reply.channel == "sms" else "email"
+        ref = fingerprint(kind, reply.sender, self._key)
+        column = "phone_ref" if kind == "phone" else "email_ref"
+        customer = await uow.session.scalar(
+            text(f"SELECT customer_id FROM customer WHERE {column} = :ref LIMIT 1"),  # noqa: S608 - a column name from a two-way choice
+            {"ref": ref},
+        )
+        if customer is None:
+            await self.orphaned(uow, partner, reply.event_id)
+            return "orphaned"
+        meaning = replies.intent(reply.text)
+        now = self._clock.now()
+        latest = (
+            (
+                await uow.session.execute(
+                    text("""
+                    SELECT * FROM delivery
+                    WHERE customer_id = :c AND channel = :ch AND status IN ('sent', 'delivered')
+                    ORDER BY sent_at DESC NULLS LAST LIMIT 1
+                """),
+                    {"c": customer, "ch": reply.channel},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        await self._outcome(
+            uow,
+            latest or {"contact_id": None, "account_id": None, "channel": reply.channel},
+            f"reply:{meaning}",
+            {},
+            now,
+        )
+        if meaning == "opt_out":
+            self._publish(
+                uow,
+                customer,
+                customer,
+                CustomerOptedOut(customer_id=customer, channel=reply.channel, address_ref=ref),
+            )
+        elif meaning == "dispute" and latest is not None:
+            self._publish(
+                uow,
+                customer,
+                latest["account_id"],
+                DisputeOpened(
+                    account_id=latest["account_id"], dispute_id=f"{partner}:{reply.event_id}"
+                ),
+            )
+        elif meaning == "accept_offer":
+            offered = (
+                (
+                    await uow.session.execute(
+                        text("""
+                        SELECT * FROM delivery
+                        WHERE customer_id = :c AND channel = :ch AND offer IS NOT NULL
+                          AND status IN ('sent', 'delivered') AND sent_at >= :since
+                        ORDER BY sent_at DESC LIMIT 1
+                    """),
+                        {"c": customer, "ch": reply.channel, "since": now - OFFER_REPLY_WINDOW},
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if offered is not None:
+                await self._plan_from_offer(uow, offered, now)
+        return "applied"
+
+    async def _plan_from_offer(self, uow: UnitOfWork, delivery: Row, at: datetime) -> None:
+        offer = delivery["offer"]
+        owed = delivery["total_overdue"]
+        if not offer or not owed or owed <= 0:
+            return
+        terms = Terms(
+            kind=offer["kind"],
+            installments=offer.get("installments"),
+            extension_days=offer.get("extension_days"),
+            settlement_percent=Decimal(str(offer["settlement_percent"]))
+            if offer.get("settlement_percent") is not None
+            else None,
+        )
+        schedule = plan_installments(terms, owed, at.date())
+        self._publish(
+            uow,
+            delivery["customer_id"],
+            delivery["account_id"],
+            PlanAgreed(
+                plan_id=f"plan-{delivery['contact_id']}",
+                account_id=delivery["account_id"],
+                kind=terms.kind,
+                installments=[PlanInstallment(due_date=d, amount=a) for d, a in schedule],
+            ),
+        )
+
+    # --- records -----------------------------------------------------------------------------
+
+    async def contacts(self, uow: UnitOfWork, account_id: str) -> list[dict[str, Any]]:
+        rows = await uow.session.execute(
+            text("""
+                SELECT d.contact_id, d.channel, d.template, d.partner, d.status, d.outcome,
+                       d.attempts, d.not_before, d.not_after, d.sent_at, d.message_id,
+                       d.rendered, d.last_error,
+                       coalesce((SELECT json_agg(json_build_object(
+                                   'outcome', o.outcome, 'at', o.at, 'detail', o.detail)
+                                   ORDER BY o.id)
+                                 FROM outcome o WHERE o.contact_id = d.contact_id), '[]')
+                         AS outcomes
+                FROM delivery d WHERE d.account_id = :a ORDER BY d.created_at, d.contact_id
+            """),
+            {"a": account_id},
+        )
+        return [dict(r) for r in rows.mappings()]
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _outcome(
+        self,
+        uow: UnitOfWork,
+        delivery: Row,
+        outcome: str,
+        detail: Row,
+        at: datetime,
+    ) -> None:
+        await uow.session.execute(
+            text("""
+                INSERT INTO outcome (contact_id, account_id, channel, outcome, detail, at)
+                VALUES (:c, :a, :ch, :o, CAST(:d AS jsonb), :at)
+            """),
+            {
+                "c": delivery["contact_id"],
+                "a": delivery["account_id"],
+                "ch": delivery["channel"],
+                "o": outcome,
+                "d": json.dumps(dict(detail)),
+                "at": at,
+            },
+        )
+
+    def _attempted(self, uow: UnitOfWork, row: Row, outcome: str, at: datetime) -> None:
+        self._publish(
+            uow,
+            row["customer_id"],
+            row["account_id"],
+            ContactAttempted(
+                contact_id=row["contact_id"],
+                account_id=row["account_id"],
+                channel=row["channel"],
+                outcome=outcome,
+                attempted_at=at,
+                customer_id=row["customer_id"],
+                address_ref=row.get("address_ref"),
+            ),
+        )
+
+    def _publish(self, uow: UnitOfWork, customer_id: str, subject: str, data: Payload) -> None:
+        uow.publish(
+            new_event(data, source=SOURCE, key=customer_id, time=self._clock.now(), subject=subject)
+        )
+
+
+def sender(
+    notifier: Notifier, concurrency: int, poll_seconds: float
+) -> Callable[[UnitOfWorkFactory, asyncio.Event], Awaitable[None]]:
+    """The sending loop the runtime runs beside the consumers."""
+
+    async def run(units: UnitOfWorkFactory, stop: asyncio.Event) -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits) as http:
+            while not stop.is_set():
+                try:
+                    busy = await notifier.send_due(units, http, limit=concurrency * 2)
+                except Exception:
+                    log.exception("send round failed; retrying")
+                    busy = 0
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+
+    return run
+
+
+def event_handlers(notifier: Notifier) -> dict[str, Handler]:
+    return {}
+
+
+def batch_event_handlers(notifier: Notifier) -> dict[str, BatchHandler]:
+    def batch(command: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> BatchHandler:
+        async def handle(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
+            await command(uow, [e.data for e in events])
+
+        return handle
+
+    return {
+        "customer.upserted": batch(notifier.upsert_customers),
+        "contact.requested": batch(notifier.record_requests),
+    }

@@ -1,0 +1,204 @@
+"""A stand-in for the partner gateways (SMS, email, dialer, print-and-mail house, field agency),
+for tests and the demo. It accepts sends for every channel, records them by idempotency key
+(a repeated key is answered with the first message id and sends nothing), and calls the
+notifier's webhooks back with signed, configurable outcomes. Faults on demand: fail with a
+status for a while, or stall.
+
+    python -m tools.partners --port 8090 --notifier http://127.0.0.1:8003
+
+Control API (no auth; loopback only): ``GET /control/sends``, ``POST /control`` (behaviour),
+``POST /control/reply`` (a customer's reply, relayed to the notifier as a signed webhook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+
+from services.notifier.domain.signing import HEADER, header_value
+
+DEFAULT_OUTCOME = {
+    "sms": "delivered",
+    "email": "delivered",
+    "letter": "delivered",
+    "voice": "no_answer",
+    "field_visit": "right_party",
+}
+
+
+@dataclass
+class Behaviour:
+    fail_status: int = 503
+    fail_until: float = 0.0  # monotonic time until which every send fails
+    stall_until: float = 0.0  # monotonic time until which every send hangs, then fails
+    # until then, a send is recorded but its answer comes too late (the caller times out)
+    slow_answer_until: float = 0.0
+    slow_answer_seconds: float = 3.0
+    callback_delay: float = 0.05
+    callbacks: bool = True
+    outcomes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OUTCOME))
+    # per contact: {"status": ..., "promise_amount": ..., "promise_date": ...}
+    contact_outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Send:
+    message_id: str
+    channel: str
+    contact_id: str
+    received_at: str
+    requests: int = 1
+
+
+@dataclass
+class Standin:
+    partner: str
+    notifier_url: str
+    secret: str
+    api_key: str
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    sends: dict[str, Send] = field(default_factory=dict)  # idempotency key -> send
+    requests: int = 0
+    refused: int = 0
+    callbacks_sent: int = 0
+    callbacks_failed: int = 0
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def callback(self, path: str, body: dict[str, Any]) -> None:
+        raw = json.dumps(body).encode()
+        url = f"{self.notifier_url.rstrip('/')}/v1/webhooks/{self.partner}/{path}"
+        for attempt in range(5):
+            headers = {
+                HEADER: header_value(self.secret, int(time.time()), raw),
+                "content-type": "application/json",
+            }
+            try:
+                async with httpx.AsyncClient(timeout=10) as http:
+                    response = await http.post(url, content=raw, headers=headers)
+                if response.status_code < 500:
+                    self.callbacks_sent += 1
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2 * 2**attempt)
+        self.callbacks_failed += 1
+
+
+def create_app(standin: Standin) -> FastAPI:
+    app = FastAPI(title="Arrears partner stand-in")
+    app.state.standin = standin
+    tasks: set[asyncio.Task[None]] = set()
+
+    def later(coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    @app.post("/v1/messages/{channel}")
+    async def send(
+        channel: str,
+        request: Request,
+        idempotency_key: str | None = Header(None),
+        authorization: str | None = Header(None),
+    ) -> JSONResponse:
+        standin.requests += 1
+        if authorization != f"Bearer {standin.api_key}":
+            standin.refused += 1
+            return JSONResponse({"error": "unauthorised"}, status_code=401)
+        if not idempotency_key:
+            return JSONResponse({"error": "Idempotency-Key required"}, status_code=400)
+        now, b = time.monotonic(), standin.behaviour
+        if now < b.stall_until:
+            await asyncio.sleep(b.stall_until - now)
+            return JSONResponse({"error": "stalled"}, status_code=504)
+        if now < b.fail_until:
+            return JSONResponse({"error": "unavailable"}, status_code=b.fail_status)
+        body = await request.json()
+        seen = standin.sends.get(idempotency_key)
+        if seen is not None:
+            seen.requests += 1
+            return JSONResponse({"message_id": seen.message_id, "duplicate": True})
+        message_id = f"m-{next(standin._ids)}"
+        contact_id = str(body.get("contact_id") or idempotency_key)
+        standin.sends[idempotency_key] = Send(
+            message_id, channel, contact_id, datetime.now(UTC).isoformat()
+        )
+        if b.callbacks:
+            outcome = dict(b.contact_outcomes.get(contact_id) or {})
+            status = outcome.pop("status", None) or b.outcomes.get(channel, "delivered")
+            report = {
+                "event_id": str(uuid.uuid4()),
+                "contact_id": contact_id,
+                "message_id": message_id,
+                "status": status,
+                **outcome,
+            }
+
+            async def report_back() -> None:
+                await asyncio.sleep(b.callback_delay)
+                await standin.callback("status", report)
+
+            later(report_back())
+        if now < b.slow_answer_until:
+            await asyncio.sleep(b.slow_answer_seconds)
+        return JSONResponse({"message_id": message_id}, status_code=202)
+
+    @app.get("/control/sends")
+    async def sends() -> dict[str, Any]:
+        return {
+            "requests": standin.requests,
+            "refused": standin.refused,
+            "sends": {
+                key: {"channel": s.channel, "requests": s.requests, "message_id": s.message_id}
+                for key, s in standin.sends.items()
+            },
+            "callbacks_sent": standin.callbacks_sent,
+            "callbacks_failed": standin.callbacks_failed,
+        }
+
+    @app.post("/control")
+    async def control(request: Request) -> dict[str, Any]:
+        changes = await request.json()
+        b, now = standin.behaviour, time.monotonic()
+        if "fail_for_seconds" in changes:
+            b.fail_until = now + float(changes["fail_for_seconds"])
+        if "fail_status" in changes:
+            b.fail_status = int(changes["fail_status"])
+        if "slow_answer_for_seconds" in changes:
+            b.slow_answer_until = now + float(changes["slow_answer_for_seconds"])
+        if "stall_for_seconds" in changes:
+            b.stall_until = now + float(changes["stall_for_seconds"])
+        for name in ("callback_delay", "callbacks"):
+            if name in changes:
+                setattr(b, name, changes[name])
+        b.outcomes.update(changes.get("outcomes", {}))
+        b.contact_outcomes.update(changes.get("contact_outcomes", {}))
+        return {"ok": True}
+
+    @app.post("/control/reply")
+    async def reply(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        event = {
+            "event_id": body.get("event_id") or str(uuid.uuid4()),
+            "channel": body["channel"],
+            "from": body["from"],
+            "text": body["text"],
+        }
+        await standin.callback("inbound", event)
+        return {"ok": True, "event_id": event["event_id"]}
+
+    return app
+
+
+def promise_outcome(amount: str, on: date) -> dict[str, Any]:
+    return {"status": "promise_to_pay", "promise_amount": amount, "promise_date": on.isoformat()}
