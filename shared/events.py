@@ -22,14 +22,27 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    field_validator,
 )
 
 from shared import topics
 
 # --- field types -----------------------------------------------------------------------------
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
-Text = Annotated[str, StringConstraints(max_length=2000)]
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000; refuse it at the door rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, strip_whitespace=True),
+    AfterValidator(_no_nul),
+]
+Text = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 MAX_MONEY = Decimal("1e15")
 
@@ -85,6 +98,11 @@ Flag = Literal["bankruptcy", "deceased", "fraud", "hardship", "legal_hold"]
 
 class Payload(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=2000)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_in_any_text(cls, value: Any) -> Any:
+        return _no_nul(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import time
 import uuid
@@ -122,7 +123,7 @@ async def world(kafka: str, infra: Infra) -> AsyncIterator[World]:
         "api_key": API_KEY,
         "webhook_secrets": [SECRET, OLD_SECRET],
         "timeout_seconds": 1.0,
-        "rate_limit_per_second": 500,
+        "rate_limit_per_second": 50,
     }
     settings = NotifierSettings(
         KAFKA_BOOTSTRAP_SERVERS=kafka,
@@ -423,3 +424,82 @@ async def test_a_dispute_reply_opens_a_dispute_on_the_last_contacted_account(wor
     )
     (opened,) = await notifier_events(world, contacted.account_id, {"dispute.opened"}, 1)
     assert opened.data.account_id == contacted.account_id  # type: ignore[attr-defined]
+
+
+def mutations(rng: random.Random) -> list[bytes]:
+    """Bodies a hostile or broken partner might send: valid shapes with wrong types, missing and
+    extra fields, huge and odd values, and bytes that are not JSON at all."""
+    base: dict[str, Any] = {
+        "event_id": "e",
+        "contact_id": "c",
+        "status": "delivered",
+        "promise_amount": "10.00",
+        "promise_date": "2026-12-24",
+        "channel": "sms",
+        "from": PHONE,
+        "text": "STOP",
+    }
+    odd: list[Any] = [
+        None,
+        0,
+        -1,
+        1e308,
+        True,
+        "",
+        "x" * 5000,
+        "\u0000",
+        "😀" * 50,
+        [],
+        {},
+        [1, [2, [3]]],
+        {"$ne": 1},
+        "9" * 400,
+        "2026-13-45",
+        "-5.00",
+        "NaN",
+        "Infinity",
+        "<script>",
+        "'; DROP TABLE delivery; --",
+    ]
+    bodies: list[bytes] = []
+    for _ in range(300):
+        body = dict(base)
+        for key in rng.sample(sorted(body), rng.randint(0, 4)):
+            if rng.random() < 0.5:
+                body.pop(key)
+            else:
+                body[key] = rng.choice(odd)
+        if rng.random() < 0.2:
+            body[rng.choice(["extra", "status", "event_id"])] = rng.choice(odd)
+        raw = json.dumps(body).encode()
+        if rng.random() < 0.15:
+            raw = bytes(rng.randrange(256) for _ in range(rng.randint(0, 200)))
+        bodies.append(raw)
+    return bodies
+
+
+async def test_a_fuzzed_body_never_yields_a_server_error(world: World) -> None:
+    rng = random.Random(20261128)
+    statuses: dict[int, int] = {}
+    for raw in mutations(rng):
+        for path in ("status", "inbound"):
+            headers = {HEADER: header_value(SECRET, int(time.time()), raw)}
+            response = await world.notifier.post(
+                f"/v1/webhooks/test-partner/{path}", content=raw, headers=headers
+            )
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert response.status_code < 500, raw[:200]
+            if response.status_code >= 400 and response.status_code != 429:
+                assert response.headers["content-type"] == "application/problem+json"
+        await asyncio.sleep(0.03)  # stay under the partner's rate limit
+    assert statuses.get(422, 0) > 100  # most mutations are malformed, and say so
+
+
+async def test_a_partner_over_its_rate_limit_gets_429(world: World) -> None:
+    body = {"event_id": "flood", "contact_id": "nope", "status": "delivered"}
+    responses = await asyncio.gather(*(world.signed("status", body) for _ in range(120)))
+    codes = [r.status_code for r in responses]
+    assert 429 in codes
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.headers["content-type"] == "application/problem+json"
+    await asyncio.sleep(2)  # let the bucket refill for whoever comes next

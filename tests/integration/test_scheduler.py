@@ -26,6 +26,7 @@ from shared.envelope import CloudEvent, decode, new_event
 from shared.events import (
     AccountFlagged,
     ClockSet,
+    DisputeOpened,
     CustomerOptedOut,
     CustomerUpserted,
     Payload,
@@ -362,3 +363,23 @@ async def test_a_country_without_a_pack_is_decided_by_the_default_pack_and_says_
     fired = next(d for d in await scheduler.until_decided(account, "fired") if d["kind"] == "fired")
     assert fired["inputs"]["pack"] == "CN@1"
     assert "no pack for GB: used the CN pack" in fired["inputs"]["notes"]
+
+
+async def test_a_dispute_from_the_notifier_stops_contact_with_its_rule_id(
+    scheduler: Scheduler,
+) -> None:
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)
+    customer, account = await delinquent_customer(scheduler, at)
+    await until_contacts(scheduler.kafka, account, 1)
+
+    opened = DisputeOpened(account_id=account, dispute_id="d-1")
+    await produce(
+        scheduler.kafka, topics.NOTIFIER, [event(opened, customer, at, "/arrears/notifier")]
+    )
+    await asyncio.sleep(1)
+    await scheduler.set_clock(scheduler.local(day + timedelta(days=15), 12))
+    later = (await until_contacts(scheduler.kafka, account, 2))[1:]
+    assert all(e.type == "contact.suppressed" for e in later)
+    assert all(e.data.reasons == ["CN.stop.dispute"] for e in later)  # type: ignore[attr-defined]

@@ -169,3 +169,11 @@ def test_every_event_type_of_the_design_contract_is_registered_on_its_topic() ->
     for name, spec in REGISTRY.items():
         actual.setdefault(spec.topic, set()).add(name)
     assert actual == expected
+
+
+def test_a_nul_character_in_any_text_field_is_refused() -> None:
+    event = payment_posted(customer="C42")
+    key, value, headers = encode(event)
+    poisoned = value.replace(b'"currency":"CNY"', b'"currency":"CNY","payment_id":"P\\u0000"')
+    with pytest.raises(InvalidEvent, match="payment_id"):
+        decode(key, poisoned, headers)

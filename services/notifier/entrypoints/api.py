@@ -16,9 +16,8 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from services.notifier.domain import signing
 from services.notifier.service_layer import STATUSES, InboundReply, Notifier, StatusReport
 from shared.auth import require
+from shared.events import Id, Text
 from shared.http import count_rejected, problem
-
-Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class StatusBody(BaseModel):
@@ -28,10 +27,10 @@ class StatusBody(BaseModel):
     contact_id: Id
     status: Literal[tuple(sorted(STATUSES))]  # type: ignore[valid-type]
     occurred_at: AwareDatetime | None = None
-    message_id: Annotated[str, Field(max_length=128)] | None = None
+    message_id: Id | None = None
     promise_amount: Annotated[Decimal, Field(gt=0, max_digits=19, decimal_places=4)] | None = None
     promise_date: date | None = None
-    offer_id: Annotated[str, Field(max_length=160)] | None = None
+    offer_id: Id | None = None
 
 
 class InboundBody(BaseModel):
@@ -39,8 +38,8 @@ class InboundBody(BaseModel):
 
     event_id: Id
     channel: Literal["sms", "email"]
-    sender: Annotated[str, Field(min_length=3, max_length=254, alias="from")]
-    text: Annotated[str, Field(max_length=2000)]
+    sender: Annotated[Text, Field(min_length=3, max_length=254, alias="from")]
+    text: Text
 
 
 class WebhookResult(BaseModel):
