@@ -26,9 +26,9 @@ from shared.envelope import CloudEvent, decode, new_event
 from shared.events import (
     AccountFlagged,
     ClockSet,
-    DisputeOpened,
     CustomerOptedOut,
     CustomerUpserted,
+    DisputeOpened,
     Payload,
     PaymentMissed,
     PaymentReceived,
