@@ -45,6 +45,7 @@ bench: venv
 	$(PY) -m bench.backbone
 	$(PY) -m bench.ledger
 	$(PY) -m bench.scheduler
+	$(PY) -m bench.notifier
 
 clean: down
 	rm -rf .stack

@@ -28,6 +28,7 @@ from typing import Any, cast
 import httpx
 from sqlalchemy import text
 
+from services.notifier.adapters import ADAPTERS, Message
 from services.notifier.domain import replies
 from services.notifier.domain.breaker import Breaker
 from services.notifier.domain.offers import Terms, plan_installments
@@ -223,7 +224,11 @@ class Notifier:
     # --- sending -----------------------------------------------------------------------------
 
     async def send_due(
-        self, units: UnitOfWorkFactory, http: httpx.AsyncClient, limit: int = 64
+        self,
+        units: UnitOfWorkFactory,
+        http: httpx.AsyncClient,
+        limit: int = 128,
+        concurrency: int = 16,
     ) -> int:
         """One round: expire what is past its window, claim what is due, send, record."""
         now = self._clock.now()
@@ -269,9 +274,13 @@ class Notifier:
             await uow.commit()
         if not claimed:
             return 0
-        results = await asyncio.gather(
-            *(self._send_one(http, dict(row), customers.get(row["customer_id"])) for row in claimed)
-        )
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(row: Row) -> tuple[str, str, str | None, str | None]:
+            async with gate:
+                return await self._send_one(http, dict(row), customers.get(row["customer_id"]))
+
+        results = await asyncio.gather(*(one(row) for row in claimed))
         async with units() as uow:
             for row, result in zip(claimed, results, strict=True):
                 await self._record_send(uow, row, result)
@@ -323,39 +332,14 @@ class Notifier:
             rendered = self._renderer.render(row["template"], row["channel"], locale, context)
         except UnknownTemplate as exc:
             return "failed", str(exc), None, None
-        body = {
-            "contact_id": row["contact_id"],
-            "channel": row["channel"],
-            "to": address,
-            "subject": rendered.subject,
-            "body": rendered.body,
-            "locale": rendered.locale,
-            "not_after": row["not_after"].isoformat(),
-        }
-        try:
-            response = await http.post(
-                f"{str(partner.base_url).rstrip('/')}/v1/messages/{row['channel']}",
-                json=body,
-                headers={
-                    "Idempotency-Key": row["contact_id"],
-                    "Authorization": f"Bearer {partner.api_key.get_secret_value()}",
-                },
-                timeout=partner.timeout_seconds,
-            )
-        except httpx.HTTPError as exc:
+        answer = await ADAPTERS[row["channel"]].send(
+            http, partner, Message(row["contact_id"], address, rendered, row["not_after"])
+        )
+        if answer.transient:
             breaker.failed(time.monotonic())
-            return "retry", f"partner unreachable ({type(exc).__name__})", None, rendered.digest
-        if response.status_code >= 500 or response.status_code == 429:
-            breaker.failed(time.monotonic())
-            return "retry", f"partner answered {response.status_code}", None, rendered.digest
-        breaker.succeeded()
-        if response.status_code >= 400:
-            return "failed", f"partner refused ({response.status_code})", None, rendered.digest
-        try:
-            message_id = str(response.json().get("message_id") or "") or None
-        except ValueError:
-            message_id = None
-        return "sent", "", message_id, rendered.digest
+        elif answer.verdict != "retry":
+            breaker.succeeded()
+        return answer.verdict, answer.detail, answer.message_id, rendered.digest
 
     async def _record_send(
         self,
@@ -684,7 +668,9 @@ def sender(
         async with httpx.AsyncClient(limits=limits) as http:
             while not stop.is_set():
                 try:
-                    busy = await notifier.send_due(units, http, limit=concurrency * 2)
+                    busy = await notifier.send_due(
+                        units, http, limit=concurrency * 4, concurrency=concurrency
+                    )
                 except Exception:
                     log.exception("send round failed; retrying")
                     busy = 0

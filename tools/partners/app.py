@@ -153,6 +153,10 @@ def create_app(standin: Standin) -> FastAPI:
             await asyncio.sleep(b.slow_answer_seconds)
         return JSONResponse({"message_id": message_id}, status_code=202)
 
+    @app.get("/control/count")
+    async def count() -> dict[str, int]:
+        return {"sends": len(standin.sends), "requests": standin.requests}
+
     @app.get("/control/sends")
     async def sends() -> dict[str, Any]:
         return {
