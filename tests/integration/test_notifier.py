@@ -175,15 +175,22 @@ async def customer(w: World) -> str:
 def request(
     w: World,
     customer_id: str,
+    account_id: str | None = None,
     channel: str = "sms",
     template: str = "reminder_soft",
     window: timedelta = timedelta(hours=10),
     offer: ContactOffer | None = None,
     **extra: Any,
 ) -> ContactRequested:
+    fields: dict[str, Any] = {
+        "total_overdue": Decimal("900.00"),
+        "currency": "CNY",
+        "days_past_due": 12,
+        "locale": "zh-CN",
+    } | extra
     return ContactRequested(
         contact_id=str(uuid.uuid4()),
-        account_id=f"NA-{uuid.uuid4().hex[:8]}",
+        account_id=account_id or f"NA-{uuid.uuid4().hex[:8]}",
         customer_id=customer_id,
         channel=channel,
         template=template,
@@ -191,12 +198,8 @@ def request(
         not_after=w.now() + window,
         strategy="early-and-late",
         variant="champion",
-        total_overdue=Decimal("900.00"),
-        currency="CNY",
-        days_past_due=12,
-        locale="zh-CN",
         offer=offer,
-        **extra,
+        **fields,
     )
 
 
