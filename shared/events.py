@@ -407,6 +407,10 @@ class NoticeReturned(Payload):
 class ReportSubmitted(Payload):
     account_id: Id
     cycle: Id
+    # project extensions (optional)
+    customer_id: Id | None = None
+    status: Id | None = None  # Metro 2 account status, or the CN five-level class
+    compliance_code: Id | None = None  # XB while disputed, XC / XH after
 
 
 @event_type("bureau.report_blocked", topics.BUREAU)
@@ -414,12 +418,17 @@ class ReportBlocked(Payload):
     account_id: Id
     cycle: Id
     reasons: Annotated[list[Id], Field(min_length=1)]
+    customer_id: Id | None = None  # project extension
 
 
 @event_type("bureau.report_corrected", topics.BUREAU)
 class ReportCorrected(Payload):
     account_id: Id
     cycle: Id
+    # project extensions (optional)
+    customer_id: Id | None = None
+    status: Id | None = None
+    previous_status: Id | None = None
 
 
 # --- system.clock ------------------------------------------------------------------------------

@@ -2,22 +2,60 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import datetime
+
+import httpx
+
 import services.bureau
+from services.bureau.entrypoints.api import router
+from services.bureau.service_layer import Bureau, batch_event_handlers, event_handlers
+from services.bureau.settings import BureauSettings
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
+from shared.db import UnitOfWork, UnitOfWorkFactory
 from shared.service import ServiceDefinition
 from shared.settings import ServiceSettings
 
+log = logging.getLogger(__name__)
+
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
+    assert isinstance(settings, BureauSettings)
+    bureau = Bureau(clock, settings)
+    events = ConsumerSpec(
+        name="events",
+        topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING),
+        handlers=event_handlers(bureau),
+        batch_handlers=batch_event_handlers(bureau),
+    )
+    moved = asyncio.Event()
+
+    async def on_clock(uow: UnitOfWork, now: datetime) -> None:
+        moved.set()  # the cycle runs in its own transactions, in the worker below
+
+    async def cycles(units: UnitOfWorkFactory, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient() as http:
+            while not stop.is_set():
+                waiter = asyncio.create_task(moved.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                moved.clear()
+                if stop.is_set():
+                    break
+                try:
+                    await bureau.run_cycle(units, http)
+                except Exception:
+                    log.exception("reporting cycle failed; resuming on the next move")
+
     return ServiceDefinition(
         description=services.bureau.__doc__ or "",
-        # Until the bureau's handlers land, its consumer still validates everything it reads:
-        # unreadable records go to the dead-letter topic, the rest are acknowledged.
-        consumers=[
-            ConsumerSpec(
-                name="events", topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING)
-            )
-        ],
+        consumers=[events],
+        routers=[router()],
+        clock_jobs=[on_clock],
+        workers=[cycles],
     )

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Literal
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -12,3 +14,13 @@ class BureauSettings(ServiceSettings):
 
     service_name: ClassVar[str] = "bureau"
     default_port: ClassVar[int] = 8004
+
+    cycle: Literal["monthly", "daily"] = "monthly"
+    pre_notice_days: int = Field(14, ge=0, le=90)
+    notice_wait_days: int = Field(14, ge=0, le=90)
+    archive_dir: Path = Path(".stack/bureau/archive")
+    drop_dir: Path | None = Path(".stack/bureau/drop")  # a bureau's inbox folder, or none
+    endpoint: str | None = None  # a bureau's HTTP endpoint (files POSTed there), or none
+    reporter_id: str = "ARREARS0001"
+    reporter_name: str = "ARREARS BANK"
+    reporter_address: str = "1 COLLECTION WAY, NEW YORK, NY 10001"

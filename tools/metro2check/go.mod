@@ -1,0 +1,3 @@
+module arrears.local/metro2check
+
+go 1.22
