@@ -108,7 +108,7 @@ def decide(facts: Facts, now: datetime, rules: Rules) -> Verdict:
     negative = facts.days_past_due >= 30
     was_negative = facts.reported_status in NEGATIVE_STATUSES
     code = compliance_code(facts.dispute)
-    if not negative and not was_negative and not (facts.reported_status and code):
+    if not negative and not was_negative:
         return Verdict("skipped")
     failed: list[str] = []
     # Gates every record must pass, favourable or not.
