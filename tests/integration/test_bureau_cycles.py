@@ -1,0 +1,135 @@
+"""A reporting cycle that dies half way resumes without deciding or submitting any record twice."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.bureau import service_layer
+from services.bureau.service_layer import Bureau
+from services.bureau.settings import BureauSettings
+from shared.clock import ControlledClock
+from shared.db import asyncpg_dsn, make_engine, uow_factory
+from tests.support.databases import migrated_database
+from tests.support.infra import Infra
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+NOW = datetime(2026, 12, 10, 12, tzinfo=UTC)
+
+
+async def seed(url: str, n: int) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.copy_records_to_table(
+            "customer",
+            records=[
+                (
+                    f"C{i:05d}",
+                    "Jane Q Public",
+                    "123456789",
+                    date(1980, 5, 17),
+                    "12 Elm St, Springfield, IL 62701",
+                    "US",
+                    NOW,
+                )
+                for i in range(n)
+            ],
+            columns=[
+                "customer_id",
+                "full_name",
+                "national_id",
+                "birth_date",
+                "postal_address",
+                "country",
+                "updated_at",
+            ],
+        )
+        await conn.copy_records_to_table(
+            "account",
+            records=[
+                (
+                    f"A{i:05d}",
+                    f"C{i:05d}",
+                    "USD",
+                    "30-59",
+                    40,
+                    500,
+                    date(2026, 10, 31),
+                    NOW - timedelta(days=20),
+                    NOW,
+                )
+                for i in range(n)
+            ],
+            columns=[
+                "account_id",
+                "customer_id",
+                "currency",
+                "bucket",
+                "days_past_due",
+                "overdue",
+                "first_delinquency",
+                "conversation_at",
+                "updated_at",
+            ],
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_cycle_that_dies_half_way_resumes_and_reports_each_account_once(
+    infra: Infra, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await migrated_database(
+        infra.admin_url, f"arrears_bureau_c{uuid.uuid4().hex[:6]}", "bureau"
+    )
+    await seed(url, 25)
+    settings = BureauSettings(
+        database_url=url,
+        cycle="daily",
+        archive_dir=tmp_path / "archive",
+        drop_dir=tmp_path / "drop",
+    )
+    engine = make_engine(url)
+    units = uow_factory(engine)
+    bureau = Bureau(ControlledClock(NOW), settings)
+    monkeypatch.setattr(service_layer, "CHUNK", 10)
+    calls = {"n": 0}
+    real = Bureau._decide_chunk
+
+    async def dies_on_the_third_chunk(self: Bureau, *args: Any) -> str | None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed")
+        return await real(self, *args)
+
+    monkeypatch.setattr(Bureau, "_decide_chunk", dies_on_the_third_chunk)
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            await bureau.run_cycle(units)
+        async with engine.connect() as conn:
+            half = (await conn.exec_driver_sql("SELECT count(*) FROM report")).scalar_one()
+        assert half == 20  # two chunks committed, the third lost with the crash
+
+        assert await bureau.run_cycle(units) == "2026-12-10"  # resumed
+        assert await bureau.run_cycle(units) is None  # already submitted: nothing again
+        async with engine.connect() as conn:
+            rows = (
+                await conn.exec_driver_sql(
+                    "SELECT account_id, count(*) FROM report GROUP BY account_id"
+                )
+            ).all()
+            outbox = (await conn.exec_driver_sql("SELECT count(*) FROM outbox")).scalar_one()
+        assert len(rows) == 25
+        assert all(row[1] == 1 for row in rows)
+        assert outbox == 25  # one bureau.report_submitted per account
+        (dropped,) = list((tmp_path / "drop").iterdir())
+        lines = dropped.read_text().splitlines()
+        assert len(lines) == 25 + 2  # header, 25 base segments, trailer
+        assert len({line[42:72] for line in lines[1:-1]}) == 25
+    finally:
+        await engine.dispose()
