@@ -528,35 +528,46 @@ class Bureau:
             )
             if exists:
                 continue
-            lines = (
-                await uow.session.execute(
+            # Streamed to a temporary file, hashed on the way: a cycle's file may not fit in
+            # memory. Named by its checksum once complete, then made read-only.
+            folder = Path(self._settings.archive_dir) / cycle
+            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+            partial = folder / f"{country}.partial"
+            digest = hashlib.sha256()
+            totals = metro2.Totals()
+            count = 0
+            with partial.open("wb") as out:
+
+                def write(text_line: str) -> None:
+                    data = (text_line + "\n").encode()
+                    digest.update(data)
+                    out.write(data)
+
+                if country == "US":
+                    write(metro2.header(self._reporter, now.date(), now.date()))
+                streamed = await uow.session.stream(
                     text("""
-                        SELECT account_id, line FROM report
+                        SELECT line FROM report
                         WHERE cycle_id = :c AND country = :k AND line IS NOT NULL
                         ORDER BY account_id
                     """),
                     {"c": cycle, "k": country},
                 )
-            ).all()
-            if not lines:
+                async for rows in streamed.partitions(CHUNK):
+                    for (line,) in rows:
+                        write(line)
+                        count += 1
+                        if country == "US":
+                            totals.add(line)
+                if country == "US" and count:
+                    write(totals.trailer())
+            if not count:
+                await asyncio.to_thread(partial.unlink)
                 continue
-            body = [line for _, line in lines]
-            if country == "US":
-                body = [
-                    metro2.header(self._reporter, now.date(), now.date()),
-                    *body,
-                    metro2.trailer(body),
-                ]
-            content = ("\n".join(body) + "\n").encode()
-            digest = hashlib.sha256(content).hexdigest()
-            folder = Path(self._settings.archive_dir) / cycle
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{country}-{digest[:16]}.{suffix}"
-            if not path.exists():
-                partial = path.with_suffix(".partial")
-                partial.write_bytes(content)
-                os.chmod(partial, 0o444)  # archived immutably
-                partial.replace(path)
+            checksum = digest.hexdigest()
+            path = folder / f"{country}-{checksum[:16]}.{suffix}"
+            await asyncio.to_thread(os.chmod, partial, 0o444)  # archived immutably
+            await asyncio.to_thread(partial.replace, path)
             await uow.session.execute(
                 text("""
                     INSERT INTO bureau_file (file_id, cycle_id, country, format, path, records,
@@ -564,12 +575,12 @@ class Bureau:
                     VALUES (:id, :c, :k, :f, :p, :n, :now) ON CONFLICT DO NOTHING
                 """),
                 {
-                    "id": digest,
+                    "id": checksum,
                     "c": cycle,
                     "k": country,
                     "f": fmt,
                     "p": str(path),
-                    "n": len(lines),
+                    "n": count,
                     "now": now,
                 },
             )
@@ -578,7 +589,7 @@ class Bureau:
                     UPDATE report SET file_id = :id
                     WHERE cycle_id = :c AND country = :k AND line IS NOT NULL
                 """),
-                {"id": digest, "c": cycle, "k": country},
+                {"id": checksum, "c": cycle, "k": country},
             )
 
     async def _submit(
@@ -656,6 +667,15 @@ class Bureau:
                     {"c": cycle, "now": self._clock.now()},
                 )
                 await uow.commit()
+
+
+def _writer(out: Any, digest: Any) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        data = (line + "\n").encode()
+        digest.update(data)
+        out.write(data)
+
+    return write
 
 
 def _drop(source: str, folder: Path) -> str:

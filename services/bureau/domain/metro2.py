@@ -274,26 +274,40 @@ def base(reporter: Reporter, record: Base, stamp: datetime) -> str:
     )
 
 
+class Totals:
+    """The trailer's control totals, kept as base segments are written (a file can be far
+    larger than what should sit in memory)."""
+
+    def __init__(self) -> None:
+        self.statuses: Counter[str] = Counter()
+        self.total = self.ssns = self.births = 0
+
+    def add(self, record: str) -> None:
+        self.total += 1
+        self.statuses[record[123:125]] += 1
+        self.ssns += record[297:306] != "0" * 9
+        self.births += record[306:314] != "0" * 8
+
+    def trailer(self) -> str:
+        values: dict[str, object] = {
+            "RecordDescriptorWord": "0426",
+            "RecordIdentifier": "TRAILER",
+            "TotalBaseRecords": self.total,
+            "BlockCount": 0,
+            "TotalSocialNumbersAllSegments": self.ssns,
+            "TotalSocialNumbersBaseSegments": self.ssns,
+            "TotalDatesBirthAllSegments": self.births,
+            "TotalDatesBirthBaseSegments": self.births,
+        }
+        values |= {f"TotalStatusCode{code}": self.statuses[code] for code in TRAILER_STATUS_CODES}
+        return _put(TRAILER_FIELDS, values)
+
+
 def trailer(bases: Iterable[str]) -> str:
-    statuses: Counter[str] = Counter()
-    total = ssns = births = 0
+    totals = Totals()
     for record in bases:
-        total += 1
-        statuses[record[123:125]] += 1
-        ssns += record[297:306] != "0" * 9
-        births += record[306:314] != "0" * 8
-    values: dict[str, object] = {
-        "RecordDescriptorWord": "0426",
-        "RecordIdentifier": "TRAILER",
-        "TotalBaseRecords": total,
-        "BlockCount": 0,
-        "TotalSocialNumbersAllSegments": ssns,
-        "TotalSocialNumbersBaseSegments": ssns,
-        "TotalDatesBirthAllSegments": births,
-        "TotalDatesBirthBaseSegments": births,
-    }
-    values |= {f"TotalStatusCode{code}": statuses[code] for code in TRAILER_STATUS_CODES}
-    return _put(TRAILER_FIELDS, values)
+        totals.add(record)
+    return totals.trailer()
 
 
 def decode(record: str) -> dict[str, str]:
