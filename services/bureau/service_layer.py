@@ -537,12 +537,7 @@ class Bureau:
             totals = metro2.Totals()
             count = 0
             with partial.open("wb") as out:
-
-                def write(text_line: str) -> None:
-                    data = (text_line + "\n").encode()
-                    digest.update(data)
-                    out.write(data)
-
+                write = _writer(out, digest)
                 if country == "US":
                     write(metro2.header(self._reporter, now.date(), now.date()))
                 streamed = await uow.session.stream(
