@@ -46,6 +46,7 @@ bench: venv
 	$(PY) -m bench.ledger
 	$(PY) -m bench.scheduler
 	$(PY) -m bench.notifier
+	$(PY) -m bench.bureau
 
 clean: down
 	rm -rf .stack
