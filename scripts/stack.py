@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import pwd
 import secrets
@@ -67,6 +68,8 @@ class StackConfig:
         }
     )
     kafka_heap: str = os.environ.get("ARREARS_KAFKA_HEAP", "768m")
+    # the partner stand-in (tools/partners) the notifier sends to in dev
+    partners_port: int = int(os.environ.get("ARREARS_PARTNERS_PORT", "8090"))
 
     @property
     def bootstrap(self) -> str:
@@ -499,12 +502,54 @@ def migrate(cfg: StackConfig) -> None:
 
 def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
     prefix = service.upper()
-    return {
+    env = {
         "ARREARS_ENV": os.environ.get("ARREARS_ENV", "dev"),
         "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap,
         f"{prefix}_DATABASE_URL": service_database_url(cfg, service),
         f"{prefix}_HTTP_PORT": str(cfg.service_ports[service]),
     }
+    if service == "notifier" and "NOTIFIER_PARTNERS" not in os.environ:
+        from services.notifier.settings import dev_partner
+
+        partner = dev_partner(f"http://127.0.0.1:{cfg.partners_port}")
+        env["NOTIFIER_PARTNERS"] = json.dumps(
+            [
+                partner.model_dump(mode="json")
+                | {
+                    "api_key": partner.api_key.get_secret_value(),
+                    "webhook_secrets": [s.get_secret_value() for s in partner.webhook_secrets],
+                }
+            ]
+        )
+    if service == "bureau":
+        env.setdefault("BUREAU_ARCHIVE_DIR", str(cfg.state_dir / "bureau" / "archive"))
+        env.setdefault("BUREAU_DROP_DIR", str(cfg.state_dir / "bureau" / "drop"))
+    return env
+
+
+def start_partners(cfg: StackConfig) -> None:
+    """The partner stand-in, so that what the notifier sends in dev goes somewhere and comes
+    back as signed webhooks."""
+    if running_pid(cfg, "partners") is not None:
+        log("partners already running")
+        return
+    notifier = f"http://127.0.0.1:{cfg.service_ports['notifier']}"
+    spawn(
+        cfg,
+        "partners",
+        [
+            sys.executable,
+            "-m",
+            "tools.partners",
+            "--port",
+            str(cfg.partners_port),
+            "--notifier",
+            notifier,
+        ],
+        {},
+    )
+    wait_for("partner stand-in", lambda: port_open(cfg.partners_port), 30)
+    log(f"partner stand-in on 127.0.0.1:{cfg.partners_port}")
 
 
 def readyz(port: int) -> tuple[int, str]:
@@ -518,6 +563,7 @@ def readyz(port: int) -> tuple[int, str]:
 
 
 def start_services(cfg: StackConfig) -> None:
+    start_partners(cfg)
     for service in SERVICES:
         if running_pid(cfg, service) is not None:
             log(f"{service} already running")
@@ -551,7 +597,7 @@ def up(cfg: StackConfig, *, services: bool = True) -> None:
 
 
 def down(cfg: StackConfig) -> None:
-    for service in SERVICES:
+    for service in (*SERVICES, "partners"):
         if terminate(cfg, service, grace=30):
             log(f"stopped {service}")
     if terminate(cfg, "kafka", grace=60):
@@ -571,6 +617,8 @@ def status(cfg: StackConfig) -> int:
         alive = (data / "postmaster.pid").exists() and port_open(cfg.pg_port)
         print(f"postgres   {'up' if alive else 'down':5} 127.0.0.1:{cfg.pg_port}")
         problems += not alive
+    partners = running_pid(cfg, "partners") is not None and port_open(cfg.partners_port)
+    print(f"partners   {'up' if partners else 'down':5} http://127.0.0.1:{cfg.partners_port}")
     for service in SERVICES:
         port = cfg.service_ports[service]
         code, _ = readyz(port) if running_pid(cfg, service) else (0, "")
@@ -581,7 +629,7 @@ def status(cfg: StackConfig) -> int:
 
 
 def logs(cfg: StackConfig, component: str | None, lines: int) -> None:
-    names = [component] if component else ["kafka", *SERVICES]
+    names = [component] if component else ["kafka", *SERVICES, "partners"]
     for name in names:
         path = (
             cfg.state_dir / "pg" / "postgres.log"

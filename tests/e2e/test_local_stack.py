@@ -38,6 +38,7 @@ def test_up_brings_every_service_ready_and_down_leaves_no_process(tmp_path: Path
         "ARREARS_KAFKA_CONTROLLER_PORT": "29093",
         "ARREARS_PG_PORT": "25432",
         "ARREARS_TOPIC_PARTITIONS": "3",
+        "ARREARS_PARTNERS_PORT": "28090",
     }
     env.pop("DATABASE_URL", None)
     cfg = stack.StackConfig(
@@ -47,6 +48,7 @@ def test_up_brings_every_service_ready_and_down_leaves_no_process(tmp_path: Path
         pg_port=25432,
         database_url=None,
         service_ports=dict(PORTS),
+        partners_port=28090,
     )
     launcher = [sys.executable, "-m", "scripts.stack"]
     # The launcher reads the service ports from the same defaults the settings use; here they
@@ -76,7 +78,7 @@ def test_up_brings_every_service_ready_and_down_leaves_no_process(tmp_path: Path
         assert status.returncode == 0, status.stdout
         print(f"stack up in {elapsed:.1f}s")
     finally:
-        pids = {n: stack.running_pid(cfg, n) for n in ("kafka", *PORTS)}
+        pids = {n: stack.running_pid(cfg, n) for n in ("kafka", "partners", *PORTS)}
         down = subprocess.run(
             [*launcher, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
         )
