@@ -74,6 +74,8 @@ WRITTEN = {"letter", "email"}  # a delivered one is a mailed or electronic commu
 
 FACTS_SQL = text("""
     SELECT a.*, c.full_name, c.national_id, c.birth_date, c.postal_address, c.country,
+           (a.rejected_at IS NOT NULL AND a.updated_at <= a.rejected_at
+            AND (c.updated_at IS NULL OR c.updated_at <= a.rejected_at)) AS rejected_unchanged,
            ARRAY(SELECT f.flag FROM flag f
                  WHERE f.customer_id = a.customer_id AND f.active
                    AND f.account_id IN ('', a.account_id)) AS flags
@@ -359,6 +361,7 @@ class Bureau:
                 and row["overdue"] >= 0
                 and (row["days_past_due"] == 0 or row["overdue"] > 0),
                 reported_status=row["reported_status"],
+                rejected_unchanged=row["rejected_unchanged"],
             )
             verdict = decide(facts, now, self._rules)
             if verdict.kind == "skipped":
@@ -650,6 +653,22 @@ class Bureau:
                             WHERE r.cycle_id = :c AND r.account_id = u.id
                         """),
                         {"c": cycle, "ids": list(acks), "acks": list(acks.values())},
+                    )
+                    # A rejected record is not sent again until something about it changes;
+                    # what it last reported stands as it was before.
+                    rejected = [a for a, ack in acks.items() if ack == "rejected"]
+                    await uow.session.execute(
+                        text("""
+                            UPDATE account a
+                            SET rejected_at = :now,
+                                reported_status = (
+                                  SELECT r.status FROM report r
+                                  WHERE r.account_id = a.account_id AND r.cycle_id < :c
+                                    AND r.kind <> 'blocked' AND r.ack IS DISTINCT FROM 'rejected'
+                                  ORDER BY r.cycle_id DESC LIMIT 1)
+                            WHERE a.account_id = ANY(CAST(:ids AS text[]))
+                        """),
+                        {"now": self._clock.now(), "c": cycle, "ids": rejected},
                     )
                 await uow.commit()
         if done:

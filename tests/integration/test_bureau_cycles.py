@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from services.bureau import service_layer
 from services.bureau.service_layer import Bureau
 from services.bureau.settings import BureauSettings
 from shared.clock import ControlledClock
 from shared.db import asyncpg_dsn, make_engine, uow_factory
+from shared.events import CustomerUpserted
 from tests.support.databases import migrated_database
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 NOW = datetime(2026, 12, 10, 12, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def seed(url: str, n: int) -> None:
@@ -134,4 +150,94 @@ async def test_a_cycle_that_dies_half_way_resumes_and_reports_each_account_once(
         assert len(lines) == 25 + 2  # header, 25 base segments, trailer
         assert len({line[42:72] for line in lines[1:-1]}) == 25
     finally:
+        await engine.dispose()
+
+
+async def test_a_rejected_record_is_held_until_its_data_changes(
+    infra: Infra, tmp_path: Path
+) -> None:
+    url = await migrated_database(
+        infra.admin_url, f"arrears_bureau_r{uuid.uuid4().hex[:6]}", "bureau"
+    )
+    await seed(url, 5)
+    received: list[str] = []
+
+    async def bureau_endpoint(request: Request) -> JSONResponse:
+        assert request.headers["Idempotency-Key"]
+        body = (await request.body()).decode().splitlines()
+        accounts = [line[42:72].strip() for line in body[1:-1]]
+        received.extend(accounts)
+        return JSONResponse(
+            {
+                "records": [
+                    {"account_id": a, "status": "rejected" if a == "A00003" else "accepted"}
+                    for a in accounts
+                ]
+            }
+        )
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/files", bureau_endpoint, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    settings = BureauSettings(
+        database_url=url,
+        cycle="daily",
+        archive_dir=tmp_path / "archive",
+        drop_dir=None,
+        endpoint=f"http://127.0.0.1:{port}/files",
+    )
+    engine = make_engine(url)
+    units = uow_factory(engine)
+    clock = ControlledClock(NOW)
+    bureau = Bureau(clock, settings)
+    try:
+        async with httpx.AsyncClient() as http:
+            while not server.started:
+                await asyncio.sleep(0.02)
+            await bureau.run_cycle(units, http)
+            await clock.set(NOW + timedelta(days=1))
+            await bureau.run_cycle(units, http)
+            await clock.set(NOW + timedelta(days=2))
+            async with units() as uow:  # the customer's data changes
+                await bureau.upsert_customers(
+                    uow,
+                    [
+                        CustomerUpserted(
+                            customer_id="C00003",
+                            full_name="Jane Q Public",
+                            national_id="123456789",
+                            birth_date=date(1980, 5, 17),
+                            postal_address="14 Elm St, Springfield, IL 62701",
+                            timezone="UTC",
+                            locale="en-US",
+                            country="US",
+                        )
+                    ],
+                )
+                await uow.commit()
+            await clock.set(NOW + timedelta(days=2, hours=1))
+            await bureau.run_cycle(units, http)
+        async with engine.connect() as conn:
+            found = await conn.exec_driver_sql(
+                "SELECT cycle_id, kind, reasons, ack FROM report WHERE account_id = 'A00003' "
+                "ORDER BY cycle_id"
+            )
+            history = [tuple(row) for row in found.all()]
+        assert history == [
+            ("2026-12-10", "submitted", [], "rejected"),
+            ("2026-12-11", "blocked", ["US.bureau.rejected-unchanged"], None),
+            ("2026-12-12", "submitted", [], "rejected"),
+        ]
+        assert received.count("A00001") == 3  # the others went every cycle
+        assert received.count("A00003") == 2
+    finally:
+        server.should_exit = True
+        await serving
         await engine.dispose()

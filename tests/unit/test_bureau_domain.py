@@ -96,6 +96,12 @@ def test_bankruptcy_legal_hold_identity_and_reconciliation_block() -> None:
     assert decide(facts(reconciled=False), NOW, RULES).failed == ("US.bureau.reconciled",)
 
 
+def test_a_record_the_bureau_rejected_waits_for_its_data_to_change() -> None:
+    assert decide(facts(rejected_unchanged=True), NOW, RULES).failed == (
+        "US.bureau.rejected-unchanged",
+    )
+
+
 def test_disputes_are_flagged_xb_then_xh_or_xc() -> None:
     assert decide(facts(dispute="open"), NOW, RULES).compliance_code == "XB"
     assert decide(facts(dispute="resolved"), NOW, RULES).compliance_code == "XH"

@@ -51,6 +51,8 @@ class Facts:
     conversation_at: datetime | None = None
     reconciled: bool = True
     reported_status: str | None = None  # what the last cycle submitted for it
+    # the bureau rejected the last record and nothing about the account has changed since
+    rejected_unchanged: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ def decide(facts: Facts, now: datetime, rules: Rules) -> Verdict:
         failed.append(f"{prefix}.bureau.bankruptcy")
     if "legal_hold" in facts.flags:
         failed.append(f"{prefix}.bureau.legal-hold")
+    if facts.rejected_unchanged:
+        failed.append(f"{prefix}.bureau.rejected-unchanged")
     if not negative:
         # Cured, paid, reversed or back to current: correct what was reported.
         status = "13" if facts.overdue == 0 and facts.bucket == "current" else "11"

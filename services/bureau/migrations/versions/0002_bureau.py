@@ -50,6 +50,7 @@ SCHEMA = """
       ratings                 jsonb NOT NULL DEFAULT '{}',  -- "YYYY-MM" -> worst rating
       reported_status         text,
       reported_cycle          text,
+      rejected_at             timestamptz,   -- the bureau refused its last record
       updated_at              timestamptz NOT NULL
     );
     CREATE INDEX account_in_scope ON account (account_id)
