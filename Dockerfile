@@ -18,6 +18,8 @@ COPY --chown=root:root shared shared
 COPY --chown=root:root services services
 COPY --chown=root:root scripts/__init__.py scripts/stack.py scripts/
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# The bureau's archive and drop folders: a fresh named volume takes this ownership.
+RUN mkdir -p /var/lib/arrears/bureau && chown arrears /var/lib/arrears/bureau
 USER arrears
 EXPOSE 8001 8002 8003 8004
 CMD ["python", "-m", "services.ledger"]
