@@ -34,6 +34,24 @@ Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[UnitOfWork, Sequence[CloudEvent]], Awaitable[None]]
 
 
+def on_data(command: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Handler:
+    """A handler that passes the event's payload to a use case."""
+
+    async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
+        await command(uow, event.data)
+
+    return handle
+
+
+def on_batch(command: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> BatchHandler:
+    """A batch handler that passes a run's payloads, in order, to a use case."""
+
+    async def handle(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
+        await command(uow, [e.data for e in events])
+
+    return handle
+
+
 class PermanentError(Exception):
     """A handler's verdict that retrying cannot help. The message must carry no personal data."""
 

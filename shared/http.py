@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,13 +34,27 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")}
-        for err in exc.errors()
+    return validation_problem(request, exc.errors())
+
+
+def validation_problem(
+    request: Request,
+    errors: Sequence[Any],
+    prefix: Sequence[str] = (),
+    what: str = "invalid field(s)",
+) -> JSONResponse:
+    """A 422 naming each field at fault (``errors`` as pydantic gives them); inputs are never
+    echoed, since they may be personal data."""
+    listed = [
+        {
+            "field": ".".join(str(p) for p in (*prefix, *err.get("loc", ()))),
+            "message": err.get("msg", ""),
+        }
+        for err in errors
     ]
-    fields = ", ".join(e["field"] for e in errors[:5])
     count_rejected(request)
-    return problem(422, "Unprocessable Content", f"invalid field(s): {fields}", errors=errors)
+    fields = ", ".join(e["field"] for e in listed[:5])
+    return problem(422, "Unprocessable Content", f"{what}: {fields}", errors=listed)
 
 
 def count_rejected(request: Request) -> None:

@@ -41,7 +41,7 @@ from services.bureau.domain.reporting import (
 )
 from services.bureau.settings import BureauSettings
 from shared.clock import Clock
-from shared.consumer import BatchHandler, Handler
+from shared.consumer import BatchHandler, Handler, on_batch, on_data
 from shared.db import UnitOfWork, UnitOfWorkFactory
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
@@ -711,12 +711,6 @@ def event_handlers(bureau: Bureau) -> dict[str, Handler]:
 
         return handle
 
-    def plain(command: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Handler:
-        async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
-            await command(uow, event.data)
-
-        return handle
-
     async def flagged(uow: UnitOfWork, event: CloudEvent) -> None:
         data = cast(AccountFlagged, event.data)
         await bureau.flag(uow, data, data.customer_id or event.key)
@@ -738,11 +732,11 @@ def event_handlers(bureau: Bureau) -> dict[str, Handler]:
 
     return {
         "account.flagged": flagged,
-        "loan.opened": plain(bureau.loan_opened),
-        "payment.missed": plain(bureau.payment_missed),
-        "delinquency.changed": plain(bureau.delinquency_changed),
-        "payment.received": plain(bureau.payment_received),
-        "account.cured": plain(bureau.cured),
+        "loan.opened": on_data(bureau.loan_opened),
+        "payment.missed": on_data(bureau.payment_missed),
+        "delinquency.changed": on_data(bureau.delinquency_changed),
+        "payment.received": on_data(bureau.payment_received),
+        "account.cured": on_data(bureau.cured),
         "plan.activated": plan(True),
         "plan.broken": plan(False),
         "plan.completed": plan(False),
@@ -755,7 +749,4 @@ def event_handlers(bureau: Bureau) -> dict[str, Handler]:
 
 
 def batch_event_handlers(bureau: Bureau) -> dict[str, BatchHandler]:
-    async def customers(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
-        await bureau.upsert_customers(uow, [cast(CustomerUpserted, e.data) for e in events])
-
-    return {"customer.upserted": customers}
+    return {"customer.upserted": on_batch(bureau.upsert_customers)}

@@ -25,7 +25,7 @@ from services.ledger.domain.allocation import (
 )
 from services.ledger.domain.delinquency import bucket_case_sql, next_bucket_start_sql
 from shared.clock import Clock
-from shared.consumer import BatchHandler, Handler, PermanentError
+from shared.consumer import BatchHandler, Handler, PermanentError, on_batch, on_data
 from shared.db import UnitOfWork
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
@@ -886,32 +886,19 @@ def event_handlers(ledger: Ledger) -> dict[str, Handler]:
         "plan.agreed": ledger.agree_plan,
     }
 
-    def handler(command: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Handler:
-        async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
-            await command(uow, event.data)
-
-        return handle
-
     async def promise_made(uow: UnitOfWork, event: CloudEvent) -> None:
         # A promise without its own id is known by the event that announced it.
         await ledger.record_promise(uow, cast(PromiseMade, event.data), event.id)
 
-    return {name: handler(command) for name, command in commands.items()} | {
+    return {name: on_data(command) for name, command in commands.items()} | {
         "promise.made": promise_made
     }
 
 
 def batch_event_handlers(ledger: Ledger) -> dict[str, BatchHandler]:
     """Types whose runs within a fetch are applied together, a few statements per run."""
-
-    def batch(command: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> BatchHandler:
-        async def handle(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
-            await command(uow, [e.data for e in events])
-
-        return handle
-
     return {
-        "customer.upserted": batch(ledger.upsert_customers),
-        "loan.opened": batch(ledger.open_loans),
-        "payment.posted": batch(ledger.post_payments),
+        "customer.upserted": on_batch(ledger.upsert_customers),
+        "loan.opened": on_batch(ledger.open_loans),
+        "payment.posted": on_batch(ledger.post_payments),
     }

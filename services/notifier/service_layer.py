@@ -35,9 +35,9 @@ from services.notifier.domain.offers import Terms, plan_installments
 from services.notifier.domain.templates import Renderer, UnknownTemplate, offer_text
 from services.notifier.settings import Partner
 from shared.clock import Clock
-from shared.consumer import BatchHandler, Handler, PermanentError
+from shared.consumer import BatchHandler, Handler, PermanentError, on_batch
 from shared.db import UnitOfWork, UnitOfWorkFactory
-from shared.envelope import CloudEvent, new_event
+from shared.envelope import new_event
 from shared.events import (
     ContactAttempted,
     ContactRequested,
@@ -686,13 +686,7 @@ def event_handlers(notifier: Notifier) -> dict[str, Handler]:
 
 
 def batch_event_handlers(notifier: Notifier) -> dict[str, BatchHandler]:
-    def batch(command: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> BatchHandler:
-        async def handle(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
-            await command(uow, [e.data for e in events])
-
-        return handle
-
     return {
-        "customer.upserted": batch(notifier.upsert_customers),
-        "contact.requested": batch(notifier.record_requests),
+        "customer.upserted": on_batch(notifier.upsert_customers),
+        "contact.requested": on_batch(notifier.record_requests),
     }

@@ -34,7 +34,7 @@ from services.scheduler.domain.strategy import (
     treatment_for,
 )
 from shared.clock import Clock
-from shared.consumer import BatchHandler, Handler
+from shared.consumer import BatchHandler, Handler, on_batch, on_data
 from shared.db import UnitOfWork
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
@@ -1070,12 +1070,6 @@ def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
         "customer.cease_requested": scheduler.cease_requested,
     }
 
-    def handler(command: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Handler:
-        async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
-            await command(uow, event.data)
-
-        return handle
-
     async def account_flagged(uow: UnitOfWork, event: CloudEvent) -> None:
         data = cast(AccountFlagged, event.data)
         await scheduler.flag(uow, data, data.customer_id or event.key)
@@ -1086,7 +1080,7 @@ def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
     async def dispute_resolved(uow: UnitOfWork, event: CloudEvent) -> None:
         await scheduler.dispute(uow, cast(DisputeResolved, event.data).account_id, False)
 
-    return {name: handler(command) for name, command in commands.items()} | {
+    return {name: on_data(command) for name, command in commands.items()} | {
         "account.flagged": account_flagged,
         "dispute.opened": dispute_opened,
         "dispute.resolved": dispute_resolved,
@@ -1094,13 +1088,7 @@ def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
 
 
 def batch_event_handlers(scheduler: Scheduler) -> dict[str, BatchHandler]:
-    def batch(command: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> BatchHandler:
-        async def handle(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
-            await command(uow, [e.data for e in events])
-
-        return handle
-
     return {
-        "customer.upserted": batch(scheduler.upsert_customers),
-        "payment.missed": batch(scheduler.payments_missed),
+        "customer.upserted": on_batch(scheduler.upsert_customers),
+        "payment.missed": on_batch(scheduler.payments_missed),
     }

@@ -17,7 +17,7 @@ from services.notifier.domain import signing
 from services.notifier.service_layer import STATUSES, InboundReply, Notifier, StatusReport
 from shared.auth import require
 from shared.events import Id, Text
-from shared.http import count_rejected, problem
+from shared.http import count_rejected, problem, validation_problem
 
 
 class StatusBody(BaseModel):
@@ -105,22 +105,11 @@ def router(notifier: Notifier, max_body: int) -> APIRouter:
     def parse(request: Request, model: type[BaseModel], body: bytes) -> BaseModel | JSONResponse:
         try:
             return model.model_validate(json.loads(body))
-        except (ValueError, ValidationError, InvalidOperation) as exc:
-            count_rejected(request)
-            errors = (
-                [
-                    {"field": ".".join(str(p) for p in ("body", *e["loc"])), "message": e["msg"]}
-                    for e in exc.errors(include_input=False, include_url=False)
-                ]
-                if isinstance(exc, ValidationError)
-                else [{"field": "body", "message": "not valid JSON"}]
-            )
-            return problem(
-                422,
-                "Unprocessable Content",
-                "invalid field(s): " + ", ".join(e["field"] for e in errors[:5]),
-                errors=errors,
-            )
+        except ValidationError as exc:
+            errors = exc.errors(include_input=False, include_url=False)
+            return validation_problem(request, errors, ("body",))
+        except (ValueError, InvalidOperation):
+            return validation_problem(request, [{"loc": (), "msg": "not valid JSON"}], ("body",))
 
     def answer(result: str) -> JSONResponse:
         return JSONResponse({"status": result}, status_code=202 if result == "orphaned" else 200)

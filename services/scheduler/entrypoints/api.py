@@ -19,7 +19,7 @@ from services.scheduler.domain.compliance import CHANNELS, Pack
 from services.scheduler.domain.strategy import BUCKETS, Strategy
 from shared.auth import require
 from shared.clock import Clock
-from shared.http import count_rejected, problem
+from shared.http import problem, validation_problem
 
 READ = [Depends(require("scheduler:read"))]
 WRITE = [Depends(require("strategies:write"))]
@@ -231,20 +231,8 @@ def _parse(request: Request, document: dict[str, Any]) -> Strategy | JSONRespons
     try:
         return Strategy.model_validate(document)
     except ValidationError as exc:
-        count_rejected(request)
-        errors = [
-            {
-                "field": ".".join(str(p) for p in ("body", *err["loc"])),
-                "message": err["msg"],
-            }
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        return problem(
-            422,
-            "Unprocessable Content",
-            "invalid strategy: " + ", ".join(e["field"] for e in errors[:5]),
-            errors=errors,
-        )
+        errors = exc.errors(include_input=False, include_url=False)
+        return validation_problem(request, errors, ("body",), "invalid strategy")
 
 
 def _jsonable(value: Any) -> Any:
