@@ -282,8 +282,7 @@ class Notifier:
 
         results = await asyncio.gather(*(one(row) for row in claimed))
         async with units() as uow:
-            for row, result in zip(claimed, results, strict=True):
-                await self._record_send(uow, row, result)
+            await self._record_sends(uow, claimed, results)
             await uow.commit()
         return len(claimed)
 
@@ -341,59 +340,94 @@ class Notifier:
             breaker.succeeded()
         return answer.verdict, answer.detail, answer.message_id, rendered.digest
 
-    async def _record_send(
+    async def _record_sends(
         self,
         uow: UnitOfWork,
-        row: Row,
-        result: tuple[str, str, str | None, str | None],
+        rows: Sequence[Row],
+        results: Sequence[tuple[str, str, str | None, str | None]],
     ) -> None:
-        verdict, detail, message_id, digest = result
+        """A round's results in a few statements: retries back to pending with their back-off,
+        the rest settled, their outcomes recorded and announced."""
         now = self._clock.now()
-        if verdict == "retry":
-            cap = self._retry_max
-            delay = min(cap, 0.5 * 2 ** min(row["attempts"], 12)) * (0.5 + random.random())
+        retry = [(r, res) for r, res in zip(rows, results, strict=True) if res[0] == "retry"]
+        done = [(r, res) for r, res in zip(rows, results, strict=True) if res[0] != "retry"]
+        if retry:
             await uow.session.execute(
                 text("""
-                    UPDATE delivery SET status = 'pending', retry_at = :at, last_error = :e,
-                                        rendered = coalesce(:r, rendered)
-                    WHERE contact_id = :id AND status = 'sending'
+                    UPDATE delivery d
+                    SET status = 'pending', retry_at = u.at, last_error = u.e,
+                        rendered = coalesce(u.r, d.rendered)
+                    FROM unnest(CAST(:ids AS text[]), CAST(:at AS timestamptz[]),
+                                CAST(:e AS text[]), CAST(:r AS text[])) AS u (id, at, e, r)
+                    WHERE d.contact_id = u.id AND d.status = 'sending'
                 """),
                 {
-                    "at": wall() + timedelta(seconds=delay),
-                    "e": detail,
-                    "r": digest,
-                    "id": row["contact_id"],
+                    "ids": [r["contact_id"] for r, _ in retry],
+                    "at": [
+                        wall() + timedelta(seconds=self._backoff(r["attempts"])) for r, _ in retry
+                    ],
+                    "e": [res[1] for _, res in retry],
+                    "r": [res[3] for _, res in retry],
                 },
             )
+        if not done:
             return
-        status = {"sent": "sent", "failed": "failed", "expired": "expired"}[verdict]
         changed = await uow.session.execute(
             text("""
-                UPDATE delivery SET status = :s, outcome = :s, message_id = :m, rendered = :r,
-                                    last_error = nullif(:e, ''), sent_at = :sent,
-                                    address_ref = (
-                                      SELECT CASE delivery.channel
-                                        WHEN 'email' THEN c.email_ref
-                                        WHEN 'letter' THEN c.postal_ref
-                                        WHEN 'field_visit' THEN c.postal_ref
-                                        ELSE c.phone_ref END
-                                      FROM customer c WHERE c.customer_id = delivery.customer_id)
-                WHERE contact_id = :id AND status = 'sending'
-                RETURNING contact_id, account_id, customer_id, channel, address_ref
+                UPDATE delivery d
+                SET status = u.s, outcome = u.s, message_id = u.m, rendered = u.r,
+                    last_error = nullif(u.e, ''),
+                    sent_at = CASE WHEN u.s = 'sent' THEN CAST(:now AS timestamptz) END,
+                    address_ref = (
+                      SELECT CASE d.channel
+                        WHEN 'email' THEN c.email_ref
+                        WHEN 'letter' THEN c.postal_ref
+                        WHEN 'field_visit' THEN c.postal_ref
+                        ELSE c.phone_ref END
+                      FROM customer c WHERE c.customer_id = d.customer_id)
+                FROM unnest(CAST(:ids AS text[]), CAST(:s AS text[]), CAST(:m AS text[]),
+                            CAST(:r AS text[]), CAST(:e AS text[])) AS u (id, s, m, r, e)
+                WHERE d.contact_id = u.id AND d.status = 'sending'
+                RETURNING d.contact_id, d.account_id, d.customer_id, d.channel, d.address_ref,
+                          d.status, d.last_error
             """),
             {
-                "s": status,
-                "m": message_id,
-                "r": digest,
-                "e": detail,
-                "sent": now if verdict == "sent" else None,
-                "id": row["contact_id"],
+                "ids": [r["contact_id"] for r, _ in done],
+                "s": [res[0] for _, res in done],
+                "m": [res[2] for _, res in done],
+                "r": [res[3] for _, res in done],
+                "e": [res[1] for _, res in done],
+                "now": now,
             },
         )
-        updated = changed.mappings().first()
-        if updated is not None:
-            self._attempted(uow, updated, status, now)
-            await self._outcome(uow, updated, status, {"detail": detail} if detail else {}, now)
+        settled = [dict(row) for row in changed.mappings()]
+        for row in settled:
+            self._attempted(uow, row, row["status"], now)
+        if settled:
+            await uow.session.execute(
+                text("""
+                    INSERT INTO outcome (contact_id, account_id, channel, outcome, detail, at)
+                    SELECT id, a, ch, o, CASE WHEN e IS NULL THEN '{}'::jsonb
+                                              ELSE jsonb_build_object('detail', e) END,
+                           CAST(:now AS timestamptz)
+                    FROM unnest(CAST(:ids AS text[]), CAST(:a AS text[]), CAST(:ch AS text[]),
+                                CAST(:o AS text[]), CAST(:e AS text[])) AS u (id, a, ch, o, e)
+                """),
+                {
+                    "ids": [r["contact_id"] for r in settled],
+                    "a": [r["account_id"] for r in settled],
+                    "ch": [r["channel"] for r in settled],
+                    "o": [r["status"] for r in settled],
+                    "e": [r["last_error"] for r in settled],
+                    "now": now,
+                },
+            )
+
+    def _backoff(self, attempts: int) -> float:
+        """Exponential, capped, with jitter so that retries after an outage do not all land
+        at once."""
+        base: float = min(self._retry_max, 0.5 * 2.0 ** min(attempts, 12))
+        return base * (0.5 + random.random())
 
     # --- webhooks ----------------------------------------------------------------------------
 
