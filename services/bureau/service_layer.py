@@ -312,7 +312,7 @@ class Bureau:
             after = ""
             while True:
                 async with units() as uow:
-                    decided = await self._decide_chunk(uow, cycle, after, now)
+                    decided = await self._decide_chunk(uow, cycle, after, now, http)
                     await uow.commit()
                 if decided is None:
                     break
@@ -327,7 +327,12 @@ class Bureau:
         return cycle
 
     async def _decide_chunk(
-        self, uow: UnitOfWork, cycle: str, after: str, now: datetime
+        self,
+        uow: UnitOfWork,
+        cycle: str,
+        after: str,
+        now: datetime,
+        http: httpx.AsyncClient | None = None,
     ) -> str | None:
         rows = (
             (await uow.session.execute(FACTS_SQL, {"cycle": cycle, "after": after, "limit": CHUNK}))
@@ -336,6 +341,7 @@ class Bureau:
         )
         if not rows:
             return None
+        ledger = await self._ledger_standings(http, [r["account_id"] for r in rows])
         reports: list[dict[str, Any]] = []
         reported: list[tuple[str, str]] = []
         month = now.date().replace(day=1)
@@ -357,9 +363,7 @@ class Bureau:
                 notice_sent_at=row["notice_sent_at"],
                 notice_returned_at=row["notice_returned_at"],
                 conversation_at=row["conversation_at"],
-                reconciled=row["currency"] is not None
-                and row["overdue"] >= 0
-                and (row["days_past_due"] == 0 or row["overdue"] > 0),
+                reconciled=self._reconciled(row, ledger),
                 reported_status=row["reported_status"],
                 rejected_unchanged=row["rejected_unchanged"],
             )
@@ -453,6 +457,42 @@ class Bureau:
             )
         await uow.flush_events()
         return str(rows[-1]["account_id"])
+
+    async def _ledger_standings(
+        self, http: httpx.AsyncClient | None, account_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]] | None:
+        """The ledger's own view of these accounts now, or None when no ledger is configured.
+        A ledger that cannot be asked stops the cycle (it resumes on the next clock move)
+        rather than reporting what could not be checked."""
+        if not self._settings.ledger_url or http is None:
+            return None
+        key = self._settings.ledger_api_key
+        response = await http.post(
+            f"{self._settings.ledger_url.rstrip('/')}/v1/accounts/standing",
+            json={"account_ids": list(account_ids)},
+            headers={"Authorization": f"Bearer {key.get_secret_value()}"} if key else {},
+            timeout=60,
+        )
+        response.raise_for_status()
+        return {item["account_id"]: item for item in response.json()}
+
+    @staticmethod
+    def _reconciled(row: Mapping[Any, Any], ledger: dict[str, dict[str, Any]] | None) -> bool:
+        consistent = bool(
+            row["currency"] is not None
+            and row["overdue"] >= 0
+            and (row["days_past_due"] == 0 or row["overdue"] > 0)
+        )
+        if ledger is None:
+            return consistent
+        standing = ledger.get(row["account_id"])
+        return (
+            consistent
+            and standing is not None
+            and Decimal(str(standing["overdue"])) == row["overdue"]
+            and standing["bucket"] == row["bucket"]
+            and standing["currency"] == row["currency"]
+        )
 
     def _line(
         self,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -21,6 +21,11 @@ class BureauSettings(ServiceSettings):
     archive_dir: Path = Path(".stack/bureau/archive")
     drop_dir: Path | None = Path(".stack/bureau/drop")  # a bureau's inbox folder, or none
     endpoint: str | None = None  # a bureau's HTTP endpoint (files POSTed there), or none
+    # The ledger's API, to reconcile each record's amounts with the ledger's state at cycle
+    # time (an API key with ledger:read); without it, records are checked against the ledger's
+    # events as received.
+    ledger_url: str | None = None
+    ledger_api_key: SecretStr | None = None
     reporter_id: str = "ARREARS0001"
     reporter_name: str = "ARREARS BANK"
     reporter_address: str = "1 COLLECTION WAY, NEW YORK, NY 10001"

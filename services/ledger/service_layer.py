@@ -649,6 +649,19 @@ class Ledger:
         params = {"now": self._clock.now(), "accounts": [account_id]}
         return (await uow.session.execute(STATE_SQL[1], params)).mappings().first()
 
+    async def standings(self, uow: UnitOfWork, account_ids: Sequence[str]) -> list[RowMapping]:
+        """Where many accounts stand now, in one set-based statement (for reconciliation)."""
+        params = {"now": self._clock.now(), "accounts": list(account_ids)}
+        rows = await uow.session.execute(
+            text(
+                "SELECT s.*, a.currency FROM ("
+                + STATE_SQL[1].text
+                + ") s JOIN account a USING (account_id)"
+            ),
+            params,
+        )
+        return list(rows.mappings())
+
     async def record_promise(self, uow: UnitOfWork, data: PromiseMade, event_id: str) -> None:
         account = await self._lock_account(uow, data.account_id, "promise")
         if data.currency is not None and data.currency != account["currency"]:

@@ -21,6 +21,7 @@ from shared.http import count_rejected, problem
 from shared.topics import CORE_BANKING
 
 MAX_BATCH = 500
+MAX_STANDINGS = 10_000
 
 
 class StructuredEvent(BaseModel):
@@ -109,6 +110,18 @@ class HistoryEntry(BaseModel):
     detail: str | None = None
 
 
+class StandingRequest(BaseModel):
+    account_ids: list[str] = Field(min_length=1, max_length=MAX_STANDINGS)
+
+
+class Standing(BaseModel):
+    account_id: str
+    currency: str
+    overdue: Decimal
+    days_past_due: int
+    bucket: str
+
+
 class IngestResult(BaseModel):
     id: str
     status: str  # applied | duplicate
@@ -152,6 +165,26 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
     async def get_customer_accounts(customer_id: str, request: Request) -> Any:
         async with request.app.state.runtime.uow() as uow:
             return await views.customer_accounts(uow.session, customer_id)
+
+    @api.post(
+        "/accounts/standing",
+        response_model=list[Standing],
+        summary="Where many accounts stand now (for reconciliation); unknown ids are left out",
+        dependencies=[Depends(require("ledger:read"))],
+    )
+    async def post_standing(request: Request, body: StandingRequest) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            rows = await ledger.standings(uow, body.account_ids)
+        return [
+            Standing(
+                account_id=r["account_id"],
+                currency=r["currency"],
+                overdue=r["overdue"],
+                days_past_due=r["dpd"],
+                bucket=r["bucket"],
+            )
+            for r in rows
+        ]
 
     @api.post(
         "/events",
