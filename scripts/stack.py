@@ -524,6 +524,11 @@ def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
     if service == "bureau":
         env.setdefault("BUREAU_ARCHIVE_DIR", str(cfg.state_dir / "bureau" / "archive"))
         env.setdefault("BUREAU_DROP_DIR", str(cfg.state_dir / "bureau" / "drop"))
+        env.setdefault("BUREAU_LEDGER_URL", f"http://127.0.0.1:{cfg.service_ports['ledger']}")
+        if "BUREAU_LEDGER_API_KEY" not in os.environ and env["ARREARS_ENV"] in ("dev", "test"):
+            from shared.auth import DEV_KEY
+
+            env["BUREAU_LEDGER_API_KEY"] = DEV_KEY
     return env
 
 
