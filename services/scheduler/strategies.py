@@ -80,6 +80,7 @@ async def store(
         text("""
             INSERT INTO strategy_version (strategy_id, version, status, body, checksum, created_at)
             VALUES (:s, :v, 'draft', CAST(:body AS jsonb), :digest, :now)
+            ON CONFLICT (strategy_id, version) DO NOTHING  -- replicas seeding at once
         """),
         {
             "s": strategy.id,
