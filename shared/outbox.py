@@ -202,7 +202,9 @@ class OutboxRelay:
         )
         pending = []
         for row in rows:
-            flat = json.loads(row["headers"])
+            flat = row["headers"]
+            if isinstance(flat, str):  # text; a database made by an early 0001 has jsonb
+                flat = json.loads(flat)
             headers = [(flat[i], flat[i + 1].encode()) for i in range(0, len(flat), 2)]
             pending.append(
                 await self._producer.send(

@@ -305,6 +305,17 @@ async def test_http_ingest_shares_handlers_and_deduplication_with_kafka(ledger: 
     assert second.json()[0]["status"] == "duplicate"
     state = await ledger.account(account)
     assert state["installments"][0]["paid"] == "250.0000"
+    # Forwarded to core-banking.events for the other services, once, with its own ce_id.
+    async with asyncio.timeout(15):
+        while True:
+            records = await read_topic(ledger.kafka, topics.CORE_BANKING, timeout=5)
+            forwarded = [r for r in records if ("ce_id", posted.id.encode()) in r.headers]
+            if forwarded:
+                break
+            await asyncio.sleep(0.3)
+    await asyncio.sleep(1)
+    records = await read_topic(ledger.kafka, topics.CORE_BANKING, timeout=5)
+    assert len([r for r in records if ("ce_id", posted.id.encode()) in r.headers]) == 1
 
     bad = structured(posted) | {"id": str(uuid.uuid4())}
     bad["data"] = {**bad["data"], "amount": "-3.00"}

@@ -193,7 +193,8 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
         description=(
             "The same handlers and the same deduplication by event id as the "
             f"`{CORE_BANKING}` consumer: an event sent both ways has one effect. The batch is "
-            "all or nothing: any invalid event gives a 422 naming it and applies none."
+            "all or nothing: any invalid event gives a 422 naming it and applies none. Events "
+            f"applied are forwarded, unchanged, to `{CORE_BANKING}` for the other services."
         ),
         responses={422: {"description": "An event is invalid; problem+json names it"}},
         dependencies=[Depends(require("events:write"))],
@@ -231,6 +232,12 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
             except PermanentError as exc:
                 count_rejected(request)
                 return problem(422, "Unprocessable Content", str(exc))
+            # The other services learn of upstream events from core-banking.events: forward
+            # what was applied there, unchanged (same ce_id), in the same transaction. The
+            # ledger's own consumer finds those ids in its inbox and skips them.
+            for event, fresh in zip(events, applied, strict=True):
+                if fresh:
+                    uow.publish(event)
             await uow.commit()
         return [
             IngestResult(id=e.id, status="applied" if fresh else "duplicate")
