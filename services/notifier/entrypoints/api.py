@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
@@ -16,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from services.notifier.domain import signing
 from services.notifier.service_layer import STATUSES, InboundReply, Notifier, StatusReport
 from shared.auth import require
+from shared.db import UnitOfWork
 from shared.events import Id, Text
 from shared.http import count_rejected, problem, validation_problem
 
@@ -111,66 +113,65 @@ def router(notifier: Notifier, max_body: int) -> APIRouter:
         except (ValueError, InvalidOperation):
             return validation_problem(request, [{"loc": (), "msg": "not valid JSON"}], ("body",))
 
-    def answer(result: str) -> JSONResponse:
+    async def webhook(
+        request: Request,
+        partner: str,
+        signature: str | None,
+        model: type[BaseModel],
+        apply: Callable[[UnitOfWork, BaseModel], Awaitable[str]],
+    ) -> Any:
+        """Verify, parse, apply in one unit of work; 202 for an orphan, 200 otherwise."""
+        body = await verified(request, partner, signature)
+        if isinstance(body, JSONResponse):
+            return body
+        parsed = parse(request, model, body)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        async with request.app.state.runtime.uow() as uow:
+            result = await apply(uow, parsed)
+            await uow.commit()
         return JSONResponse({"status": result}, status_code=202 if result == "orphaned" else 200)
+
+    def schema(model: type[BaseModel]) -> dict[str, Any]:
+        content = {"application/json": {"schema": model.model_json_schema()}}
+        return {"requestBody": {"content": content}}
 
     @api.post(
         "/webhooks/{partner}/status",
         response_model=WebhookResult,
         responses=responses,
         summary="A partner reports a delivery status or a call disposition (signed)",
-        openapi_extra={
-            "requestBody": {
-                "content": {"application/json": {"schema": StatusBody.model_json_schema()}}
-            }
-        },
+        openapi_extra=schema(StatusBody),
     )
     async def status(
         partner: str,
         request: Request,
         signature: Annotated[str | None, Header(alias=signing.HEADER)] = None,
     ) -> Any:
-        body = await verified(request, partner, signature)
-        if isinstance(body, JSONResponse):
-            return body
-        parsed = parse(request, StatusBody, body)
-        if isinstance(parsed, JSONResponse):
-            return parsed
-        assert isinstance(parsed, StatusBody)
-        report = StatusReport(**parsed.model_dump())
-        async with request.app.state.runtime.uow() as uow:
-            result = await notifier.status_reported(uow, partner, report)
-            await uow.commit()
-        return answer(result)
+        async def apply(uow: UnitOfWork, parsed: BaseModel) -> str:
+            report = StatusReport(**parsed.model_dump())
+            return await notifier.status_reported(uow, partner, report)
+
+        return await webhook(request, partner, signature, StatusBody, apply)
 
     @api.post(
         "/webhooks/{partner}/inbound",
         response_model=WebhookResult,
         responses=responses,
         summary="A customer's reply relayed by a partner: STOP, disputes, offer acceptance",
-        openapi_extra={
-            "requestBody": {
-                "content": {"application/json": {"schema": InboundBody.model_json_schema()}}
-            }
-        },
+        openapi_extra=schema(InboundBody),
     )
     async def inbound(
         partner: str,
         request: Request,
         signature: Annotated[str | None, Header(alias=signing.HEADER)] = None,
     ) -> Any:
-        body = await verified(request, partner, signature)
-        if isinstance(body, JSONResponse):
-            return body
-        parsed = parse(request, InboundBody, body)
-        if isinstance(parsed, JSONResponse):
-            return parsed
-        assert isinstance(parsed, InboundBody)
-        reply = InboundReply(parsed.event_id, parsed.channel, parsed.sender, parsed.text)
-        async with request.app.state.runtime.uow() as uow:
-            result = await notifier.reply_received(uow, partner, reply)
-            await uow.commit()
-        return answer(result)
+        async def apply(uow: UnitOfWork, parsed: BaseModel) -> str:
+            assert isinstance(parsed, InboundBody)
+            reply = InboundReply(parsed.event_id, parsed.channel, parsed.sender, parsed.text)
+            return await notifier.reply_received(uow, partner, reply)
+
+        return await webhook(request, partner, signature, InboundBody, apply)
 
     @api.get(
         "/accounts/{account_id}/contacts",
