@@ -166,6 +166,10 @@ def rendered() -> dict[Path, str]:
         files[DOCS / "openapi" / f"{service}.json"] = (
             json.dumps(openapi(service), indent=2, sort_keys=False) + "\n"
         )
+    # The schema strategy files and POST /v1/strategies bodies are validated against.
+    from services.scheduler.domain.strategy import schema
+
+    files[DOCS / "strategy.schema.json"] = json.dumps(schema(), indent=2) + "\n"
     return files
 
 

@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 SOURCE = "/arrears/notifier"
 ADDRESS = {"sms": "phone", "voice": "phone", "email": "email", "letter": "postal_address"}
 ADDRESS["field_visit"] = "postal_address"
-FINGERPRINT_KIND = {"phone": "phone", "email": "email", "postal_address": "postal"}
 NOTICES = {"bureau_pre_notice", "validation_notice"}
 STALE_CLAIM = timedelta(seconds=60)  # a claim this old belongs to a process that died
 OFFER_REPLY_WINDOW = timedelta(days=30)

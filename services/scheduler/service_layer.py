@@ -15,7 +15,6 @@ import logging
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -88,12 +87,6 @@ def _columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Published:
-    strategy: Strategy
-    checksum: str
 
 
 def checksum(strategy: Strategy) -> str:

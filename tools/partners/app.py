@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -202,7 +202,3 @@ def create_app(standin: Standin) -> FastAPI:
         return {"ok": True, "event_id": event["event_id"]}
 
     return app
-
-
-def promise_outcome(amount: str, on: date) -> dict[str, Any]:
-    return {"status": "promise_to_pay", "promise_amount": amount, "promise_date": on.isoformat()}

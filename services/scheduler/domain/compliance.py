@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Channel = Literal["sms", "email", "voice", "letter", "field_visit"]
 CHANNELS: tuple[Channel, ...] = ("sms", "email", "voice", "letter", "field_visit")
-ELECTRONIC: frozenset[str] = frozenset({"sms", "email"})
 
 # Call outcomes (from contact.attempted) that mean someone answered, and that it was the customer.
 CONNECTED = frozenset(
