@@ -58,6 +58,11 @@ class ControlledClock:
     def on_advance(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    @property
+    def busy(self) -> bool:
+        """A move is being applied: its listeners (timers, evaluations) have not all run."""
+        return self._lock.locked()
+
     async def set(self, instant: datetime) -> bool:
         """Move to ``instant``; returns False (and changes nothing) if it is not later."""
         if instant.tzinfo is None:

@@ -41,6 +41,7 @@ class UnitOfWork:
         self._events: list[CloudEvent] = []
         self._session: AsyncSession | None = None
         self._before_commit: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -52,6 +53,7 @@ class UnitOfWork:
         self._session = self._sessions()
         self._events = []
         self._before_commit = {}
+        self._after_commit = []
         return self
 
     async def __aexit__(
@@ -68,6 +70,7 @@ class UnitOfWork:
             self._session = None
             self._events = []
             self._before_commit = {}
+            self._after_commit = []
 
     def publish(self, event: CloudEvent) -> None:
         self._events.append(event)
@@ -78,12 +81,20 @@ class UnitOfWork:
         batch touched in one statement instead of one per event."""
         self._before_commit.setdefault(key, step)
 
+    def after_commit(self, step: Callable[[], None]) -> None:
+        """Call ``step`` once this unit of work has committed (waking a worker that should see
+        the rows it wrote); never called if it rolls back."""
+        self._after_commit.append(step)
+
     async def commit(self) -> None:
         while self._before_commit:
             key = next(iter(self._before_commit))
             await self._before_commit.pop(key)()
         await self.flush_events()
         await self.session.commit()
+        steps, self._after_commit = self._after_commit, []
+        for step in steps:
+            step()
 
     async def flush_events(self) -> None:
         """Write the events published so far into the outbox now, still inside the transaction:

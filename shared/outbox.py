@@ -226,6 +226,9 @@ class OutboxRelay:
         listener = await self._listen()
         try:
             while not stop.is_set():
+                # Cleared before reading, not after: rows committed while a round publishes
+                # notify during it, and must wake the next round rather than wait for the poll.
+                self._wake.clear()
                 try:
                     published = await self.publish_once()
                     await self._report_backlog()
@@ -236,7 +239,6 @@ class OutboxRelay:
                     continue
                 if published >= self._batch_size:
                     continue
-                self._wake.clear()
                 waiters = [
                     asyncio.ensure_future(self._wake.wait()),
                     asyncio.ensure_future(stop.wait()),

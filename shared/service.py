@@ -41,6 +41,7 @@ CONTROLLED_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 ClockJob = Callable[[UnitOfWork, datetime], Awaitable[None]]
 Worker = Callable[[UnitOfWorkFactory, asyncio.Event], Awaitable[None]]
+PendingProbe = Callable[[UnitOfWork, datetime], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class ServiceDefinition:
     on_start: Sequence[ClockJob] = ()
     # Long-running loops beside the consumers (the notifier's sender), stopped with the service.
     workers: Sequence[Worker] = ()
+    # Work the service has accepted but not finished that no Kafka offset shows (deliveries due
+    # at the partner, a reporting cycle under way), for ``GET /v1/ops/progress``.
+    pending: PendingProbe | None = None
 
 
 Build = Callable[[ServiceSettings, Clock], ServiceDefinition]
@@ -83,6 +87,7 @@ class ServiceRuntime:
         self._engine: AsyncEngine | None = None
         self._producer: Any = None
         self._uow: UnitOfWorkFactory | None = None
+        self.consumer_groups: dict[str, tuple[str, ...]] = {}
         self.started = False
 
     @property
@@ -137,9 +142,9 @@ class ServiceRuntime:
             self._spawn("relay", outbox.run(self._stop))
         if consumers:
             for spec in self.definition.consumers:
-                consumer = make_consumer(
-                    s.kafka_bootstrap_servers, f"{s.consumer_group}.{spec.name}", *spec.topics
-                )
+                group = f"{s.consumer_group}.{spec.name}"
+                self.consumer_groups[group] = spec.topics
+                consumer = make_consumer(s.kafka_bootstrap_servers, group, *spec.topics)
                 await consumer.start()
                 runner = ConsumerRunner(
                     spec,
@@ -202,6 +207,27 @@ class ServiceRuntime:
             problems.append(f"kafka unreachable: {type(exc).__name__}")
         problems += [f"{w.name} stopped" for w in self._workers if w.task.done()]
         return problems
+
+    async def progress(self) -> dict[str, Any]:
+        """Where the service is: its clock, whether a clock move is still being applied, rows
+        waiting in its outbox, work accepted but unfinished, and the consumer groups (with their
+        topics) whose committed offsets say what it has read. A driver of the controlled clock
+        (the simulator, the end-to-end suite) waits on this until the system is quiet."""
+        async with self.uow() as uow:
+            outbox = int(
+                (await uow.session.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+            )
+            probe = self.definition.pending
+            pending = await probe(uow, self.clock.now()) if probe is not None else 0
+        clock = self.clock
+        return {
+            "service": self.name,
+            "clock": clock.now().isoformat(),
+            "clock_busy": isinstance(clock, ControlledClock) and clock.busy,
+            "outbox_pending": outbox,
+            "work_pending": pending,
+            "consumer_groups": {g: list(t) for g, t in self.consumer_groups.items()},
+        }
 
     def _job_runner(self, job: ClockJob) -> Listener:
         async def run(now: datetime) -> None:
@@ -288,6 +314,15 @@ def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastA
     )
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/v1/ops/progress",
+        tags=["operations"],
+        summary="Clock, outbox backlog, unfinished work and consumer groups (scope metrics:read)",
+        dependencies=[Depends(require("metrics:read"))],
+    )
+    async def progress() -> dict[str, Any]:
+        return await runtime.progress()
 
     for router in runtime.definition.routers:
         app.include_router(router)

@@ -32,6 +32,7 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
         batch_handlers=batch_event_handlers(bureau),
     )
     moved = asyncio.Event()
+    running = asyncio.Event()
 
     async def on_clock(uow: UnitOfWork, now: datetime) -> None:
         moved.set()  # the cycle runs in its own transactions, in the worker below
@@ -44,13 +45,19 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stopper.cancel()
-                moved.clear()
                 if stop.is_set():
                     break
+                running.set()
+                moved.clear()
                 try:
                     await bureau.run_cycle(units, http)
                 except Exception:
                     log.exception("reporting cycle failed; resuming on the next move")
+                finally:
+                    running.clear()
+
+    async def cycle_pending(uow: UnitOfWork, now: datetime) -> int:
+        return int(moved.is_set() or running.is_set())
 
     return ServiceDefinition(
         description=services.bureau.__doc__ or "",
@@ -58,4 +65,5 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
         routers=[router()],
         clock_jobs=[on_clock],
         workers=[cycles],
+        pending=cycle_pending,
     )

@@ -41,4 +41,6 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
         consumers=[events],
         routers=[router(notifier, settings.max_webhook_bytes)],
         workers=[sender(notifier, settings.send_concurrency, settings.send_poll_seconds)],
+        pending=notifier.unsent,
+        clock_jobs=[notifier.clock_moved],
     )

@@ -14,7 +14,6 @@ Sending, in three steps so that nothing is lost and nothing is sent twice:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -114,6 +113,9 @@ class Notifier:
         retry_max_seconds: float = 30.0,
     ) -> None:
         self._clock = clock
+        # set when there may be something to send before the next poll: new requests
+        # committed, or the clock moved
+        self.wake = asyncio.Event()
         self._renderer = renderer
         self.partners = {p.name: p for p in partners}
         self._key = fingerprint_key
@@ -219,8 +221,12 @@ class Notifier:
                 "now": now,
             },
         )
+        uow.after_commit(self.wake.set)
 
     # --- sending -----------------------------------------------------------------------------
+
+    async def clock_moved(self, uow: UnitOfWork, now: datetime) -> None:
+        self.wake.set()
 
     async def send_due(
         self,
@@ -284,6 +290,20 @@ class Notifier:
             await self._record_sends(uow, claimed, results)
             await uow.commit()
         return len(claimed)
+
+    async def unsent(self, uow: UnitOfWork, now: datetime) -> int:
+        """Deliveries the sender still has to send, expire or finish at ``now``."""
+        return int(
+            (
+                await uow.session.execute(
+                    text("""
+                        SELECT count(*) FROM delivery
+                        WHERE status = 'sending' OR (status = 'pending' AND not_before <= :now)
+                    """),
+                    {"now": now},
+                )
+            ).scalar_one()
+        )
 
     async def _customers(self, uow: UnitOfWork, ids: set[str]) -> dict[str, Row]:
         if not ids:
@@ -700,6 +720,7 @@ def sender(
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(limits=limits) as http:
             while not stop.is_set():
+                notifier.wake.clear()  # before the round: a wake during it starts the next
                 try:
                     busy = await notifier.send_due(
                         units, http, limit=concurrency * 4, concurrency=concurrency
@@ -708,8 +729,13 @@ def sender(
                     log.exception("send round failed; retrying")
                     busy = 0
                 if not busy:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+                    waiters = [
+                        asyncio.ensure_future(notifier.wake.wait()),
+                        asyncio.ensure_future(stop.wait()),
+                    ]
+                    await asyncio.wait(waiters, timeout=poll_seconds, return_when="FIRST_COMPLETED")
+                    for waiter in waiters:
+                        waiter.cancel()
 
     return run
 

@@ -253,7 +253,9 @@ async def test_strategy_versions_are_validated_stored_published_and_retired_over
     scheduler: Scheduler,
 ) -> None:
     c = scheduler.client
-    bad = shipped_strategy() | {"version": 2}
+    shipped = shipped_strategy()["version"]
+    new = shipped + 1
+    bad = shipped_strategy() | {"version": new}
     bad["variants"][0]["treatments"][1]["steps"][2]["channel"] = "pigeon"
     refused = await c.post("/v1/strategies", json=bad, headers=AUTH)
     assert refused.status_code == 422
@@ -263,10 +265,10 @@ async def test_strategy_versions_are_validated_stored_published_and_retired_over
     ]
     listed = (await c.get("/v1/strategies", headers=AUTH)).json()
     assert [(v["version"], v["status"]) for v in listed] == [
-        (1, "published")
+        (shipped, "published")
     ]  # nothing half-applied
 
-    good = shipped_strategy() | {"version": 2, "description": "v2"}
+    good = shipped_strategy() | {"version": new, "description": "next"}
     created = await c.post("/v1/strategies", json=good, headers=AUTH)
     assert (created.status_code, created.json()["result"]) == (201, "created")
     again = await c.post("/v1/strategies", json=good, headers=AUTH)
@@ -274,13 +276,15 @@ async def test_strategy_versions_are_validated_stored_published_and_retired_over
     clash = await c.post("/v1/strategies", json=good | {"description": "other"}, headers=AUTH)
     assert clash.status_code == 409
 
-    published = await c.post("/v1/strategies/early-and-late/versions/2/publish", headers=AUTH)
+    published = await c.post(
+        f"/v1/strategies/early-and-late/versions/{new}/publish", headers=AUTH
+    )
     assert published.status_code == 200
     assert [(v["version"], v["status"]) for v in published.json()] == [
-        (1, "retired"),
-        (2, "published"),
+        (shipped, "retired"),
+        (new, "published"),
     ]
-    retired = await c.post("/v1/strategies/early-and-late/versions/2/retire", headers=AUTH)
+    retired = await c.post(f"/v1/strategies/early-and-late/versions/{new}/retire", headers=AUTH)
     assert [v["status"] for v in retired.json()] == ["retired", "retired"]
     missing = await c.post("/v1/strategies/early-and-late/versions/9/publish", headers=AUTH)
     assert missing.status_code == 404

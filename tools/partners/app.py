@@ -68,13 +68,17 @@ class Standin:
     api_key: str
     behaviour: Behaviour = field(default_factory=Behaviour)
     sends: dict[str, Send] = field(default_factory=dict)  # idempotency key -> send
+    # every first send with what the partner was asked to deliver, in arrival order, for a
+    # driver that plays the customers (the simulator) to read back
+    messages: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     refused: int = 0
     callbacks_sent: int = 0
     callbacks_failed: int = 0
     _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _http: httpx.AsyncClient | None = None
 
-    async def callback(self, path: str, body: dict[str, Any]) -> None:
+    async def callback(self, path: str, body: dict[str, Any]) -> bool:
         raw = json.dumps(body).encode()
         url = f"{self.notifier_url.rstrip('/')}/v1/webhooks/{self.partner}/{path}"
         for attempt in range(5):
@@ -82,16 +86,18 @@ class Standin:
                 HEADER: header_value(self.secret, int(time.time()), raw),
                 "content-type": "application/json",
             }
+            if self._http is None:
+                self._http = httpx.AsyncClient(timeout=10)
             try:
-                async with httpx.AsyncClient(timeout=10) as http:
-                    response = await http.post(url, content=raw, headers=headers)
+                response = await self._http.post(url, content=raw, headers=headers)
                 if response.status_code < 500:
                     self.callbacks_sent += 1
-                    return
+                    return response.status_code < 400
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.2 * 2**attempt)
         self.callbacks_failed += 1
+        return False
 
 
 def create_app(standin: Standin) -> FastAPI:
@@ -133,6 +139,10 @@ def create_app(standin: Standin) -> FastAPI:
         standin.sends[idempotency_key] = Send(
             message_id, channel, contact_id, datetime.now(UTC).isoformat()
         )
+        standin.messages.append(
+            {"message_id": message_id, "channel": channel, "contact_id": contact_id}
+            | {k: body[k] for k in ("to", "postal_address", "locale") if k in body}
+        )
         if b.callbacks:
             outcome = dict(b.contact_outcomes.get(contact_id) or {})
             status = outcome.pop("status", None) or b.outcomes.get(channel, "delivered")
@@ -170,6 +180,20 @@ def create_app(standin: Standin) -> FastAPI:
             "callbacks_failed": standin.callbacks_failed,
         }
 
+    @app.get("/control/messages")
+    async def messages(since: int = 0) -> dict[str, Any]:
+        """Messages from position ``since`` on; ``next`` is where to read from next time."""
+        return {"messages": standin.messages[since:], "next": len(standin.messages)}
+
+    @app.post("/control/status")
+    async def status_report(request: Request) -> dict[str, Any]:
+        """Report a status for a message now (signed, as the partner's webhook), and wait for
+        the notifier's answer; for a driver that decides outcomes itself."""
+        body = await request.json()
+        report = {"event_id": body.get("event_id") or str(uuid.uuid4())} | body
+        delivered = await standin.callback("status", report)
+        return {"ok": delivered, "event_id": report["event_id"]}
+
     @app.post("/control")
     async def control(request: Request) -> dict[str, Any]:
         changes = await request.json()
@@ -198,7 +222,7 @@ def create_app(standin: Standin) -> FastAPI:
             "from": body["from"],
             "text": body["text"],
         }
-        await standin.callback("inbound", event)
-        return {"ok": True, "event_id": event["event_id"]}
+        delivered = await standin.callback("inbound", event)
+        return {"ok": delivered, "event_id": event["event_id"]}
 
     return app

@@ -4,7 +4,7 @@ translate; the service layer and ``strategies`` do the work."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -32,6 +32,14 @@ class Decision(BaseModel):
     contact_id: str | None
     reasons: list[str]
     inputs: dict[str, Any]
+
+
+class DecisionCount(BaseModel):
+    day: date = Field(description="the decision's day (UTC)")
+    kind: str
+    reason: str | None = Field(description="one rule id (a decision with several counts once each)")
+    variant: str | None
+    count: int
 
 
 class StrategyVersion(BaseModel):
@@ -92,6 +100,32 @@ def router(
                     WHERE account_id = :a AND id > :after ORDER BY id LIMIT :limit
                 """),
                 {"a": account_id, "after": after, "limit": limit},
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    @api.get(
+        "/reports/decisions",
+        response_model=list[DecisionCount],
+        summary="Decisions counted by day, kind (fired, deferred, suppressed...), rule and variant",
+        dependencies=READ,
+    )
+    async def decision_counts(
+        request: Request, since: date | None = None, until: date | None = None
+    ) -> Any:
+        async with request.app.state.runtime.uow() as uow:
+            rows = await uow.session.execute(
+                text("""
+                    SELECT (d.at AT TIME ZONE 'UTC')::date AS day, d.kind,
+                           r.reason, t.variant, count(*) AS count
+                    FROM decision d
+                    LEFT JOIN timer t ON t.contact_id = d.contact_id
+                    LEFT JOIN LATERAL unnest(nullif(d.reasons, '{}')) AS r(reason) ON true
+                    WHERE d.kind NOT IN ('segment', 'variant')
+                      AND (CAST(:since AS date) IS NULL OR d.at >= CAST(:since AS date))
+                      AND (CAST(:until AS date) IS NULL OR d.at < CAST(:until AS date) + 1)
+                    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+                """),
+                {"since": since, "until": until},
             )
             return [dict(r) for r in rows.mappings()]
 

@@ -1,0 +1,80 @@
+"""python -m tools.simulator run|report|reconcile (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tools.simulator.campaign import Campaign, write_book_index
+from tools.simulator.model import PARAMS, Params
+from tools.simulator.system import Endpoints, System
+
+
+async def run(args: argparse.Namespace) -> int:
+    params = Params.load(Path(args.params))
+    out = Path(args.out)
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    started = time.monotonic()
+    async with System(Endpoints.from_env()) as system:
+        clock = await system.latest_clock()
+        if clock is not None:
+            print(
+                f"[simulator] this system's clock is already at {clock.isoformat()}: a campaign "
+                "ran here before. `make clean` (or `make down` and removing .stack) for a new one.",
+                file=sys.stderr,
+            )
+            return 3
+        campaign = Campaign(
+            system, params, seed=args.seed, customers=args.customers, days=args.days, out=out
+        )
+        write_book_index(campaign, out / "book.json")
+        stats = await campaign.run()
+        elapsed = time.monotonic() - started
+        (out / "run.json").write_text(
+            json.dumps(
+                {
+                    "seed": args.seed,
+                    "customers": args.customers,
+                    "days": campaign.params.days,
+                    "start": campaign.params.start.isoformat(),
+                    "steps": stats.steps,
+                    "payments_posted": stats.payments,
+                    "webhooks": stats.webhooks,
+                    "replies": stats.replies,
+                    "sends_seen": stats.sends_seen,
+                    "quiet_checks": system.quiet_checks,
+                    "wall_seconds": round(elapsed, 1),
+                    "phase_seconds": {k: round(v, 1) for k, v in stats.seconds.items()},
+                },
+                indent=2,
+            )
+        )
+        print(f"[simulator] campaign done in {elapsed:.0f}s: {stats}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.simulator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_cmd = sub.add_parser("run", help="play a campaign against the running system")
+    run_cmd.add_argument("--customers", type=int, default=10_000)
+    run_cmd.add_argument("--days", type=int, default=None, help="default: params.yaml (45)")
+    run_cmd.add_argument("--seed", type=int, default=7)
+    run_cmd.add_argument("--params", default=str(PARAMS))
+    run_cmd.add_argument("--out", default=".stack/campaign")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[simulator] %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.command == "run":
+        return asyncio.run(run(args))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

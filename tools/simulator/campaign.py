@@ -1,0 +1,454 @@
+"""The campaign: publish the book, then walk the controlled clock step by step, playing the
+customers between steps.
+
+Each step: (1) what customers do by then (payments, answers to last step's contacts) is sent and
+the system settles; (2) the clock moves and the system settles again; (3) what was sent to
+customers at the partner is read back and each customer's reaction drawn. Because the system is
+quiet at every clock move and every draw is keyed by what it decides, the same seed gives the
+same campaign.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from shared import topics
+from shared.envelope import CloudEvent
+from shared.events import (
+    AccountCured,
+    ContactRequested,
+    CustomerUpserted,
+    DelinquencyChanged,
+    LoanOpened,
+    PaymentMissed,
+    PaymentPosted,
+    PaymentReceived,
+    PlanAgreed,
+    ScheduledInstallment,
+)
+from tools.simulator.model import (
+    Customer,
+    Params,
+    book,
+    keeps_plan_installment,
+    misses_again,
+    on_time_payment_at,
+    react,
+    unpaid_at_start,
+)
+from tools.simulator.system import System
+
+log = logging.getLogger("simulator")
+EVENTS = uuid.UUID("3d0c2b9e-7a51-4f0e-8a7c-5e2f1b9d4c61")  # the simulator's webhook event ids
+BOOK_BATCH = 5000
+NOTICES = {"bureau_pre_notice", "validation_notice"}
+
+
+@dataclass(order=True)
+class Action:
+    at: datetime
+    seq: int
+    customer_id: str = field(compare=False)
+    kind: str = field(compare=False)  # pay | status | reply
+    body: dict[str, Any] = field(compare=False, default_factory=dict)
+
+
+@dataclass
+class AccountView:
+    """What the customer knows of their account: the bank's last statement of what is overdue
+    (from the ledger's events), and their plan."""
+
+    overdue: Decimal = Decimal(0)
+    delinquent: bool = False
+    plan_broken: bool = False
+
+
+@dataclass
+class Stats:
+    steps: int = 0
+    clock_moves: int = 0
+    payments: int = 0
+    webhooks: int = 0
+    replies: int = 0
+    sends_seen: int = 0
+    started: float = field(default_factory=time.monotonic)
+    # wall seconds spent by phase
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def timed(self, phase: str, since: float) -> float:
+        now = time.monotonic()
+        self.seconds[phase] += now - since
+        return now
+
+
+class Campaign:
+    def __init__(
+        self,
+        system: System,
+        params: Params,
+        *,
+        seed: int,
+        customers: int,
+        days: int | None = None,
+        out: Path,
+    ) -> None:
+        self.system = system
+        self.params = params.model_copy(update={"days": days}) if days else params
+        self.seed = seed
+        self.out = out
+        self.book = book(self.params, seed, customers)
+        self.by_customer = {c.customer_id: c for c in self.book}
+        self.by_account = {c.account_id: c for c in self.book}
+        self.views = {c.account_id: AccountView() for c in self.book}
+        self.requests: dict[str, ContactRequested] = {}
+        self.actions: list[Action] = []
+        self._seq = itertools.count()
+        self._payments = itertools.count(1)
+        self.stats = Stats()
+        self.cycle_snapshots: dict[str, str] = {}
+        self._messages_next = 0
+        self._reader: Any = None
+        self.clock: datetime | None = None  # the last clock.set; none until the first move
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    async def publish_book(self) -> None:
+        """Customers and their loans with what is still owed, before the first clock move (so
+        nothing is judged overdue until the clock reaches the campaign)."""
+        start = self.params.start.date()
+        events: list[CloudEvent] = []
+        opened = datetime.combine(start, dtime(0), UTC) - timedelta(days=1)
+        for c in self.book:
+            events.append(
+                self.system.event(
+                    CustomerUpserted(
+                        customer_id=c.customer_id,
+                        full_name=c.full_name,
+                        national_id=c.national_id,
+                        birth_date=c.birth_date,
+                        phone=c.phone,
+                        email=c.email,
+                        postal_address=c.postal_address,
+                        timezone=c.timezone,
+                        locale=c.locale,
+                        country=c.country,
+                        credit_score=c.score,
+                    ),
+                    c.customer_id,
+                    opened,
+                    c.customer_id,
+                )
+            )
+            events.append(
+                self.system.event(
+                    LoanOpened(
+                        account_id=c.account_id,
+                        customer_id=c.customer_id,
+                        product=c.product,
+                        principal=c.principal,
+                        currency=c.currency,
+                        opened_on=c.opened_on,
+                        # what is still owed, as a book moved onto a collections system arrives:
+                        # the instalments not yet paid, numbered as in the contract
+                        schedule=[
+                            ScheduledInstallment(
+                                installment_no=i.no, due_date=i.due_date, amount=i.amount
+                            )
+                            for i in unpaid_at_start(c, start)
+                        ],
+                    ),
+                    c.customer_id,
+                    opened,
+                    c.account_id,
+                )
+            )
+            if len(events) >= BOOK_BATCH:
+                await self.system.publish(events)
+                events = []
+        await self.system.publish(events)
+        await self.system.wait_quiet(None, limit=600)
+
+    def _payment_event(self, c: Customer, amount: Decimal, at: datetime, why: str) -> CloudEvent:
+        self.stats.payments += 1
+        return self.system.event(
+            PaymentPosted(
+                account_id=c.account_id,
+                payment_id=f"P{c.n:07d}-{next(self._payments):07d}-{why}",
+                amount=amount,
+                currency=c.currency,
+                posted_at=at,
+            ),
+            c.customer_id,
+            at,
+            c.account_id,
+        )
+
+    def schedule_regular_payments(self) -> None:
+        start = self.params.start.date()
+        end = start + timedelta(days=self.params.days + 1)
+        for c in self.book:
+            for inst in c.schedule:
+                if start <= inst.due_date <= end:
+                    at = on_time_payment_at(c, inst, self.seed)
+                    self._add(at, c.customer_id, "pay", {"installment": inst.no})
+
+    def _add(self, at: datetime, customer_id: str, kind: str, body: dict[str, Any]) -> None:
+        heapq.heappush(self.actions, Action(at, next(self._seq), customer_id, kind, body))
+
+    # --- the run -------------------------------------------------------------------------------
+
+    async def run(self) -> Stats:
+        steps = self.params.steps()
+        async with self.system.reader(topics.LEDGER, topics.SCHEDULER, topics.NOTIFIER) as reader:
+            self._reader = reader
+            await self.system.partner("POST", "/control", json={"callbacks": False})
+            try:
+                self._messages_next = (
+                    await self.system.partner("GET", "/control/messages?since=1000000000")
+                )["next"]
+                await self.publish_book()
+                await self._learn()
+                self.schedule_regular_payments()
+                for at in steps:
+                    await self.step(at)
+                # last answers, then the system at rest
+                await self._act(steps[-1] + timedelta(minutes=1))
+            finally:
+                await self.system.partner("POST", "/control", json={"callbacks": True})
+        return self.stats
+
+    async def step(self, at: datetime) -> None:
+        self.stats.steps += 1
+        t = time.monotonic()
+        await self._act(at)
+        t = self.stats.timed("act", t)
+        await self.system.set_clock(at)
+        self.clock = at
+        self.stats.clock_moves += 1
+        await self.system.wait_quiet(at)
+        t = self.stats.timed("clock", t)
+        await self._learn()
+        t = self.stats.timed("learn", t)
+        await self._read_sends(at)
+        self.stats.timed("sends", t)
+        if self.stats.steps % 30 == 0:
+            log.info(
+                "%s: %d steps, %d payments, %d sends, %d webhooks (%.0fs)",
+                at.isoformat(),
+                self.stats.steps,
+                self.stats.payments,
+                self.stats.sends_seen,
+                self.stats.webhooks,
+                time.monotonic() - self.stats.started,
+            )
+
+    async def _act(self, until: datetime) -> None:
+        """Everything customers do up to ``until``; one customer's answers go in their order,
+        and a customer who answers a contact now pays at the next step."""
+        due: list[Action] = []
+        while self.actions and self.actions[0].at <= until:
+            due.append(heapq.heappop(self.actions))
+        if not due:
+            return
+        answering = {a.customer_id for a in due if a.kind in ("status", "reply")}
+        payments: list[CloudEvent] = []
+        webhooks: dict[str, list[Action]] = defaultdict(list)
+        for action in due:
+            c = self.by_customer[action.customer_id]
+            if action.kind == "pay":
+                if c.customer_id in answering:
+                    self._add(until + timedelta(seconds=1), c.customer_id, "pay", action.body)
+                    continue
+                event = self._payment(c, action)
+                if event is not None:
+                    payments.append(event)
+            else:
+                webhooks[c.customer_id].append(action)
+        t = time.monotonic()
+        await asyncio.gather(self.system.publish(payments), self._send_webhooks(webhooks))
+        t = self.stats.timed("act:send", t)
+        await self.system.wait_quiet(self.clock)
+        self.stats.timed("act:quiet", t)
+
+    def _payment(self, c: Customer, action: Action) -> CloudEvent | None:
+        view = self.views[c.account_id]
+        body = action.body
+        if "installment" in body:
+            no = body["installment"]
+            inst = next(i for i in c.schedule if i.no == no)
+            if no in c.misses or view.delinquent:
+                return None
+            return self._payment_event(c, inst.amount, action.at, f"due{no}")
+        if "plan" in body:
+            if view.plan_broken:
+                return None
+            if not keeps_plan_installment(self.params, self.seed, c, body["plan"], body["no"]):
+                view.plan_broken = True
+                return None
+            return self._payment_event(c, Decimal(body["amount"]), action.at, "plan")
+        amount = Decimal(body["amount"]) if "amount" in body else view.overdue
+        if amount <= 0:
+            return None
+        return self._payment_event(c, amount, action.at, body.get("why", "contact"))
+
+    async def _send_webhooks(self, by_customer: dict[str, list[Action]]) -> None:
+        gate = asyncio.Semaphore(24)
+
+        async def one(actions: list[Action]) -> None:
+            async with gate:
+                for a in actions:
+                    if a.kind == "status":
+                        self.stats.webhooks += 1
+                        await self.system.partner("POST", "/control/status", json=a.body)
+                    else:
+                        self.stats.replies += 1
+                        await self.system.partner("POST", "/control/reply", json=a.body)
+
+        await asyncio.gather(*(one(actions) for actions in by_customer.values()))
+
+    async def _learn(self) -> None:
+        """What the system said since the last step: contact requests (to know what a message
+        at the partner offers), plans agreed, and each account's overdue amount."""
+        for event in await self._reader.drain():
+            data = event.data
+            if isinstance(data, ContactRequested):
+                self.requests[data.contact_id] = data
+            elif isinstance(data, PlanAgreed):
+                self._plan_agreed(data)
+            elif isinstance(data, PaymentMissed | DelinquencyChanged | PaymentReceived):
+                view = self.views.get(data.account_id)
+                if view is not None:
+                    view.overdue = Decimal(data.total_overdue)
+                    view.delinquent = view.overdue > 0
+            elif isinstance(data, AccountCured):
+                view = self.views.get(data.account_id)
+                if view is not None:
+                    self._cured(self.by_account[data.account_id], view, event.time)
+
+    def _cured(self, c: Customer, view: AccountView, at: datetime) -> None:
+        view.overdue, view.delinquent = Decimal(0), False
+        upcoming = [i for i in c.schedule if i.due_date > c.local(at).date()]
+        if upcoming and misses_again(self.params, self.seed, c, upcoming[0].no):
+            c.misses.add(upcoming[0].no)
+
+    def _plan_agreed(self, plan: PlanAgreed) -> None:
+        c = self.by_account.get(plan.account_id)
+        if c is None:
+            return
+        self.views[c.account_id].plan_broken = False
+        for no, inst in enumerate(plan.installments, start=1):
+            at = datetime.combine(inst.due_date, dtime(11), c.zone).astimezone(UTC)
+            self._add(
+                at,
+                c.customer_id,
+                "pay",
+                {"plan": plan.plan_id, "no": no, "amount": str(inst.amount)},
+            )
+
+    async def _read_sends(self, at: datetime) -> None:
+        page = await self.system.partner("GET", f"/control/messages?since={self._messages_next}")
+        self._messages_next = page["next"]
+        for message in page["messages"]:
+            self.stats.sends_seen += 1
+            request = self.requests.get(message["contact_id"])
+            if request is None:
+                log.warning("a message at the partner with no contact request seen")
+                continue
+            c = self.by_account.get(request.account_id)
+            if c is None:
+                continue
+            self._react(c, request, at)
+
+    def _react(self, c: Customer, request: ContactRequested, at: datetime) -> None:
+        reaction = react(
+            self.params,
+            self.seed,
+            c,
+            contact_key=f"{request.template}|{request.channel}|{at.isoformat()}",
+            channel=request.channel,
+            offer=request.offer is not None,
+            at=at,
+        )
+        status: dict[str, Any] = {
+            "event_id": str(uuid.uuid5(EVENTS, f"{self.seed}|status|{request.contact_id}")),
+            "contact_id": request.contact_id,
+            "status": reaction.status,
+        }
+        view = self.views[c.account_id]
+        local_today = c.local(at).date()
+        if reaction.promise_days is not None and view.overdue > 0:
+            due = local_today + timedelta(days=reaction.promise_days)
+            status |= {"promise_amount": str(view.overdue), "promise_date": due.isoformat()}
+            if reaction.keeps_promise:
+                pay_at = datetime.combine(due, dtime(10), c.zone).astimezone(UTC)
+                self._add(
+                    pay_at, c.customer_id, "pay", {"amount": str(view.overdue), "why": "promise"}
+                )
+        elif reaction.status == "promise_to_pay":
+            status["status"] = "right_party"
+        # Like most SMS and email gateways on a standard plan, the stand-in reports only
+        # failures for those channels; delivery of a notice is always confirmed.
+        quiet = (
+            request.channel in ("sms", "email")
+            and status["status"] == "delivered"
+            and request.template not in NOTICES
+        )
+        if not quiet:
+            self._add(at, c.customer_id, "status", status)
+        if reaction.reply is not None and request.channel in ("sms", "email"):
+            sender = c.phone if request.channel == "sms" else c.email
+            if sender:
+                self._add(
+                    at,
+                    c.customer_id,
+                    "reply",
+                    {
+                        "event_id": str(
+                            uuid.uuid5(EVENTS, f"{self.seed}|reply|{request.contact_id}")
+                        ),
+                        "channel": request.channel,
+                        "from": sender,
+                        "text": reaction.reply,
+                    },
+                )
+        if reaction.pay_after_days is not None:
+            pay_day = local_today + timedelta(days=reaction.pay_after_days)
+            pay_at = max(
+                at + timedelta(hours=2),
+                datetime.combine(pay_day, dtime(12), c.zone).astimezone(UTC),
+            )
+            self._add(pay_at, c.customer_id, "pay", {"why": "contact"})
+
+
+def write_book_index(campaign: Campaign, path: Path) -> None:
+    """Ids and segments of the book (no personal data), for the report."""
+    rows = [
+        {
+            "account_id": c.account_id,
+            "customer_id": c.customer_id,
+            "country": c.country,
+            "currency": c.currency,
+            "segment": c.segment,
+            "product": c.product,
+            "behind_at_start": c.behind,
+        }
+        for c in campaign.book
+    ]
+    path.write_text(json.dumps(rows))
+
+
+def today(at: datetime) -> date:
+    return at.date()

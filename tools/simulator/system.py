@@ -1,0 +1,269 @@
+"""The simulator's view of a running Arrears system, through its public contract only: the Kafka
+topics, each service's HTTP API (``/v1/ops/progress`` to know when the system is quiet) and the
+partner stand-in's control API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared import topics
+from shared.auth import DEV_KEY
+from shared.envelope import CloudEvent, InvalidEvent, decode, encode, new_event
+from shared.events import ClockSet, Payload
+
+SERVICES = ("ledger", "scheduler", "notifier", "bureau")
+SOURCE = "/simulator/core-banking"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    bootstrap: str = "127.0.0.1:9092"
+    services: dict[str, str] = field(
+        default_factory=lambda: {
+            name: f"http://127.0.0.1:{port}"
+            for name, port in zip(SERVICES, (8001, 8002, 8003, 8004), strict=True)
+        }
+    )
+    partners: str = "http://127.0.0.1:8090"
+    api_key: str = DEV_KEY
+
+    @classmethod
+    def from_env(cls) -> Endpoints:
+        """The stack's own environment variables (scripts/stack.py), so both agree."""
+        ports = {
+            name: os.environ.get(f"ARREARS_{name.upper()}_PORT", str(default))
+            for name, default in zip(SERVICES, (8001, 8002, 8003, 8004), strict=True)
+        }
+        return cls(
+            bootstrap=os.environ.get(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                f"127.0.0.1:{os.environ.get('ARREARS_KAFKA_PORT', '9092')}",
+            ),
+            services={name: f"http://127.0.0.1:{port}" for name, port in ports.items()},
+            partners=f"http://127.0.0.1:{os.environ.get('ARREARS_PARTNERS_PORT', '8090')}",
+            api_key=os.environ.get("ARREARS_API_KEY", DEV_KEY),
+        )
+
+
+class NotQuiet(RuntimeError):
+    pass
+
+
+class System:
+    """Connections to a running system; ``async with System(endpoints) as system``."""
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        self.endpoints = endpoints
+        self.http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {endpoints.api_key}"},
+            timeout=30,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=endpoints.bootstrap,
+            acks="all",
+            linger_ms=5,
+            enable_idempotence=True,
+            max_batch_size=1 << 20,
+        )
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.bootstrap)
+        self._offsets = AIOKafkaConsumer(
+            bootstrap_servers=endpoints.bootstrap, group_id=None, isolation_level="read_committed"
+        )
+        self._partitions: dict[str, list[TopicPartition]] = {}
+        self.quiet_checks = 0
+        self._groups: dict[str, Sequence[str]] | None = None
+
+    async def __aenter__(self) -> System:
+        await self._producer.start()
+        await self._admin.start()
+        await self._offsets.start()
+        for topic in (*topics.DOMAIN_TOPICS, topics.CLOCK):
+            parts = self._offsets.partitions_for_topic(topic)
+            if not parts:
+                await self._offsets._client.force_metadata_update()
+                parts = self._offsets.partitions_for_topic(topic) or {0}
+            self._partitions[topic] = [TopicPartition(topic, p) for p in sorted(parts)]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+        await self._admin.close()
+        await self._offsets.stop()
+        await self.http.aclose()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    async def publish(self, events: Iterable[CloudEvent]) -> int:
+        futures = []
+        for event in events:
+            key, value, headers = encode(event)
+            futures.append(
+                await self._producer.send(event.topic, value=value, key=key, headers=headers)
+            )
+        await asyncio.gather(*futures)
+        return len(futures)
+
+    @staticmethod
+    def event(data: Payload, key: str, at: datetime, subject: str | None = None) -> CloudEvent:
+        return new_event(data, source=SOURCE, key=key, time=at, subject=subject)
+
+    async def set_clock(self, now: datetime) -> None:
+        await self.publish(
+            [new_event(ClockSet(now=now), source="/simulator", key="clock", time=now)]
+        )
+
+    async def latest_clock(self) -> datetime | None:
+        part = TopicPartition(topics.CLOCK, 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.endpoints.bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign([part])
+            end = (await consumer.end_offsets([part]))[part]
+            if end == 0:
+                return None
+            consumer.seek(part, end - 1)
+            batch = await consumer.getmany(part, timeout_ms=5000)
+            for record in batch.get(part, []):
+                event = decode(record.key, record.value, record.headers)
+                if isinstance(event.data, ClockSet):
+                    return event.data.now
+            return None
+        finally:
+            await consumer.stop()
+
+    # --- quiet ---------------------------------------------------------------------------------
+
+    async def progress(self) -> list[dict[str, Any]]:
+        async def one(name: str) -> dict[str, Any]:
+            response = await self.request("GET", f"{self.endpoints.services[name]}/v1/ops/progress")
+            response.raise_for_status()
+            return dict(response.json())
+
+        return list(await asyncio.gather(*(one(n) for n in SERVICES)))
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        parts = [tp for t in topics.DOMAIN_TOPICS for tp in self._partitions[t]]
+        return dict(await self._offsets.end_offsets(parts))
+
+    async def lag(self, groups: dict[str, Sequence[str]], ends: dict[TopicPartition, int]) -> int:
+        async def one(group: str, wanted: Sequence[str]) -> int:
+            committed = await self._admin.list_consumer_group_offsets(group)
+            behind = 0
+            for topic in wanted:
+                for tp in self._partitions.get(topic, []):
+                    meta = committed.get(tp)
+                    done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                    behind += max(0, ends.get(tp, 0) - done)
+            return behind
+
+        return sum(await asyncio.gather(*(one(g, t) for g, t in groups.items())))
+
+    async def wait_quiet(self, clock: datetime | None, limit: float = 300.0) -> None:
+        """Until every service has applied ``clock`` (if given), read everything published,
+        emptied its outbox and finished its work.
+
+        One check reads, in this order: the topics' end offsets; every consumer group's lag
+        against them (a group commits its offsets only after its database transaction, so zero
+        lag means those records' effects, outbox rows included, are committed); each service's
+        progress (outbox, unfinished work, clock); the end offsets again. If nothing was
+        published between the first and the last read, nothing is in flight.
+        """
+        deadline = asyncio.get_running_loop().time() + limit
+        if self._groups is None:
+            self._groups = {
+                g: t for s in await self.progress() for g, t in s["consumer_groups"].items()
+            }
+        while True:
+            self.quiet_checks += 1
+            before = await self.end_offsets()
+            lag = await self.lag(self._groups, before)
+            states = await self.progress() if lag == 0 else []
+            settled = lag == 0 and all(
+                not s["clock_busy"]
+                and s["outbox_pending"] == 0
+                and s["work_pending"] == 0
+                and (clock is None or datetime.fromisoformat(s["clock"]) == clock)
+                for s in states
+            )
+            if settled and await self.end_offsets() == before:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise NotQuiet(f"the system did not settle in {limit:.0f}s: lag {lag}, {states}")
+            await asyncio.sleep(0.02)
+
+    # --- reading topics ------------------------------------------------------------------------
+
+    def reader(self, *names: str) -> TopicReader:
+        return TopicReader(
+            self.endpoints.bootstrap, [tp for n in names for tp in self._partitions[n]]
+        )
+
+    # --- partner stand-in ----------------------------------------------------------------------
+
+    async def partner(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.request(method, f"{self.endpoints.partners}{path}", **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request, tried again if the connection drops (a server closes idle keep-alive
+        connections). Every request the simulator repeats is idempotent: webhooks carry the
+        simulator's own event ids, which the notifier deduplicates."""
+        for attempt in range(4):
+            try:
+                return await self.http.request(method, url, **kwargs)
+            except httpx.TransportError:
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+
+class TopicReader:
+    """Reads topics from the beginning up to their current end, on each ``drain``."""
+
+    def __init__(self, bootstrap: str, partitions: list[TopicPartition]) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            fetch_max_bytes=32 << 20,
+            fetch_max_wait_ms=10,
+        )
+        self._partitions = partitions
+        self.unreadable = 0
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def drain(self) -> list[CloudEvent]:
+        """Every record published since the last drain, in partition order (one customer's
+        events in their order)."""
+        ends = await self._consumer.end_offsets(self._partitions)
+        out: list[CloudEvent] = []
+        while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
+            batch = await self._consumer.getmany(timeout_ms=20, max_records=20_000)
+            for records in batch.values():
+                for r in records:
+                    try:
+                        out.append(decode(r.key, r.value, r.headers))
+                    except InvalidEvent:
+                        self.unreadable += 1
+        return out
