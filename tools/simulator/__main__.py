@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from tools.simulator import report
 from tools.simulator.campaign import Campaign, write_book_index
+from tools.simulator.figures import gather
 from tools.simulator.model import PARAMS, Params
 from tools.simulator.system import Endpoints, System
 
@@ -54,7 +56,24 @@ async def run(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-        print(f"[simulator] campaign done in {elapsed:.0f}s: {stats}")
+        print(f"[simulator] campaign played in {elapsed:.0f}s; writing the report")
+        await write_report(system, out)
+    return 0
+
+
+async def write_report(system: System, out: Path) -> None:
+    figures, per_account = await gather(system, out)
+    path = await asyncio.to_thread(report.write, out, figures, per_account)
+    width = max(len(k) for k, _ in report.summary_rows(figures))
+    print("\nDecember campaign")
+    for key, value in report.summary_rows(figures):
+        print(f"  {key:<{width}}  {value}")
+    print(f"\n  report: {path.resolve()}\n  figures: {(out / 'campaign.json').resolve()}")
+
+
+async def report_only(args: argparse.Namespace) -> int:
+    async with System(Endpoints.from_env()) as system:
+        await write_report(system, Path(args.out))
     return 0
 
 
@@ -67,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd.add_argument("--seed", type=int, default=7)
     run_cmd.add_argument("--params", default=str(PARAMS))
     run_cmd.add_argument("--out", default=".stack/campaign")
+    report_cmd = sub.add_parser("report", help="write the report of the campaign that ran")
+    report_cmd.add_argument("--out", default=".stack/campaign")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[simulator] %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "run":
         return asyncio.run(run(args))
+    if args.command == "report":
+        return asyncio.run(report_only(args))
     return 2
 
 

@@ -37,6 +37,9 @@ from shared.events import (
     PaymentPosted,
     PaymentReceived,
     PlanAgreed,
+    ReportBlocked,
+    ReportCorrected,
+    ReportSubmitted,
     ScheduledInstallment,
 )
 from tools.simulator.model import (
@@ -122,6 +125,7 @@ class Campaign:
         self._messages_next = 0
         self._reader: Any = None
         self.clock: datetime | None = None  # the last clock.set; none until the first move
+        self._cycles_seen: set[str] = set()
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -162,12 +166,12 @@ class Campaign:
                         currency=c.currency,
                         opened_on=c.opened_on,
                         # what is still owed, as a book moved onto a collections system arrives:
-                        # the instalments not yet paid, numbered as in the contract
+                        # the instalments not yet paid, numbered from 1
                         schedule=[
                             ScheduledInstallment(
-                                installment_no=i.no, due_date=i.due_date, amount=i.amount
+                                installment_no=n, due_date=i.due_date, amount=i.amount
                             )
-                            for i in unpaid_at_start(c, start)
+                            for n, i in enumerate(unpaid_at_start(c, start), start=1)
                         ],
                     ),
                     c.customer_id,
@@ -212,7 +216,9 @@ class Campaign:
 
     async def run(self) -> Stats:
         steps = self.params.steps()
-        async with self.system.reader(topics.LEDGER, topics.SCHEDULER, topics.NOTIFIER) as reader:
+        async with self.system.reader(
+            topics.LEDGER, topics.SCHEDULER, topics.NOTIFIER, topics.BUREAU
+        ) as reader:
             self._reader = reader
             await self.system.partner("POST", "/control", json={"callbacks": False})
             try:
@@ -224,6 +230,8 @@ class Campaign:
                 self.schedule_regular_payments()
                 for at in steps:
                     await self.step(at)
+                    if self.stats.steps == 1:
+                        await self._snapshot("standing-start.json")
                 # last answers, then the system at rest
                 await self._act(steps[-1] + timedelta(minutes=1))
             finally:
@@ -321,7 +329,28 @@ class Campaign:
 
     async def _learn(self) -> None:
         """What the system said since the last step: contact requests (to know what a message
-        at the partner offers), plans agreed, and each account's overdue amount."""
+        at the partner offers), plans agreed, each account's overdue amount, and reporting
+        cycles (the ledger's standing is kept as each cycle ran, for the reconciliation)."""
+        cycles = set(self._cycles_seen)
+        await self._learn_events()
+        for cycle in sorted(self._cycles_seen - cycles):
+            await self._snapshot(f"ledger-at-cycle-{cycle}.json", detail=True)
+
+    async def _snapshot(self, name: str, *, detail: bool = False) -> None:
+        ids = [c.account_id for c in self.book]
+        rows: dict[str, Any] = {}
+        for i in range(0, len(ids), 10_000):
+            response = await self.system.request(
+                "POST",
+                f"{self.system.endpoints.services['ledger']}/v1/accounts/standing",
+                json={"account_ids": ids[i : i + 10_000]},
+            )
+            response.raise_for_status()
+            for row in response.json():
+                rows[row["account_id"]] = row if detail else row["bucket"]
+        await asyncio.to_thread((self.out / name).write_text, json.dumps(rows))
+
+    async def _learn_events(self) -> None:
         for event in await self._reader.drain():
             data = event.data
             if isinstance(data, ContactRequested):
@@ -333,6 +362,8 @@ class Campaign:
                 if view is not None:
                     view.overdue = Decimal(data.total_overdue)
                     view.delinquent = view.overdue > 0
+            elif isinstance(data, ReportSubmitted | ReportBlocked | ReportCorrected):
+                self._cycles_seen.add(data.cycle)
             elif isinstance(data, AccountCured):
                 view = self.views.get(data.account_id)
                 if view is not None:

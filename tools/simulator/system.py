@@ -201,6 +201,17 @@ class System:
                 raise NotQuiet(f"the system did not settle in {limit:.0f}s: lag {lag}, {states}")
             await asyncio.sleep(0.02)
 
+    async def dead_letters(self) -> dict[str, int]:
+        """Records in each dead-letter topic (a healthy campaign has none)."""
+        out = {}
+        await self._offsets.topics()  # refreshes the metadata of every topic
+        for topic in topics.ALL_TOPICS:
+            parts = self._offsets.partitions_for_topic(topics.dlq(topic)) or set()
+            tps = [TopicPartition(topics.dlq(topic), p) for p in parts]
+            ends = await self._offsets.end_offsets(tps) if tps else {}
+            out[topics.dlq(topic)] = sum(ends.values())
+        return out
+
     # --- reading topics ------------------------------------------------------------------------
 
     def reader(self, *names: str) -> TopicReader:

@@ -1,0 +1,401 @@
+"""The campaign's figures, computed from what the services published (their Kafka topics, read
+from the beginning) and their report APIs; no database is read. Pure functions over events
+(``compute``) and the I/O that gathers them (``gather``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from shared import topics
+from shared.envelope import CloudEvent
+from shared.events import (
+    AccountCured,
+    ContactAttempted,
+    ContactRequested,
+    ContactSuppressed,
+    CustomerOptedOut,
+    DelinquencyChanged,
+    DisputeOpened,
+    PaymentMissed,
+    PaymentReceived,
+    PlanActivated,
+    PlanAgreed,
+    PlanBroken,
+    PlanCompleted,
+    PromiseBroken,
+    PromiseKept,
+    PromiseMade,
+    ReportBlocked,
+    ReportCorrected,
+    ReportSubmitted,
+)
+from tools.simulator.system import System
+
+BUCKETS = ["current", "1-29", "30-59", "60-89", "90-119", "120-149", "150-179", "180+"]
+Z95 = 1.959964
+
+
+@dataclass
+class Account:
+    """One account's story as the events tell it."""
+
+    currency: str = ""
+    bucket: str = "current"
+    overdue: Decimal = Decimal(0)
+    exposure: Decimal = Decimal(0)  # the most it was overdue during the campaign
+    recovered: Decimal = Decimal(0)
+    missed: int = 0
+    delinquent_ever: bool = False
+    variant: str | None = None
+    requested: int = 0
+    sent: int = 0
+    suppressed: int = 0
+    submitted: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    corrected: list[str] = field(default_factory=list)
+
+
+def day_of(at: datetime) -> str:
+    return at.date().isoformat()
+
+
+def money(value: Decimal) -> str:
+    return str(value.quantize(Decimal("0.01")))
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denominator = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denominator
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and a normal-approximation 95% interval."""
+    n = len(values)
+    if n == 0:
+        return (0.0, 0.0, 0.0)
+    mean = sum(values) / n
+    if n == 1:
+        return (mean, mean, mean)
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    half = Z95 * math.sqrt(var / n)
+    return (mean, mean - half, mean + half)
+
+
+def difference_interval(
+    a: Sequence[float], b: Sequence[float], seed: int = 0, rounds: int = 1000
+) -> tuple[float, float, float]:
+    """Challenger minus champion mean, with a 95% bootstrap interval (seeded: the same figures
+    give the same interval)."""
+    if not a or not b:
+        return (0.0, 0.0, 0.0)
+    r = random.Random(seed)
+    diffs = sorted(
+        sum(r.choices(b, k=len(b))) / len(b) - sum(r.choices(a, k=len(a))) / len(a)
+        for _ in range(rounds)
+    )
+    point = sum(b) / len(b) - sum(a) / len(a)
+    return (point, diffs[int(0.025 * rounds)], diffs[int(0.975 * rounds) - 1])
+
+
+def compute(
+    events: Iterable[CloudEvent],
+    book: Sequence[Mapping[str, Any]],
+    *,
+    start: Mapping[str, str],
+    end: Mapping[str, str],
+    decisions: Sequence[Mapping[str, Any]],
+    run: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(figures, per-account figures). ``start`` and ``end`` map account ids to buckets (the
+    ledger's standing after the first and the last clock move)."""
+    accounts: dict[str, Account] = {
+        row["account_id"]: Account(currency=row["currency"]) for row in book
+    }
+    contacts_by_day: dict[str, Counter[str]] = defaultdict(Counter)
+    outcomes: Counter[str] = Counter()
+    suppressed_by_rule: Counter[str] = Counter()
+    recovered_by_day: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    promises: Counter[str] = Counter()
+    plans: Counter[str] = Counter()
+    plan_kinds: Counter[str] = Counter()
+    bureau_cycles: dict[str, Counter[str]] = defaultdict(Counter)
+    blocked_by_reason: Counter[str] = Counter()
+    other: Counter[str] = Counter()
+    for event in events:
+        data = event.data
+        account = accounts.get(getattr(data, "account_id", "") or "")
+        if isinstance(data, PaymentMissed) and account:
+            account.missed += 1
+            other["payments_missed"] += 1
+        if isinstance(data, PaymentMissed | DelinquencyChanged) and account:
+            account.overdue = Decimal(data.total_overdue)
+            account.bucket = data.bucket
+            account.exposure = max(account.exposure, account.overdue)
+            account.delinquent_ever |= data.bucket != "current"
+        elif isinstance(data, PaymentReceived) and account:
+            recovered = min(Decimal(data.amount), account.overdue)
+            if recovered > 0:
+                account.recovered += recovered
+                recovered_by_day[day_of(event.time)][data.currency] += recovered
+            account.overdue = Decimal(data.total_overdue)
+        elif isinstance(data, AccountCured) and account:
+            account.overdue, account.bucket = Decimal(0), "current"
+            other["cures"] += 1
+        elif isinstance(data, ContactRequested) and account:
+            account.requested += 1
+            account.variant = account.variant or data.variant
+            other["contacts_requested"] += 1
+        elif isinstance(data, ContactSuppressed) and account:
+            account.suppressed += 1
+            account.variant = account.variant or data.variant
+            suppressed_by_rule.update(data.reasons)
+            other["contacts_suppressed"] += 1
+        elif isinstance(data, ContactAttempted) and account:
+            outcomes[data.outcome] += 1
+            if data.outcome == "sent":
+                account.sent += 1
+                contacts_by_day[day_of(data.attempted_at)][data.channel] += 1
+        elif isinstance(data, PromiseMade):
+            promises["made"] += 1
+        elif isinstance(data, PromiseKept):
+            promises["kept"] += 1
+        elif isinstance(data, PromiseBroken):
+            promises["broken"] += 1
+        elif isinstance(data, PlanAgreed):
+            plans["agreed"] += 1
+            plan_kinds[data.kind] += 1
+        elif isinstance(data, PlanActivated):
+            plans["activated"] += 1
+        elif isinstance(data, PlanCompleted):
+            plans["completed"] += 1
+        elif isinstance(data, PlanBroken):
+            plans["broken"] += 1
+        elif isinstance(data, CustomerOptedOut):
+            other["opt_outs"] += 1
+        elif isinstance(data, DisputeOpened):
+            other["disputes"] += 1
+        elif isinstance(data, ReportSubmitted):
+            bureau_cycles[data.cycle]["submitted"] += 1
+            if account:
+                account.submitted.append(data.cycle)
+        elif isinstance(data, ReportBlocked):
+            bureau_cycles[data.cycle]["blocked"] += 1
+            blocked_by_reason.update(data.reasons)
+            if account:
+                account.blocked.append(data.cycle)
+        elif isinstance(data, ReportCorrected):
+            bureau_cycles[data.cycle]["corrected"] += 1
+            if account:
+                account.corrected.append(data.cycle)
+
+    for account_id, bucket in start.items():
+        if bucket != "current" and account_id in accounts:
+            accounts[account_id].delinquent_ever = True
+
+    # roll rates: where each account stood after the first clock move and at the end
+    roll: dict[str, Counter[str]] = defaultdict(Counter)
+    for account_id in accounts:
+        roll[start.get(account_id, "current")][end.get(account_id, "current")] += 1
+    roll_rates = {
+        origin: {
+            "accounts": sum(row.values()),
+            "to": {b: row[b] for b in BUCKETS if row[b]},
+            "worse": round(
+                sum(n for b, n in row.items() if BUCKETS.index(b) > BUCKETS.index(origin))
+                / max(1, sum(row.values())),
+                4,
+            ),
+            "cured": round(row["current"] / max(1, sum(row.values())), 4)
+            if origin != "current"
+            else None,
+        }
+        for origin, row in sorted(roll.items(), key=lambda kv: BUCKETS.index(kv[0]))
+    }
+
+    ever = [a for a in accounts.values() if a.delinquent_ever]
+    cured_at_end = sum(
+        1 for aid, a in accounts.items() if a.delinquent_ever and end.get(aid) == "current"
+    )
+
+    # champion against challenger: per-account cure and recovery, so currencies never mix
+    by_variant: dict[str, list[Account]] = defaultdict(list)
+    for a in accounts.values():
+        if a.variant and a.delinquent_ever:
+            by_variant[a.variant].append(a)
+    variants = {}
+    cure_values: dict[str, list[float]] = {}
+    recovery_values: dict[str, list[float]] = {}
+    ends = {aid: end.get(aid, "current") for aid in accounts}
+    for name, members in sorted(by_variant.items()):
+        ids = {aid for aid, a in accounts.items() if a in members}
+        cured = sum(1 for aid in ids if ends[aid] == "current")
+        cure_values[name] = [1.0 if ends[aid] == "current" else 0.0 for aid in sorted(ids)]
+        recovery_values[name] = [
+            float(min(Decimal(1), a.recovered / a.exposure)) if a.exposure > 0 else 0.0
+            for a in sorted(members, key=lambda m: (m.currency, m.exposure, m.recovered))
+        ]
+        low, high = wilson(cured, len(members))
+        mean, rlow, rhigh = mean_interval(recovery_values[name])
+        variants[name] = {
+            "accounts": len(members),
+            "cured": cured,
+            "cure_rate": round(cured / len(members), 4),
+            "cure_rate_ci95": [round(low, 4), round(high, 4)],
+            "recovery_rate": round(mean, 4),
+            "recovery_rate_ci95": [round(rlow, 4), round(rhigh, 4)],
+            "recovered": {
+                cur: money(sum((m.recovered for m in members if m.currency == cur), Decimal(0)))
+                for cur in sorted({m.currency for m in members})
+            },
+        }
+    comparison = None
+    if {"champion", "early-plan"} <= set(variants):
+        point, low, high = difference_interval(
+            recovery_values["champion"], recovery_values["early-plan"]
+        )
+        comparison = {
+            "challenger": "early-plan",
+            "champion": "champion",
+            "recovery_rate_difference": round(point, 4),
+            "recovery_rate_difference_ci95": [round(low, 4), round(high, 4)],
+            "significant": low > 0 or high < 0,
+        }
+
+    decided: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in decisions:
+        kind = str(row["kind"])
+        decided[kind][str(row["reason"] or "-")] += int(row["count"])
+
+    currencies = sorted({a.currency for a in accounts.values()})
+    cumulative: dict[str, list[list[str]]] = {cur: [] for cur in currencies}
+    running = {cur: Decimal(0) for cur in currencies}
+    for day in sorted(recovered_by_day):
+        for cur in currencies:
+            running[cur] += recovered_by_day[day].get(cur, Decimal(0))
+            cumulative[cur].append([day, money(running[cur])])
+
+    figures = {
+        "run": dict(run),
+        "book": {
+            "customers": len(book),
+            "accounts": len(accounts),
+            "by_country": dict(Counter(str(r["country"]) for r in book)),
+            "by_segment": dict(Counter(str(r["segment"]) for r in book)),
+            "delinquent_at_start": sum(1 for b in start.values() if b != "current"),
+        },
+        "delinquency": {
+            "payments_missed": other["payments_missed"],
+            "accounts_delinquent_during_campaign": len(ever),
+            "accounts_delinquent_at_end": sum(1 for b in end.values() if b != "current"),
+            "cure_events": other["cures"],
+            "cured_by_end": cured_at_end,
+            "cure_rate": round(cured_at_end / max(1, len(ever)), 4),
+            "roll_rates": roll_rates,
+        },
+        "contacts": {
+            "requested": other["contacts_requested"],
+            "suppressed": other["contacts_suppressed"],
+            "sent": sum(sum(c.values()) for c in contacts_by_day.values()),
+            "by_day_and_channel": {d: dict(c) for d, c in sorted(contacts_by_day.items())},
+            "outcomes": dict(sorted(outcomes.items())),
+            "opt_outs": other["opt_outs"],
+            "disputes": other["disputes"],
+        },
+        "decisions": {
+            "suppressed_by_rule": dict(sorted(decided["suppressed"].items())),
+            "deferred_by_rule": dict(sorted(decided["deferred"].items())),
+            "cancelled_by_reason": dict(sorted(decided["cancelled"].items())),
+            "fired": sum(decided["fired"].values()),
+            "suppression_events_by_rule": dict(sorted(suppressed_by_rule.items())),
+        },
+        "promises": {
+            "made": promises["made"],
+            "kept": promises["kept"],
+            "broken": promises["broken"],
+            "open": promises["made"] - promises["kept"] - promises["broken"],
+        },
+        "plans": {
+            "agreed": plans["agreed"],
+            "by_kind": dict(sorted(plan_kinds.items())),
+            "activated": plans["activated"],
+            "completed": plans["completed"],
+            "broken": plans["broken"],
+        },
+        "recovery": {
+            "by_currency": {cur: money(running[cur]) for cur in currencies},
+            "cumulative_by_day": cumulative,
+        },
+        "champion_challenger": {"variants": variants, "comparison": comparison},
+        "bureau": {
+            "cycles": {c: dict(n) for c, n in sorted(bureau_cycles.items())},
+            "submitted": sum(n["submitted"] for n in bureau_cycles.values()),
+            "blocked": sum(n["blocked"] for n in bureau_cycles.values()),
+            "corrected": sum(n["corrected"] for n in bureau_cycles.values()),
+            "blocked_by_reason": dict(sorted(blocked_by_reason.items())),
+        },
+    }
+    per_account = {
+        aid: {
+            "bucket": a.bucket,
+            "overdue": money(a.overdue),
+            "missed": a.missed,
+            "variant": a.variant,
+            "requested": a.requested,
+            "sent": a.sent,
+            "suppressed": a.suppressed,
+            "recovered": money(a.recovered),
+            "bureau_submitted": sorted(a.submitted),
+            "bureau_blocked": sorted(a.blocked),
+        }
+        for aid, a in sorted(accounts.items())
+        if a.delinquent_ever or a.requested or a.submitted or a.blocked
+    }
+    return figures, per_account
+
+
+async def standing(system: System, account_ids: Sequence[str]) -> dict[str, str]:
+    """Each account's bucket, from the ledger's reconciliation API."""
+    out: dict[str, str] = {}
+    for i in range(0, len(account_ids), 10_000):
+        response = await system.request(
+            "POST",
+            f"{system.endpoints.services['ledger']}/v1/accounts/standing",
+            json={"account_ids": list(account_ids[i : i + 10_000])},
+        )
+        response.raise_for_status()
+        out |= {row["account_id"]: row["bucket"] for row in response.json()}
+    return out
+
+
+async def gather(system: System, out: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    book = json.loads((out / "book.json").read_text())
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    start = json.loads((out / "standing-start.json").read_text())
+    end = await standing(system, [r["account_id"] for r in book])
+    response = await system.request(
+        "GET", f"{system.endpoints.services['scheduler']}/v1/reports/decisions"
+    )
+    response.raise_for_status()
+    async with system.reader(
+        topics.LEDGER, topics.SCHEDULER, topics.NOTIFIER, topics.BUREAU
+    ) as reader:
+        events = await reader.drain()
+    figures, per_account = compute(
+        events, book, start=start, end=end, decisions=response.json(), run=run
+    )
+    figures["dead_letters"] = await system.dead_letters()
+    return figures, per_account

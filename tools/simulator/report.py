@@ -1,0 +1,312 @@
+"""The campaign report: one self-contained HTML file (charts drawn by matplotlib offline and
+embedded as PNG) and the same figures as JSON."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from tools.simulator.figures import BUCKETS
+
+CHANNELS = ["sms", "email", "voice", "letter", "field_visit"]
+COLOURS = {
+    "sms": "#4e79a7",
+    "email": "#f28e2b",
+    "voice": "#e15759",
+    "letter": "#76b7b2",
+    "field_visit": "#59a14f",
+}
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    # no timestamp in the file: the same figures draw the same bytes
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def contacts_chart(figures: Mapping[str, Any]) -> str:
+    by_day = figures["contacts"]["by_day_and_channel"]
+    days = sorted(by_day)
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    bottom = [0] * len(days)
+    for channel in CHANNELS:
+        values = [by_day[d].get(channel, 0) for d in days]
+        if any(values):
+            ax.bar(
+                [d[5:] for d in days], values, bottom=bottom, label=channel, color=COLOURS[channel]
+            )
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_title("Contacts sent by channel and day")
+    ax.set_ylabel("contacts")
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    ax.legend(ncol=5, fontsize=8)
+    return _png(fig)
+
+
+def rules_chart(figures: Mapping[str, Any]) -> str:
+    d = figures["decisions"]
+    rows = [(f"suppressed: {k}", v) for k, v in d["suppressed_by_rule"].items()]
+    rows += [(f"deferred: {k}", v) for k, v in d["deferred_by_rule"].items()]
+    rows.sort(key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(9, max(2.0, 0.3 * len(rows) + 1)))
+    ax.barh(
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        color=["#e15759" if r[0].startswith("suppressed") else "#bab0ac" for r in rows],
+    )
+    ax.set_title("Suppressions and deferrals by rule id")
+    ax.set_xlabel("decisions")
+    ax.tick_params(axis="y", labelsize=8)
+    return _png(fig)
+
+
+def roll_chart(figures: Mapping[str, Any]) -> str:
+    rates = figures["delinquency"]["roll_rates"]
+    origins = [b for b in BUCKETS if b in rates]
+    matrix = [
+        [rates[o]["to"].get(t, 0) / max(1, rates[o]["accounts"]) for t in BUCKETS] for o in origins
+    ]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(origins) + 1.5))
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(BUCKETS)), BUCKETS, fontsize=8)
+    ax.set_yticks(
+        range(len(origins)), [f"{o} ({rates[o]['accounts']})" for o in origins], fontsize=8
+    )
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            if value:
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > 0.5 else "black",
+                )
+    ax.set_xlabel("bucket at the end of the campaign")
+    ax.set_ylabel("bucket after the first day")
+    ax.set_title("Roll rates between buckets")
+    return _png(fig)
+
+
+def recovery_chart(figures: Mapping[str, Any]) -> str:
+    series = figures["recovery"]["cumulative_by_day"]
+    fig, axes = plt.subplots(1, max(1, len(series)), figsize=(11, 3.2), squeeze=False)
+    for ax, (currency, points) in zip(axes[0], sorted(series.items()), strict=False):
+        ax.plot([p[0][5:] for p in points], [float(p[1]) for p in points], color="#59a14f")
+        ax.set_title(f"Amount recovered, cumulative ({currency})")
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    return _png(fig)
+
+
+def outcomes_chart(figures: Mapping[str, Any]) -> str:
+    p, pl = figures["promises"], figures["plans"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    left.bar(
+        ["made", "kept", "broken", "open"],
+        [p["made"], p["kept"], p["broken"], p["open"]],
+        color=["#4e79a7", "#59a14f", "#e15759", "#bab0ac"],
+    )
+    left.set_title("Promises to pay")
+    right.bar(
+        ["agreed", "activated", "completed", "broken"],
+        [pl["agreed"], pl["activated"], pl["completed"], pl["broken"]],
+        color=["#4e79a7", "#76b7b2", "#59a14f", "#e15759"],
+    )
+    right.set_title("Plans")
+    return _png(fig)
+
+
+def variants_chart(figures: Mapping[str, Any]) -> str:
+    variants = figures["champion_challenger"]["variants"]
+    names = list(variants)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    for ax, key, title in (
+        (axes[0], "cure_rate", "Cure rate"),
+        (axes[1], "recovery_rate", "Recovery rate"),
+    ):
+        values = [variants[n][key] for n in names]
+        errors = [
+            [v - variants[n][f"{key}_ci95"][0] for n, v in zip(names, values, strict=True)],
+            [variants[n][f"{key}_ci95"][1] - v for n, v in zip(names, values, strict=True)],
+        ]
+        ax.bar(names, values, yerr=errors, capsize=6, color=["#4e79a7", "#f28e2b"][: len(names)])
+        ax.set_title(f"{title} (95% interval)")
+        ax.set_ylim(0, 1)
+    return _png(fig)
+
+
+def bureau_chart(figures: Mapping[str, Any]) -> str:
+    b = figures["bureau"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3))
+    cycles = list(b["cycles"])
+    for i, kind in enumerate(("submitted", "blocked", "corrected")):
+        left.bar(
+            [x + i * 0.27 for x in range(len(cycles))],
+            [b["cycles"][c].get(kind, 0) for c in cycles],
+            width=0.27,
+            label=kind,
+            color=["#59a14f", "#e15759", "#f28e2b"][i],
+        )
+    left.set_xticks([x + 0.27 for x in range(len(cycles))], cycles)
+    left.legend(fontsize=8)
+    left.set_title("Bureau records by cycle")
+    reasons = sorted(b["blocked_by_reason"].items(), key=lambda kv: kv[1])
+    right.barh([r[0] for r in reasons], [r[1] for r in reasons], color="#e15759")
+    right.set_title("Blocked, by gate")
+    right.tick_params(axis="y", labelsize=8)
+    return _png(fig)
+
+
+def _img(alt: str, png: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">'
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    return f"<table>{cells}</table>"
+
+
+def _rate(v: Mapping[str, Any], key: str) -> str:
+    low, high = v[f"{key}_ci95"]
+    return f"{v[key]:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def summary_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    run, book, dq = figures["run"], figures["book"], figures["delinquency"]
+    c, b, cc = figures["contacts"], figures["bureau"], figures["champion_challenger"]
+    rows: list[tuple[str, Any]] = [
+        ("customers / accounts", f"{book['customers']} / {book['accounts']}"),
+        (
+            "simulated days, seed",
+            f"{run.get('days')} from {run.get('start', '')[:10]}, seed {run.get('seed')}",
+        ),
+        ("delinquent after the first day", book["delinquent_at_start"]),
+        ("payments missed (events)", dq["payments_missed"]),
+        ("accounts delinquent during the campaign", dq["accounts_delinquent_during_campaign"]),
+        ("cured by the end (cure rate)", f"{dq['cured_by_end']} ({dq['cure_rate']:.1%})"),
+        (
+            "contacts requested / sent / suppressed",
+            f"{c['requested']} / {c['sent']} / {c['suppressed']}",
+        ),
+        ("opt-outs, disputes", f"{c['opt_outs']}, {c['disputes']}"),
+        (
+            "promises made / kept / broken",
+            "{made} / {kept} / {broken}".format(**figures["promises"]),
+        ),
+        (
+            "plans agreed / completed / broken",
+            "{agreed} / {completed} / {broken}".format(**figures["plans"]),
+        ),
+        ("recovered", ", ".join(f"{v} {k}" for k, v in figures["recovery"]["by_currency"].items())),
+        (
+            "bureau submitted / blocked / corrected",
+            f"{b['submitted']} / {b['blocked']} / {b['corrected']}",
+        ),
+    ]
+    for name, v in cc["variants"].items():
+        rows.append(
+            (
+                f"variant {name}",
+                f"{v['accounts']} accounts, cure {_rate(v, 'cure_rate')}, "
+                f"recovery {_rate(v, 'recovery_rate')}",
+            )
+        )
+    comparison = cc.get("comparison")
+    if comparison:
+        low, high = comparison["recovery_rate_difference_ci95"]
+        rows.append(
+            (
+                "challenger - champion recovery",
+                f"{comparison['recovery_rate_difference']:+.1%} "
+                f"[{low:+.1%}, {high:+.1%}]"
+                + (" (significant)" if comparison["significant"] else " (not significant)"),
+            )
+        )
+    dead = figures.get("dead_letters", {})
+    rows.append(("dead letters", sum(dead.values())))
+    if "wall_seconds" in run:
+        rows.append(("wall time of the campaign", f"{run['wall_seconds']} s"))
+    return rows
+
+
+RULES_NOTE = (
+    '<p class="note">A deferral moves a contact to the next lawful window; a suppression drops '
+    "it. Each bar is a rule id of the country's pack.</p>"
+)
+VARIANTS_NOTE = (
+    '<p class="note">Per delinquent account assigned to a variant: cured by the end, and the '
+    "share of its highest overdue amount recovered (capped at 100%). Intervals: Wilson for "
+    "the cure rate, normal approximation for the recovery rate, seeded bootstrap for the "
+    "difference.</p>"
+)
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; } th, td { padding: 3px 10px; text-align: left; }
+th { font-weight: 600; color: #444; } tr:nth-child(even) { background: #f6f6f6; }
+img { max-width: 100%; } .note { color: #666; font-size: 0.9em; }
+"""
+
+
+def render(figures: Mapping[str, Any]) -> str:
+    sections = [
+        ("Summary", _table(summary_rows(figures))),
+        (
+            "Contacts",
+            _img("contacts by channel and day", contacts_chart(figures)),
+        ),
+        (
+            "Compliance: suppressions and deferrals",
+            _img("suppressions and deferrals by rule", rules_chart(figures)) + RULES_NOTE,
+        ),
+        ("Roll rates", _img("roll rates", roll_chart(figures))),
+        (
+            "Promises and plans",
+            _img("promises and plans", outcomes_chart(figures)),
+        ),
+        (
+            "Amount recovered",
+            _img("recovered over time", recovery_chart(figures)),
+        ),
+        (
+            "Champion against challenger",
+            _img("champion and challenger", variants_chart(figures)) + VARIANTS_NOTE,
+        ),
+        (
+            "Credit bureau",
+            _img("bureau records", bureau_chart(figures)),
+        ),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<title>Arrears: December campaign report</title>"
+        f"<style>{CSS}</style></head><body><h1>Arrears: December campaign report</h1>"
+        f"{body}<p class=note>Figures as JSON: campaign.json beside this file.</p></body></html>"
+    )
+
+
+def write(out: Path, figures: Mapping[str, Any], per_account: Mapping[str, Any]) -> Path:
+    (out / "campaign.json").write_text(json.dumps(figures, indent=1, sort_keys=True))
+    (out / "accounts.json").write_text(json.dumps(per_account, sort_keys=True))
+    path = out / "report.html"
+    path.write_text(render(figures))
+    return path
