@@ -2,30 +2,45 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+SUM    := $(shell cksum pyproject.toml | cut -d' ' -f1)
+# what running needs (services, local PostgreSQL, the simulator's report) and, for the tests and
+# tools, everything
+RUN    := $(VENV)/.installed-run-$(SUM)
+DEV    := $(VENV)/.installed-dev-$(SUM)
 
-.PHONY: up down status logs test lint typecheck pytest bench venv clean
+.PHONY: up services down status logs test lint typecheck pytest bench venv clean
 
-$(STAMP): pyproject.toml
+$(RUN): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	@rm -f $(VENV)/.installed-*
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[local,sim]'
+	@rm -f $(VENV)/.installed-run-*
 	@touch $@
 
-venv: $(STAMP)
+$(DEV): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@ $(RUN)
 
-## Bring Kafka, PostgreSQL and the four services up (idempotent).
-up: venv
+venv: $(DEV)
+
+## Bring Kafka, PostgreSQL, the partner stand-in and the four services up on the controlled clock,
+## play the December campaign (10,000 customers, 45 days), write its report, and leave it all
+## running (idempotent: a second run reprints the report).
+up: $(RUN)
+	$(PY) -m scripts.stack up --campaign $(CAMPAIGN_ARGS)
+
+## The same stack on the wall clock, without a campaign.
+services: $(RUN)
 	$(PY) -m scripts.stack up
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m scripts.stack down; fi
 
-status: venv
+status: $(RUN)
 	$(PY) -m scripts.stack status
 
-logs: venv
+logs: $(RUN)
 	$(PY) -m scripts.stack logs
 
 ## Lint, format check, type check, then every test against real Kafka and PostgreSQL.

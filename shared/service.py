@@ -223,6 +223,7 @@ class ServiceRuntime:
         return {
             "service": self.name,
             "clock": clock.now().isoformat(),
+            "clock_mode": "controlled" if isinstance(clock, ControlledClock) else "wall",
             "clock_busy": isinstance(clock, ControlledClock) and clock.busy,
             "outbox_pending": outbox,
             "work_pending": pending,

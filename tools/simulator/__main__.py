@@ -23,6 +23,14 @@ async def run(args: argparse.Namespace) -> int:
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     started = time.monotonic()
     async with System(Endpoints.from_env()) as system:
+        wall = [s["service"] for s in await system.progress() if s["clock_mode"] != "controlled"]
+        if wall:
+            print(
+                f"[simulator] {', '.join(wall)} run on the wall clock; a campaign needs "
+                "ARREARS_CLOCK=controlled (`make down`, then `make up`).",
+                file=sys.stderr,
+            )
+            return 4
         clock = await system.latest_clock()
         if clock is not None:
             print(

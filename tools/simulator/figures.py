@@ -51,6 +51,9 @@ class Account:
     currency: str = ""
     bucket: str = "current"
     overdue: Decimal = Decimal(0)
+    # overdue as the last payment.missed or payment.received said: what a payment can recover
+    # (a bucket change or cure is published before the payment that caused it)
+    owed: Decimal = Decimal(0)
     exposure: Decimal = Decimal(0)  # the most it was overdue during the campaign
     recovered: Decimal = Decimal(0)
     missed: int = 0
@@ -140,6 +143,7 @@ def compute(
         account = accounts.get(getattr(data, "account_id", "") or "")
         if isinstance(data, PaymentMissed) and account:
             account.missed += 1
+            account.owed = Decimal(data.total_overdue)
             other["payments_missed"] += 1
         if isinstance(data, PaymentMissed | DelinquencyChanged) and account:
             account.overdue = Decimal(data.total_overdue)
@@ -147,11 +151,11 @@ def compute(
             account.exposure = max(account.exposure, account.overdue)
             account.delinquent_ever |= data.bucket != "current"
         elif isinstance(data, PaymentReceived) and account:
-            recovered = min(Decimal(data.amount), account.overdue)
+            recovered = min(Decimal(data.amount), account.owed)
             if recovered > 0:
                 account.recovered += recovered
                 recovered_by_day[day_of(event.time)][data.currency] += recovered
-            account.overdue = Decimal(data.total_overdue)
+            account.overdue = account.owed = Decimal(data.total_overdue)
         elif isinstance(data, AccountCured) and account:
             account.overdue, account.bucket = Decimal(0), "current"
             other["cures"] += 1
