@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -208,11 +209,30 @@ class ServiceRuntime:
         problems += [f"{w.name} stopped" for w in self._workers if w.task.done()]
         return problems
 
-    async def progress(self) -> dict[str, Any]:
+    async def progress(self, *, wait: float = 0.0, clock: datetime | None = None) -> dict[str, Any]:
         """Where the service is: its clock, whether a clock move is still being applied, rows
         waiting in its outbox, work accepted but unfinished, and the consumer groups (with their
         topics) whose committed offsets say what it has read. A driver of the controlled clock
-        (the simulator, the end-to-end suite) waits on this until the system is quiet."""
+        (the simulator, the end-to-end suite) waits on this until the system is quiet.
+
+        With ``wait``, answers as soon as the service is idle (at ``clock``, if given) or when
+        ``wait`` seconds have passed: one request instead of a driver polling."""
+        deadline = time.monotonic() + wait
+        pause = 0.002
+        while True:
+            # the in-memory conditions first: no database query while a move is applied
+            moved = clock is None or self.clock.now() == clock
+            busy = isinstance(self.clock, ControlledClock) and self.clock.busy
+            if wait <= 0 or (moved and not busy):
+                snapshot = await self._progress_now()
+                if wait <= 0 or _idle(snapshot):
+                    return snapshot
+            if time.monotonic() >= deadline:
+                return await self._progress_now()
+            await asyncio.sleep(pause)
+            pause = min(0.02, pause * 1.5)
+
+    async def _progress_now(self) -> dict[str, Any]:
         async with self.uow() as uow:
             outbox = int(
                 (await uow.session.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
@@ -270,6 +290,14 @@ class ServiceRuntime:
                 await asyncio.wait_for(self._stop.wait(), timeout=self.settings.tick_seconds)
 
 
+def _idle(snapshot: dict[str, Any]) -> bool:
+    return bool(
+        not snapshot["clock_busy"]
+        and snapshot["outbox_pending"] == 0
+        and snapshot["work_pending"] == 0
+    )
+
+
 def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -322,8 +350,13 @@ def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastA
         summary="Clock, outbox backlog, unfinished work and consumer groups (scope metrics:read)",
         dependencies=[Depends(require("metrics:read"))],
     )
-    async def progress() -> dict[str, Any]:
-        return await runtime.progress()
+    async def progress(
+        wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for idle")] = 0,
+        clock: Annotated[
+            datetime | None, Query(description="with wait: idle at this clock instant")
+        ] = None,
+    ) -> dict[str, Any]:
+        return await runtime.progress(wait=wait, clock=clock)
 
     for router in runtime.definition.routers:
         app.include_router(router)

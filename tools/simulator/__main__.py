@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.simulator import report
+from tools.simulator import reconcile, report
 from tools.simulator.campaign import Campaign, write_book_index
 from tools.simulator.figures import gather
 from tools.simulator.model import PARAMS, Params
@@ -79,6 +79,19 @@ async def write_report(system: System, out: Path) -> None:
     print(f"\n  report: {path.resolve()}\n  figures: {(out / 'campaign.json').resolve()}")
 
 
+async def reconcile_only(args: argparse.Namespace) -> int:
+    async with System(Endpoints.from_env()) as system:
+        findings = await reconcile.check(system, Path(args.out))
+    result = findings.as_dict()
+    (Path(args.out) / "reconcile.json").write_text(json.dumps(result, indent=1))
+    for name, count in findings.checked.items():
+        print(f"  checked {count:>7} {name}")
+    for name, count in result["problem_counts"].items():
+        print(f"  PROBLEM {count:>7} {name}: {', '.join(findings.problems[name][:5])}")
+    print("reconciliation:", "ok" if findings.ok else "FAILED")
+    return 0 if findings.ok else 1
+
+
 async def report_only(args: argparse.Namespace) -> int:
     async with System(Endpoints.from_env()) as system:
         await write_report(system, Path(args.out))
@@ -96,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd.add_argument("--out", default=".stack/campaign")
     report_cmd = sub.add_parser("report", help="write the report of the campaign that ran")
     report_cmd.add_argument("--out", default=".stack/campaign")
+    check_cmd = sub.add_parser("reconcile", help="check the campaign's trails end to end")
+    check_cmd.add_argument("--out", default=".stack/campaign")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[simulator] %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -104,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run(args))
     if args.command == "report":
         return asyncio.run(report_only(args))
+    if args.command == "reconcile":
+        return asyncio.run(reconcile_only(args))
     return 2
 
 

@@ -143,9 +143,18 @@ class System:
 
     # --- quiet ---------------------------------------------------------------------------------
 
-    async def progress(self) -> list[dict[str, Any]]:
+    async def progress(
+        self, wait: float = 0, clock: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Each service's progress; with ``wait``, each answers once idle (at ``clock``)."""
+        params: dict[str, Any] = {"wait": wait} if wait else {}
+        if clock is not None and wait:
+            params["clock"] = clock.isoformat()
+
         async def one(name: str) -> dict[str, Any]:
-            response = await self.request("GET", f"{self.endpoints.services[name]}/v1/ops/progress")
+            response = await self.request(
+                "GET", f"{self.endpoints.services[name]}/v1/ops/progress", params=params
+            )
             response.raise_for_status()
             return dict(response.json())
 
@@ -184,12 +193,13 @@ class System:
             self._groups = {
                 g: t for s in await self.progress() for g, t in s["consumer_groups"].items()
             }
-        pause = 0.01
+        pause = 0.005
         states: list[dict[str, Any]] = []
         while True:
             self.quiet_checks += 1
-            # The services' own word first (cheap); the Kafka offsets only once they say so.
-            states = await self.progress()
+            # The services' own word first (each answers once it is idle); the Kafka offsets
+            # only once all say so.
+            states = await self.progress(wait=5, clock=clock)
             if self._settled(states, clock):
                 before = await self.end_offsets()
                 if (
@@ -202,7 +212,7 @@ class System:
                 raise NotQuiet(f"the system did not settle in {limit:.0f}s: {states}")
             # Polling costs the machine the system runs on: back off while it works.
             await asyncio.sleep(pause)
-            pause = min(0.1, pause * 1.5)
+            pause = min(0.02, pause * 1.5)
 
     @staticmethod
     def _settled(states: Sequence[Mapping[str, Any]], clock: datetime | None) -> bool:
