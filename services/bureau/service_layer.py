@@ -155,16 +155,6 @@ class Bureau:
             {"a": account_id, "c": customer_id, "now": self._clock.now()} | params,
         )
 
-    async def loan_opened(self, uow: UnitOfWork, data: LoanOpened) -> None:
-        await self.update(
-            uow,
-            data.account_id,
-            data.customer_id,
-            "customer_id = :c, opened_on = :opened, currency = :cur",
-            opened=data.opened_on,
-            cur=data.currency,
-        )
-
     async def standing(
         self,
         uow: UnitOfWork,
@@ -219,15 +209,57 @@ class Bureau:
             data.total_overdue,
         )
 
-    async def payment_received(self, uow: UnitOfWork, data: PaymentReceived) -> None:
-        await self.update(
-            uow,
-            data.account_id,
-            data.customer_id,
-            "overdue = :overdue, last_payment_on = :on, currency = :cur",
-            overdue=data.total_overdue,
-            on=self._clock.now().date(),
-            cur=data.currency,
+    async def loans_opened(self, uow: UnitOfWork, loans: Sequence[LoanOpened]) -> None:
+        """A run of new loans in one statement (a loan seen twice: the last one stands)."""
+        last = {loan.account_id: loan for loan in loans}
+        await uow.session.execute(
+            text("""
+                INSERT INTO account (account_id, customer_id, opened_on, currency, updated_at)
+                SELECT a, c, o, cur, CAST(:now AS timestamptz)
+                FROM unnest(CAST(:a AS text[]), CAST(:c AS text[]), CAST(:o AS date[]),
+                            CAST(:cur AS text[])) AS t (a, c, o, cur)
+                ON CONFLICT (account_id) DO UPDATE
+                SET customer_id = excluded.customer_id, opened_on = excluded.opened_on,
+                    currency = excluded.currency, updated_at = excluded.updated_at
+            """),
+            {
+                "a": list(last),
+                "c": [loan.customer_id for loan in last.values()],
+                "o": [loan.opened_on for loan in last.values()],
+                "cur": [loan.currency for loan in last.values()],
+                "now": self._clock.now(),
+            },
+        )
+
+    async def payments_received(self, uow: UnitOfWork, payments: Sequence[PaymentReceived]) -> None:
+        """A run of payments in two statements; per account the last one's overdue stands."""
+        last = {p.account_id: p for p in payments}
+        params = {
+            "a": list(last),
+            "c": [p.customer_id for p in last.values()],
+            "o": [p.total_overdue for p in last.values()],
+            "cur": [p.currency for p in last.values()],
+            "now": self._clock.now(),
+            "on": self._clock.now().date(),
+        }
+        await uow.session.execute(
+            text("""
+                INSERT INTO account (account_id, customer_id, updated_at)
+                SELECT a, c, CAST(:now AS timestamptz)
+                FROM unnest(CAST(:a AS text[]), CAST(:c AS text[])) AS t (a, c)
+                ON CONFLICT (account_id) DO NOTHING
+            """),
+            params,
+        )
+        await uow.session.execute(
+            text("""
+                UPDATE account SET overdue = t.o, last_payment_on = :on, currency = t.cur,
+                                   updated_at = :now
+                FROM unnest(CAST(:a AS text[]), CAST(:o AS numeric[]), CAST(:cur AS text[]))
+                       AS t (a, o, cur)
+                WHERE account.account_id = t.a
+            """),
+            params,
         )
 
     async def cured(self, uow: UnitOfWork, data: AccountCured) -> None:
@@ -772,10 +804,8 @@ def event_handlers(bureau: Bureau) -> dict[str, Handler]:
 
     return {
         "account.flagged": flagged,
-        "loan.opened": on_data(bureau.loan_opened),
         "payment.missed": on_data(bureau.payment_missed),
         "delinquency.changed": on_data(bureau.delinquency_changed),
-        "payment.received": on_data(bureau.payment_received),
         "account.cured": on_data(bureau.cured),
         "plan.activated": plan(True),
         "plan.broken": plan(False),
@@ -789,4 +819,8 @@ def event_handlers(bureau: Bureau) -> dict[str, Handler]:
 
 
 def batch_event_handlers(bureau: Bureau) -> dict[str, BatchHandler]:
-    return {"customer.upserted": on_batch(bureau.upsert_customers)}
+    return {
+        "customer.upserted": on_batch(bureau.upsert_customers),
+        "loan.opened": on_batch(bureau.loans_opened),
+        "payment.received": on_batch(bureau.payments_received),
+    }

@@ -230,23 +230,47 @@ class Scheduler:
         if current != data.bucket or not pending:
             await self._start_treatments(uow, [data.account_id], trigger="delinquency.changed")
 
-    async def payment_received(self, uow: UnitOfWork, data: PaymentReceived) -> None:
+    async def payments_received(self, uow: UnitOfWork, payments: Sequence[PaymentReceived]) -> None:
+        """A run of payments at once, with the effect of one after the other: a payment that
+        clears the arrears cancels the account's pending steps (those are gathered and cancelled
+        in one statement), one that leaves something overdue defers them."""
         now = self._clock.now()
         await uow.session.execute(
             text("""
-                INSERT INTO payment_seen (account_id, payment_id, at) VALUES (:a, :p, :now)
+                INSERT INTO payment_seen (account_id, payment_id, at)
+                SELECT a, p, CAST(:now AS timestamptz)
+                FROM unnest(CAST(:a AS text[]), CAST(:p AS text[])) AS t (a, p)
                 ON CONFLICT DO NOTHING
             """),
-            {"a": data.account_id, "p": data.payment_id, "now": now},
+            {
+                "a": [p.account_id for p in payments],
+                "p": [p.payment_id for p in payments],
+                "now": now,
+            },
         )
+        last = {p.account_id: p.total_overdue for p in payments}
         await uow.session.execute(
-            text("UPDATE account SET overdue = :o, updated_at = :now WHERE account_id = :a"),
-            {"o": data.total_overdue, "now": now, "a": data.account_id},
+            text("""
+                UPDATE account SET overdue = t.o, updated_at = :now
+                FROM unnest(CAST(:a AS text[]), CAST(:o AS numeric[])) AS t (a, o)
+                WHERE account.account_id = t.a
+            """),
+            {"a": list(last), "o": list(last.values()), "now": now},
         )
-        if data.total_overdue == 0:
-            await self._cancel(uow, data.account_id, "payment.received: nothing overdue")
-            return
-        # Partly paid: give the customer a breather before the next step.
+        cleared: list[str] = []
+        for payment in payments:
+            if payment.total_overdue == 0:
+                cleared.append(payment.account_id)
+                continue
+            if cleared:
+                await self._cancel_many(uow, cleared, "payment.received: nothing overdue")
+                cleared = []
+            await self._breather(uow, payment.account_id, now)
+        if cleared:
+            await self._cancel_many(uow, cleared, "payment.received: nothing overdue")
+
+    async def _breather(self, uow: UnitOfWork, account_id: str, now: datetime) -> None:
+        """Partly paid: give the customer a breather before the next step."""
         moved = await uow.session.execute(
             text("""
                 UPDATE timer SET due_at = CAST(:until AS timestamptz)
@@ -254,18 +278,55 @@ class Scheduler:
                   AND due_at < CAST(:until AS timestamptz)
                 RETURNING contact_id
             """),
-            {"a": data.account_id, "until": now + PAYMENT_BREATHER},
+            {"a": account_id, "until": now + PAYMENT_BREATHER},
         )
         for (contact_id,) in moved:
             await self._decide(
                 uow,
-                data.account_id,
+                account_id,
                 "deferred",
                 contact_id,
                 ["payment-received"],
                 {"until": now + PAYMENT_BREATHER},
             )
-        await self._rescore(uow, [data.account_id])
+        await self._rescore(uow, [account_id])
+
+    async def contacts_attempted(
+        self, uow: UnitOfWork, attempts: Sequence[ContactAttempted]
+    ) -> None:
+        """A run of attempts in one statement: for a contact reported more than once in the
+        run, its last outcome stands and the latest address it names is kept, as one by one."""
+        latest: dict[str, ContactAttempted] = {}
+        refs: dict[str, str | None] = {}
+        for attempt in attempts:
+            latest[attempt.contact_id] = attempt
+            refs[attempt.contact_id] = attempt.address_ref or refs.get(attempt.contact_id)
+        rows = list(latest.values())
+        await uow.session.execute(
+            text("""
+                INSERT INTO contact_log (contact_id, customer_id, account_id, channel, address_ref,
+                                         requested_at, outcome, attempted_at)
+                SELECT t.id, coalesce(t.c, a.customer_id, ''), t.a, t.ch, t.ref, t.at, t.o, t.at
+                FROM unnest(CAST(:id AS text[]), CAST(:c AS text[]), CAST(:a AS text[]),
+                            CAST(:ch AS text[]), CAST(:ref AS text[]),
+                            CAST(:at AS timestamptz[]), CAST(:o AS text[]))
+                       AS t (id, c, a, ch, ref, at, o)
+                LEFT JOIN account a ON a.account_id = t.a
+                ON CONFLICT (contact_id) DO UPDATE
+                SET outcome = excluded.outcome, attempted_at = excluded.attempted_at,
+                    address_ref = coalesce(excluded.address_ref, contact_log.address_ref)
+            """),
+            {
+                "id": [r.contact_id for r in rows],
+                "c": [r.customer_id for r in rows],
+                "a": [r.account_id for r in rows],
+                "ch": [r.channel for r in rows],
+                "ref": [refs[r.contact_id] for r in rows],
+                "at": [r.attempted_at for r in rows],
+                "o": [r.outcome for r in rows],
+            },
+        )
+        await self._rescore(uow, sorted({r.account_id for r in rows}))
 
     async def account_cured(self, uow: UnitOfWork, data: AccountCured) -> None:
         await self._cancel(uow, data.account_id, "account.cured")
@@ -329,29 +390,6 @@ class Scheduler:
             self._touch(uow, data.account_id)
 
     # --- state from notifier.events ----------------------------------------------------------
-
-    async def contact_attempted(self, uow: UnitOfWork, data: ContactAttempted) -> None:
-        await uow.session.execute(
-            text("""
-                INSERT INTO contact_log (contact_id, customer_id, account_id, channel, address_ref,
-                                         requested_at, outcome, attempted_at)
-                SELECT :id, coalesce(:c, a.customer_id, ''), :a, :ch, :ref, :at, :o, :at
-                FROM (SELECT 1) one LEFT JOIN account a ON a.account_id = :a
-                ON CONFLICT (contact_id) DO UPDATE
-                SET outcome = excluded.outcome, attempted_at = excluded.attempted_at,
-                    address_ref = coalesce(excluded.address_ref, contact_log.address_ref)
-            """),
-            {
-                "id": data.contact_id,
-                "c": data.customer_id,
-                "a": data.account_id,
-                "ch": data.channel,
-                "ref": data.address_ref,
-                "at": data.attempted_at,
-                "o": data.outcome,
-            },
-        )
-        await self._rescore(uow, [data.account_id])
 
     async def opted_out(self, uow: UnitOfWork, data: CustomerOptedOut) -> None:
         await uow.session.execute(
@@ -1050,7 +1088,6 @@ def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
     """ce_type -> handler for the types handled one at a time."""
     commands: dict[str, Callable[[UnitOfWork, Any], Awaitable[None]]] = {
         "delinquency.changed": scheduler.delinquency_changed,
-        "payment.received": scheduler.payment_received,
         "account.cured": scheduler.account_cured,
         "plan.activated": scheduler.plan_activated,
         "plan.broken": scheduler.plan_broken,
@@ -1058,7 +1095,6 @@ def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
         "promise.made": scheduler.promise_made,
         "promise.kept": scheduler.promise_kept,
         "promise.broken": scheduler.promise_broken,
-        "contact.attempted": scheduler.contact_attempted,
         "customer.opted_out": scheduler.opted_out,
         "customer.cease_requested": scheduler.cease_requested,
     }
@@ -1084,4 +1120,6 @@ def batch_event_handlers(scheduler: Scheduler) -> dict[str, BatchHandler]:
     return {
         "customer.upserted": on_batch(scheduler.upsert_customers),
         "payment.missed": on_batch(scheduler.payments_missed),
+        "payment.received": on_batch(scheduler.payments_received),
+        "contact.attempted": on_batch(scheduler.contacts_attempted),
     }

@@ -13,7 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import holidays
+import yaml
 
+from services.scheduler.domain.strategy import Strategy, assign_variant
+from services.scheduler.strategies import FILES
 from shared import topics
 from shared.envelope import CloudEvent
 from shared.events import (
@@ -25,6 +28,7 @@ from shared.events import (
 from tools.simulator.system import System
 
 _ids = itertools.count(1)
+SHIPPED = Strategy.model_validate(yaml.safe_load((FILES / "early-and-late.yaml").read_text()))
 
 
 @dataclass
@@ -93,12 +97,19 @@ class Driver:
         phone: bool = True,
         email: bool = True,
         postal: bool = True,
+        variant: str | None = None,
     ) -> Person:
+        """A new customer; ``variant`` picks an account id the shipped strategy assigns to that
+        variant (assignment is a published hash of the id), so a scenario knows its steps."""
         n = next(_ids)
         tag = uuid.uuid4().hex[:6]
+        while variant is not None and assign_variant(SHIPPED, f"E2E-{tag}-A").name != variant:
+            tag = uuid.uuid4().hex[:6]
         zone = "Asia/Shanghai" if country == "CN" else "America/New_York"
-        number = f"+86139{n:04d}{int(tag, 16) % 10000:04d}" if country == "CN" else (
-            f"+1212{int(tag, 16) % 10_000_000:07d}"
+        number = (
+            f"+86139{n:04d}{int(tag, 16) % 10000:04d}"
+            if country == "CN"
+            else (f"+1212{int(tag, 16) % 10_000_000:07d}")
         )
         return Person(
             customer_id=f"E2E-{tag}-C",

@@ -125,9 +125,10 @@ async def test_the_report_agrees_with_each_services_own_api(
             assert ledger["bucket"] == mine["bucket"], account_id
             assert sum(1 for c in contacts if c["sent_at"]) == mine["sent"], account_id
             assert sum(1 for d in decisions if d["kind"] == "suppressed") == mine["suppressed"]
-            assert sorted(r["cycle_id"] for r in reports if r["kind"] == "submitted") == mine[
-                "bureau_submitted"
-            ]
+            assert (
+                sorted(r["cycle_id"] for r in reports if r["kind"] == "submitted")
+                == mine["bureau_submitted"]
+            )
         # and the totals the bureau keeps per cycle
         for cycle, counts in figures["bureau"]["cycles"].items():
             summary = await get("bureau", f"/v1/cycles/{cycle}")
@@ -138,9 +139,10 @@ async def test_the_report_agrees_with_each_services_own_api(
             assert kinds.get("blocked", 0) == counts.get("blocked", 0)
         # and the scheduler's decision report
         decided = await get("scheduler", "/v1/reports/decisions")
-        assert sum(r["count"] for r in decided if r["kind"] == "fired") == figures["decisions"][
-            "fired"
-        ]
+        assert (
+            sum(r["count"] for r in decided if r["kind"] == "fired")
+            == figures["decisions"]["fired"]
+        )
 
 
 @pytest.mark.timeout(900)

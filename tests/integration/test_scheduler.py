@@ -276,9 +276,7 @@ async def test_strategy_versions_are_validated_stored_published_and_retired_over
     clash = await c.post("/v1/strategies", json=good | {"description": "other"}, headers=AUTH)
     assert clash.status_code == 409
 
-    published = await c.post(
-        f"/v1/strategies/early-and-late/versions/{new}/publish", headers=AUTH
-    )
+    published = await c.post(f"/v1/strategies/early-and-late/versions/{new}/publish", headers=AUTH)
     assert published.status_code == 200
     assert [(v["version"], v["status"]) for v in published.json()] == [
         (shipped, "retired"),

@@ -225,8 +225,10 @@ class Campaign:
                 self._messages_next = (
                     await self.system.partner("GET", "/control/messages?since=1000000000")
                 )["next"]
+                t = time.monotonic()
                 await self.publish_book()
                 await self._learn()
+                self.stats.timed("book", t)
                 self.schedule_regular_payments()
                 for at in steps:
                     await self.step(at)
