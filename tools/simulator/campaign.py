@@ -315,19 +315,24 @@ class Campaign:
         return self._payment_event(c, amount, action.at, body.get("why", "contact"))
 
     async def _send_webhooks(self, by_customer: dict[str, list[Action]]) -> None:
-        gate = asyncio.Semaphore(24)
-
-        async def one(actions: list[Action]) -> None:
-            async with gate:
-                for a in actions:
-                    if a.kind == "status":
-                        self.stats.webhooks += 1
-                        await self.system.partner("POST", "/control/status", json=a.body)
-                    else:
-                        self.stats.replies += 1
-                        await self.system.partner("POST", "/control/reply", json=a.body)
-
-        await asyncio.gather(*(one(actions) for actions in by_customer.values()))
+        """Through the partner stand-in in one request: each customer's answers in order."""
+        sequences = []
+        for actions in by_customer.values():
+            sequence = []
+            for a in actions:
+                if a.kind == "status":
+                    self.stats.webhooks += 1
+                    sequence.append({"kind": "status", "body": a.body})
+                else:
+                    self.stats.replies += 1
+                    sequence.append({"kind": "inbound", "body": a.body})
+            sequences.append(sequence)
+        if sequences:
+            result = await self.system.partner(
+                "POST", "/control/relay", json={"sequences": sequences, "concurrency": 16}
+            )
+            if result["failed"]:
+                raise RuntimeError(f"{result['failed']} webhooks were not accepted")
 
     async def _learn(self) -> None:
         """What the system said since the last step: contact requests (to know what a message
