@@ -66,7 +66,7 @@ def test_the_report_is_one_html_file_with_its_charts_and_figures(
     _, out = first
     page = (out / "report.html").read_text()
     assert page.startswith("<!doctype html>")
-    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 8
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 7
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
     figures = json.loads((out / "campaign.json").read_text())
     for section in (
