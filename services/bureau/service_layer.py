@@ -89,6 +89,13 @@ FACTS_SQL = text("""
 """)
 
 
+# A chunk whose accounts this service knows less recently than the ledger waits for the events
+# on their way, this many times, before its records are decided (and the mismatch blocks them).
+BEHIND = "\x00behind"
+BEHIND_RETRIES = 10
+BEHIND_WAIT_SECONDS = 0.3
+
+
 class Bureau:
     def __init__(self, clock: Clock, settings: BureauSettings) -> None:
         self._clock = clock
@@ -342,9 +349,19 @@ class Bureau:
             return None
         if status == "running":
             after = ""
+            waited = 0
             while True:
                 async with units() as uow:
-                    decided = await self._decide_chunk(uow, cycle, after, now, http)
+                    decided = await self._decide_chunk(
+                        uow, cycle, after, now, http, wait=waited < BEHIND_RETRIES
+                    )
+                    if decided is BEHIND:
+                        # The events the same moment produced (a bucket change at the cycle's
+                        # own clock move, say) are still on their way to this service: the
+                        # chunk is decided again once they are in, not blocked for them.
+                        waited += 1
+                        await asyncio.sleep(BEHIND_WAIT_SECONDS)
+                        continue
                     await uow.commit()
                 if decided is None:
                     break
@@ -365,7 +382,11 @@ class Bureau:
         after: str,
         now: datetime,
         http: httpx.AsyncClient | None = None,
+        *,
+        wait: bool = False,
     ) -> str | None:
+        """Decide one chunk of accounts; with ``wait``, returns :data:`BEHIND` (deciding
+        nothing) when the ledger already shows a standing this service has not heard of."""
         rows = (
             (await uow.session.execute(FACTS_SQL, {"cycle": cycle, "after": after, "limit": CHUNK}))
             .mappings()
@@ -374,6 +395,10 @@ class Bureau:
         if not rows:
             return None
         ledger = await self._ledger_standings(http, [r["account_id"] for r in rows])
+        if wait and ledger is not None and any(
+            self._reconciled(row, None) and not self._reconciled(row, ledger) for row in rows
+        ):
+            return BEHIND
         reports: list[dict[str, Any]] = []
         reported: list[tuple[str, str]] = []
         month = now.date().replace(day=1)

@@ -167,12 +167,15 @@ async def test_the_bureau_waits_for_the_pre_notice_then_a_payment_cures_and_corr
         await drive.to(drive.now + timedelta(days=1))
         if drive.events("bureau.report_submitted", person.account_id):
             break
-    [delivered] = drive.events("notice.delivered", person.account_id)
+    notices = drive.events("notice.delivered", person.account_id)
+    delivered = notices[0]  # a later bucket restarts the treatment, and its notice, again
     assert delivered.notice == "bureau_pre_notice"
     [submitted] = drive.events("bureau.report_submitted", person.account_id)
     blocked = drive.events("bureau.report_blocked", person.account_id)
     assert blocked, "cycles ran before the notice had waited its fourteen days"
-    assert all("CN.bureau.pre-notice" in b.reasons for b in blocked)
+    assert all("CN.bureau.pre-notice" in b.reasons for b in blocked), [
+        (b.cycle, b.reasons) for b in blocked if "CN.bureau.pre-notice" not in b.reasons
+    ]
     assert all(b.cycle < submitted.cycle for b in blocked)
     assert submitted.cycle >= (delivered.delivered_at + timedelta(days=14)).date().isoformat()
 
