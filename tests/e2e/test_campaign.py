@@ -56,7 +56,7 @@ def test_the_campaign_leaves_every_trail_reconciled(first: tuple[RunningStack, P
     figures = json.loads((out / "campaign.json").read_text())
     # the check looked at real work, not at an empty system
     assert checked["checked"]["contact requests"] == figures["contacts"]["requested"] > 100
-    assert checked["checked"]["accounts with a missed instalment"] > 50
+    assert checked["checked"]["accounts with a missed instalment"] > 30
     assert checked["checked"]["sends at the partner"] == figures["contacts"]["sent"]
 
 
