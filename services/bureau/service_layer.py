@@ -395,8 +395,12 @@ class Bureau:
         if not rows:
             return None
         ledger = await self._ledger_standings(http, [r["account_id"] for r in rows])
-        if wait and ledger is not None and any(
-            self._reconciled(row, None) and not self._reconciled(row, ledger) for row in rows
+        if (
+            wait
+            and ledger is not None
+            and any(
+                self._reconciled(row, None) and not self._reconciled(row, ledger) for row in rows
+            )
         ):
             return BEHIND
         reports: list[dict[str, Any]] = []

@@ -338,6 +338,8 @@ def compute(
             "activated": plans["activated"],
             "completed": plans["completed"],
             "broken": plans["broken"],
+            # kept so far: completed, or active with every instalment due paid
+            "kept": plans["activated"] - plans["broken"],
         },
         "recovery": {
             "by_currency": {cur: money(running[cur]) for cur in currencies},

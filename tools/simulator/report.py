@@ -123,8 +123,8 @@ def outcomes_chart(figures: Mapping[str, Any]) -> str:
     )
     left.set_title("Promises to pay")
     right.bar(
-        ["agreed", "activated", "completed", "broken"],
-        [pl["agreed"], pl["activated"], pl["completed"], pl["broken"]],
+        ["agreed", "kept so far", "completed", "broken"],
+        [pl["agreed"], pl["kept"], pl["completed"], pl["broken"]],
         color=["#4e79a7", "#76b7b2", "#59a14f", "#e15759"],
     )
     right.set_title("Plans")
@@ -211,8 +211,8 @@ def summary_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
             "{made} / {kept} / {broken}".format(**figures["promises"]),
         ),
         (
-            "plans agreed / completed / broken",
-            "{agreed} / {completed} / {broken}".format(**figures["plans"]),
+            "plans agreed / kept so far (completed) / broken",
+            "{agreed} / {kept} ({completed}) / {broken}".format(**figures["plans"]),
         ),
         ("recovered", ", ".join(f"{v} {k}" for k, v in figures["recovery"]["by_currency"].items())),
         (
