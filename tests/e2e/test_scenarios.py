@@ -6,7 +6,7 @@ The bureau runs a cycle every day here, so reporting rules show within a scenari
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,19 +18,11 @@ import yaml
 
 from services.scheduler.strategies import FILES
 from tests.e2e.driver import Driver, Person
-from tests.e2e.support import RunningStack, running_stack
+from tests.e2e.support import RunningStack
 from tools.simulator.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 START = datetime(2027, 3, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def system_under_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running_stack(
-        tmp_path_factory.mktemp("scenarios") / "stack", 33000, {"BUREAU_CYCLE": "daily"}
-    ) as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")

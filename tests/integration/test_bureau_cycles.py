@@ -117,11 +117,11 @@ async def test_a_cycle_that_dies_half_way_resumes_and_reports_each_account_once(
     calls = {"n": 0}
     real = Bureau._decide_chunk
 
-    async def dies_on_the_third_chunk(self: Bureau, *args: Any) -> str | None:
+    async def dies_on_the_third_chunk(self: Bureau, *args: Any, **kwargs: Any) -> str | None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed")
-        return await real(self, *args)
+        return await real(self, *args, **kwargs)
 
     monkeypatch.setattr(Bureau, "_decide_chunk", dies_on_the_third_chunk)
     try:

@@ -1,0 +1,30 @@
+"""One running system shared by the scenario and security modules (the campaign tests start
+their own, fresh, to compare two runs)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from shared.auth import DEV_KEY, ApiKeySpec, digest
+from tests.e2e.support import RunningStack, running_stack
+
+# a key that passes authentication but holds no scope the services use: every guarded route
+# must answer it 403
+NARROW_KEY = "narrow.e2e-narrow-secret"
+
+
+@pytest.fixture(scope="session")
+def system_under_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    keys = [
+        ApiKeySpec(id=k.split(".")[0], sha256=digest(k.split(".", 1)[1]), scopes=scopes)
+        for k, scopes in ((DEV_KEY, ["*"]), (NARROW_KEY, ["nothing:read"]))
+    ]
+    extra = {
+        "BUREAU_CYCLE": "daily",
+        "ARREARS_API_KEYS": json.dumps([k.model_dump() for k in keys]),
+    }
+    with running_stack(tmp_path_factory.mktemp("scenarios") / "stack", 33000, extra) as running:
+        yield running
