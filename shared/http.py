@@ -74,3 +74,12 @@ def _title(status: int) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.middleware("http")
+    async def refuse_nul(request: Request, call_next: Any) -> Any:
+        # No identifier holds a NUL, and PostgreSQL refuses one in text: turn it away here
+        # instead of failing in the database.
+        if "\x00" in request.url.path or "%00" in request.url.query:
+            count_rejected(request)
+            return problem(400, "Bad Request", "a NUL character in the path or query")
+        return await call_next(request)

@@ -16,7 +16,7 @@ from services.ledger.service_layer import Ledger
 from shared.auth import require
 from shared.consumer import ConsumerSpec, PermanentError, apply_events, inbox_name
 from shared.envelope import CloudEvent, describe_errors
-from shared.events import REGISTRY
+from shared.events import REGISTRY, Id
 from shared.http import count_rejected, problem
 from shared.topics import CORE_BANKING
 
@@ -111,7 +111,7 @@ class HistoryEntry(BaseModel):
 
 
 class StandingRequest(BaseModel):
-    account_ids: list[str] = Field(min_length=1, max_length=MAX_STANDINGS)
+    account_ids: list[Id] = Field(min_length=1, max_length=MAX_STANDINGS)
 
 
 class Standing(BaseModel):

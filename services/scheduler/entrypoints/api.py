@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from sqlalchemy import text
@@ -22,6 +22,8 @@ from shared.clock import Clock
 from shared.http import problem, validation_problem
 
 READ = [Depends(require("scheduler:read"))]
+# a version number as the database stores it (integer): anything larger cannot exist
+VersionNo = Annotated[int, Path(ge=1, le=2**31 - 1)]
 WRITE = [Depends(require("strategies:write"))]
 
 
@@ -91,8 +93,12 @@ def router(
         summary="Every decision about an account, oldest first, with its reasons and inputs",
         dependencies=READ,
     )
-    async def decisions(account_id: str, request: Request, after: int = 0, limit: int = 500) -> Any:
-        limit = max(1, min(limit, 5000))
+    async def decisions(
+        account_id: str,
+        request: Request,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> Any:
         async with request.app.state.runtime.uow() as uow:
             rows = await uow.session.execute(
                 text("""
@@ -145,7 +151,7 @@ def router(
         responses={404: {"description": "No such version"}},
         dependencies=READ,
     )
-    async def get_version(strategy_id: str, version: int, request: Request) -> Any:
+    async def get_version(strategy_id: str, version: VersionNo, request: Request) -> Any:
         async with request.app.state.runtime.uow() as uow:
             found = await strategies.body(uow, strategy_id, version)
         if found is None:
@@ -195,7 +201,7 @@ def router(
         responses={404: {"description": "No such version"}},
         dependencies=WRITE,
     )
-    async def publish(strategy_id: str, version: int, request: Request) -> Any:
+    async def publish(strategy_id: str, version: VersionNo, request: Request) -> Any:
         async with request.app.state.runtime.uow() as uow:
             try:
                 await strategies.publish(uow, strategy_id, version, clock.now())
@@ -211,7 +217,7 @@ def router(
         responses={404: {"description": "No such version"}},
         dependencies=WRITE,
     )
-    async def retire(strategy_id: str, version: int, request: Request) -> Any:
+    async def retire(strategy_id: str, version: VersionNo, request: Request) -> Any:
         async with request.app.state.runtime.uow() as uow:
             try:
                 await strategies.retire(uow, strategy_id, version, clock.now())
