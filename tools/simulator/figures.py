@@ -44,6 +44,20 @@ BUCKETS = ["current", "1-29", "30-59", "60-89", "90-119", "120-149", "150-179", 
 Z95 = 1.959964
 
 
+# events that only add one to a count: (which tally, which count)
+TALLIED: dict[type, tuple[str, str]] = {
+    PromiseMade: ("promises", "made"),
+    PromiseKept: ("promises", "kept"),
+    PromiseBroken: ("promises", "broken"),
+    PlanAgreed: ("plans", "agreed"),
+    PlanActivated: ("plans", "activated"),
+    PlanCompleted: ("plans", "completed"),
+    PlanBroken: ("plans", "broken"),
+    CustomerOptedOut: ("other", "opt_outs"),
+    DisputeOpened: ("other", "disputes"),
+}
+
+
 @dataclass
 class Account:
     """One account's story as the events tell it."""
@@ -132,12 +146,13 @@ def compute(
     outcomes: Counter[str] = Counter()
     suppressed_by_rule: Counter[str] = Counter()
     recovered_by_day: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    promises: Counter[str] = Counter()
-    plans: Counter[str] = Counter()
+    counts: dict[str, Counter[str]] = {"promises": Counter(), "plans": Counter()}
+    promises, plans = counts["promises"], counts["plans"]
     plan_kinds: Counter[str] = Counter()
     bureau_cycles: dict[str, Counter[str]] = defaultdict(Counter)
     blocked_by_reason: Counter[str] = Counter()
     other: Counter[str] = Counter()
+    counts["other"] = other
     for event in events:
         data = event.data
         account = accounts.get(getattr(data, "account_id", "") or "")
@@ -173,25 +188,11 @@ def compute(
             if data.outcome == "sent":
                 account.sent += 1
                 contacts_by_day[day_of(data.attempted_at)][data.channel] += 1
-        elif isinstance(data, PromiseMade):
-            promises["made"] += 1
-        elif isinstance(data, PromiseKept):
-            promises["kept"] += 1
-        elif isinstance(data, PromiseBroken):
-            promises["broken"] += 1
-        elif isinstance(data, PlanAgreed):
-            plans["agreed"] += 1
-            plan_kinds[data.kind] += 1
-        elif isinstance(data, PlanActivated):
-            plans["activated"] += 1
-        elif isinstance(data, PlanCompleted):
-            plans["completed"] += 1
-        elif isinstance(data, PlanBroken):
-            plans["broken"] += 1
-        elif isinstance(data, CustomerOptedOut):
-            other["opt_outs"] += 1
-        elif isinstance(data, DisputeOpened):
-            other["disputes"] += 1
+        elif type(data) in TALLIED:
+            tally, name = TALLIED[type(data)]
+            counts[tally][name] += 1
+            if isinstance(data, PlanAgreed):
+                plan_kinds[data.kind] += 1
         elif isinstance(data, ReportSubmitted):
             bureau_cycles[data.cycle]["submitted"] += 1
             if account:

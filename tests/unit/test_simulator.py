@@ -1,0 +1,159 @@
+"""The simulator's pure parts: its book and its customers' draws are functions of the seed and of
+what is decided, and the report's figures count what the events say."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from shared.envelope import CloudEvent, new_event
+from shared.events import (
+    AccountCured,
+    DelinquencyChanged,
+    Payload,
+    PaymentMissed,
+    PaymentReceived,
+    PlanActivated,
+    PlanAgreed,
+    PlanBroken,
+    PlanInstallment,
+    PromiseKept,
+    PromiseMade,
+)
+from tools.simulator.figures import compute, difference_interval, wilson
+from tools.simulator.model import Params, book, react
+
+PARAMS = Params.load()
+T0 = datetime(2026, 12, 3, 5, 30, tzinfo=UTC)
+
+
+def test_the_same_seed_makes_the_same_book_and_another_seed_another() -> None:
+    first, again, other = book(PARAMS, 7, 300), book(PARAMS, 7, 300), book(PARAMS, 8, 300)
+    assert first == again
+    assert first != other
+    assert {c.country for c in first} == {"CN", "US"}
+    for c in first:  # every loan still runs when the campaign starts
+        assert any(i.due_date >= PARAMS.start.date() for i in c.schedule)
+        assert sum(i.amount for i in c.schedule) == c.principal
+
+
+def test_a_reaction_depends_on_what_is_decided_not_on_when_it_is_asked() -> None:
+    customers = book(PARAMS, 7, 50)
+    asked = [
+        react(PARAMS, 7, c, contact_key=f"k{c.n}", channel="voice", offer=True, at=T0)
+        for c in customers
+    ]
+    backwards = [
+        react(PARAMS, 7, c, contact_key=f"k{c.n}", channel="voice", offer=True, at=T0)
+        for c in reversed(customers)
+    ]
+    assert asked == list(reversed(backwards))
+    assert len({r.status for r in asked}) > 2  # the draws differ between customers
+
+
+def test_every_step_is_inside_the_shanghai_window_at_least_twice_a_day() -> None:
+    steps = PARAMS.steps()
+    assert len(steps) == PARAMS.days * len(PARAMS.step_hours)
+    by_day: dict[object, int] = {}
+    for at in steps:
+        local = at.astimezone(ZoneInfo("Asia/Shanghai"))
+        if 8 <= local.hour < 22:
+            by_day[local.date()] = by_day.get(local.date(), 0) + 1
+    assert min(by_day.values()) >= 2
+    for zone in ("America/New_York", "America/Los_Angeles"):
+        days = {
+            at.astimezone(ZoneInfo(zone)).date()
+            for at in steps
+            if 8 <= at.astimezone(ZoneInfo(zone)).hour < 21
+        }
+        assert len(days) >= PARAMS.days - 1
+
+
+def event(data: Payload, at: datetime = T0) -> CloudEvent:
+    return new_event(data, source="/test", key="C1", time=at)
+
+
+def test_figures_count_recovery_promises_and_plans_from_the_events() -> None:
+    book_rows = [
+        {
+            "account_id": "A1",
+            "customer_id": "C1",
+            "currency": "CNY",
+            "country": "CN",
+            "segment": "prime",
+            "product": "p",
+            "behind_at_start": 0,
+        }
+    ]
+    money = Decimal
+    events = [
+        event(
+            PaymentMissed(
+                account_id="A1",
+                customer_id="C1",
+                installment_no=1,
+                due_date=T0.date(),
+                amount_due=money("300"),
+                total_overdue=money("300"),
+                currency="CNY",
+                days_past_due=1,
+                bucket="1-29",
+            )
+        ),
+        event(PromiseMade(account_id="A1", amount=money("300"), due_date=T0.date())),
+        event(PromiseKept(account_id="A1", customer_id="C1")),
+        event(
+            PlanAgreed(
+                plan_id="P1",
+                account_id="A1",
+                kind="installments",
+                installments=[PlanInstallment(due_date=T0.date(), amount=money("1"))],
+            )
+        ),
+        event(PlanActivated(account_id="A1", customer_id="C1", plan_id="P1")),
+        event(PlanBroken(account_id="A1", customer_id="C1", plan_id="P1")),
+        # the ledger announces the cure before the payment that caused it
+        event(
+            DelinquencyChanged(
+                account_id="A1",
+                customer_id="C1",
+                previous_bucket="1-29",
+                bucket="current",
+                days_past_due=0,
+                total_overdue=money("0"),
+                currency="CNY",
+            ),
+            T0 + timedelta(days=1),
+        ),
+        event(AccountCured(account_id="A1", customer_id="C1"), T0 + timedelta(days=1)),
+        event(
+            PaymentReceived(
+                account_id="A1",
+                customer_id="C1",
+                payment_id="X",
+                amount=money("500"),
+                currency="CNY",
+                total_overdue=money("0"),
+            ),
+            T0 + timedelta(days=1),
+        ),
+    ]
+    figures, accounts = compute(
+        events, book_rows, start={"A1": "current"}, end={"A1": "current"}, decisions=[], run={}
+    )
+    assert figures["recovery"]["by_currency"] == {"CNY": "300.00"}  # not the 200 prepaid
+    assert figures["promises"] == {"made": 1, "kept": 1, "broken": 0, "open": 0}
+    assert (figures["plans"]["agreed"], figures["plans"]["broken"]) == (1, 1)
+    assert figures["delinquency"]["cured_by_end"] == 1
+    assert accounts["A1"]["recovered"] == "300.00"
+
+
+def test_intervals_cover_the_estimate_and_narrow_with_more_data() -> None:
+    low, high = wilson(20, 100)
+    assert low < 0.2 < high
+    wide, narrow = wilson(2, 10), wilson(200, 1000)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    same = difference_interval([0.1, 0.2, 0.3], [0.2, 0.3, 0.4])
+    assert same == difference_interval([0.1, 0.2, 0.3], [0.2, 0.3, 0.4])  # seeded
+    assert same[1] <= same[0] <= same[2]
