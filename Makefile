@@ -8,7 +8,7 @@ SUM    := $(shell cksum pyproject.toml | cut -d' ' -f1)
 RUN    := $(VENV)/.installed-run-$(SUM)
 DEV    := $(VENV)/.installed-dev-$(SUM)
 
-.PHONY: up services down status logs test lint typecheck pytest bench venv clean
+.PHONY: up services down status logs test lint typecheck pytest faults bench venv clean
 
 $(RUN): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ typecheck: venv
 
 pytest: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## A campaign through SIGKILLs, broker and database restarts and a stalled partner.
+faults: venv
+	$(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m bench.backbone

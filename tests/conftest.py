@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS effects (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The folder a test lives in is its kind; markers then select with -m.
     for item in items:
-        for kind in ("unit", "integration", "e2e"):
+        for kind in ("unit", "integration", "e2e", "faults"):
             if f"/tests/{kind}/" in str(item.path):
                 item.add_marker(getattr(pytest.mark, kind))
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts import stack
 from tools.simulator.system import SERVICES, Endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +76,3 @@ def running_stack(
 def service_logs(state_dir: Path) -> str:
     logs = state_dir / "logs"
     return "\n".join(p.read_text(errors="replace") for p in sorted(logs.glob("*.log")))
-
-
-def free(stack_cfg: stack.StackConfig) -> bool:
-    return not stack.port_open(stack_cfg.kafka_port)

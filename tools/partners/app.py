@@ -85,7 +85,9 @@ class Standin:
     async def callback(self, path: str, body: dict[str, Any]) -> bool:
         raw = json.dumps(body).encode()
         url = f"{self.notifier_url.rstrip('/')}/v1/webhooks/{self.partner}/{path}"
-        for attempt in range(5):
+        # A notifier restarting is back within seconds: keep trying for a minute and a half.
+        deadline = time.monotonic() + 90
+        for attempt in itertools.count():
             headers = {
                 HEADER: header_value(self.secret, int(time.time()), raw),
                 "content-type": "application/json",
@@ -100,7 +102,9 @@ class Standin:
                         return response.status < 400
             except (aiohttp.ClientError, TimeoutError):
                 pass
-            await asyncio.sleep(0.2 * 2**attempt)
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
         self.callbacks_failed += 1
         return False
 

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
@@ -486,7 +486,3 @@ def write_book_index(campaign: Campaign, path: Path) -> None:
         for c in campaign.book
     ]
     path.write_text(json.dumps(rows))
-
-
-def today(at: datetime) -> date:
-    return at.date()

@@ -185,9 +185,6 @@ class Customer:
     def local(self, at: datetime) -> datetime:
         return at.astimezone(self.zone)
 
-    def due_before(self, day: date) -> Decimal:
-        return sum((i.amount for i in self.schedule if i.due_date < day), Decimal(0))
-
 
 SURNAMES_CN = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu"]
 GIVEN_CN = ["Wei", "Fang", "Na", "Min", "Jing", "Lei", "Qiang", "Yan", "Jie", "Tao"]

@@ -2,6 +2,8 @@
 
 1. every missed instalment (``payment.missed``) has a decision trail at the scheduler, starting
    no earlier than the miss;
+0. nothing upstream was lost and nothing applied twice (payments received once each, contacts
+   announced sent once each, bureau records submitted once per cycle);
 2. every contact request (``contact.requested``) was sent exactly once at the partner (counted by
    idempotency key at the stand-in), or the notifier records why not (expired, failed, still
    waiting for its window); and the partner received nothing that was not requested;
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -25,7 +27,15 @@ from typing import Any
 
 from services.bureau.domain.metro2 import decode as decode_metro2
 from shared import topics
-from shared.events import ContactRequested, PaymentMissed, ReportCorrected, ReportSubmitted
+from shared.events import (
+    ContactAttempted,
+    ContactRequested,
+    PaymentMissed,
+    PaymentPosted,
+    PaymentReceived,
+    ReportCorrected,
+    ReportSubmitted,
+)
 from tools.simulator.system import System
 
 # A delivery the notifier still holds for later is accounted for, as is one it gave up on.
@@ -68,8 +78,11 @@ async def _each(items: list[str], work: Any, concurrency: int = 16) -> list[Any]
 
 async def check(system: System, out: Path) -> Findings:
     findings = Findings()
-    async with system.reader(topics.LEDGER, topics.SCHEDULER, topics.BUREAU) as reader:
+    async with system.reader(
+        topics.CORE_BANKING, topics.LEDGER, topics.SCHEDULER, topics.NOTIFIER, topics.BUREAU
+    ) as reader:
         events = await reader.drain()
+    once(findings, events)
     first_miss: dict[str, datetime] = {}
     requests: dict[str, ContactRequested] = {}
     reported: dict[str, list[tuple[str, str]]] = defaultdict(list)  # cycle -> (account, kind)
@@ -149,6 +162,29 @@ async def check(system: System, out: Path) -> Findings:
         if count:
             findings.problems["dead letters"].append(f"{topic}: {count}")
     return findings
+
+
+def once(findings: Findings, events: list[Any]) -> None:
+    """Nothing lost, nothing twice: every payment posted upstream was received by the ledger
+    exactly once, every contact was announced sent at most once, every bureau record of a cycle
+    was submitted at most once."""
+    posted = [e.data.payment_id for e in events if isinstance(e.data, PaymentPosted)]
+    received = Counter(e.data.payment_id for e in events if isinstance(e.data, PaymentReceived))
+    findings.problems["payment posted, never received"] += sorted(set(posted) - set(received))
+    findings.problems["payment received twice"] += sorted(p for p, n in received.items() if n > 1)
+    sent = Counter(
+        e.data.contact_id
+        for e in events
+        if isinstance(e.data, ContactAttempted) and e.data.outcome == "sent"
+    )
+    findings.problems["contact sent twice"] += sorted(c for c, n in sent.items() if n > 1)
+    submitted = Counter(
+        (e.data.cycle, e.data.account_id) for e in events if isinstance(e.data, ReportSubmitted)
+    )
+    findings.problems["bureau record submitted twice"] += sorted(
+        f"{c}/{a}" for (c, a), n in submitted.items() if n > 1
+    )
+    findings.checked["upstream payments"] = len(posted)
 
 
 def _matches(row: dict[str, Any], standing: dict[str, Any]) -> bool:

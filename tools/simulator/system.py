@@ -5,6 +5,7 @@ partner stand-in's control API."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from shared import topics
 from shared.auth import DEV_KEY
@@ -21,6 +23,7 @@ from shared.envelope import CloudEvent, InvalidEvent, decode, encode, new_event
 from shared.events import ClockSet, Payload
 
 SERVICES = ("ledger", "scheduler", "notifier", "bureau")
+log = logging.getLogger("simulator")
 SOURCE = "/simulator/core-banking"
 
 
@@ -81,6 +84,7 @@ class System:
         )
         self._partitions: dict[str, list[TopicPartition]] = {}
         self.quiet_checks = 0
+        self.patience = 180.0  # seconds a component may be away (restarting) before giving up
         self._groups: dict[str, Sequence[str]] | None = None
 
     async def __aenter__(self) -> System:
@@ -197,17 +201,22 @@ class System:
         states: list[dict[str, Any]] = []
         while True:
             self.quiet_checks += 1
-            # The services' own word first (each answers once it is idle); the Kafka offsets
-            # only once all say so.
-            states = await self.progress(wait=5, clock=clock)
-            if self._settled(states, clock):
-                before = await self.end_offsets()
-                if (
-                    await self.lag(self._groups, before) == 0
-                    and self._settled(await self.progress(), clock)
-                    and await self.end_offsets() == before
-                ):
-                    return
+            try:
+                # The services' own word first (each answers once it is idle); the Kafka
+                # offsets only once all say so.
+                states = await self.progress(wait=5, clock=clock)
+                if self._settled(states, clock):
+                    before = await self.end_offsets()
+                    if (
+                        await self.lag(self._groups, before) == 0
+                        and self._settled(await self.progress(), clock)
+                        and await self.end_offsets() == before
+                    ):
+                        return
+            except (KafkaError, httpx.HTTPError) as exc:
+                # a broker or a service restarting: look again once it is back
+                log.info("not quiet yet: %s", type(exc).__name__)
+                await asyncio.sleep(0.5)
             if loop.time() > deadline:
                 raise NotQuiet(f"the system did not settle in {limit:.0f}s: {states}")
             # Polling costs the machine the system runs on: back off while it works.
@@ -250,17 +259,23 @@ class System:
         return response.json()
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One request, tried again if the connection drops (a server closes idle keep-alive
-        connections). Every request the simulator repeats is idempotent: webhooks carry the
-        simulator's own event ids, which the notifier deduplicates."""
-        for attempt in range(4):
+        """One request, tried again while the connection drops or the server answers 502-504
+        (a server closing idle keep-alive connections; a service restarting, for up to
+        ``patience`` seconds). Every request the simulator repeats is idempotent: webhooks carry
+        the simulator's own event ids, which the notifier deduplicates."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.patience
+        pause = 0.1
+        while True:
             try:
-                return await self.http.request(method, url, **kwargs)
+                response = await self.http.request(method, url, **kwargs)
+                if response.status_code not in (502, 503, 504) or loop.time() > deadline:
+                    return response
             except httpx.TransportError:
-                if attempt == 3:
+                if loop.time() > deadline:
                     raise
-                await asyncio.sleep(0.1 * (attempt + 1))
-        raise AssertionError("unreachable")
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
 
 
 class TopicReader:
@@ -290,7 +305,14 @@ class TopicReader:
     async def drain(self) -> list[CloudEvent]:
         """Every record published since the last drain, in partition order (one customer's
         events in their order)."""
-        ends = await self._consumer.end_offsets(self._partitions)
+        for attempt in range(60):  # a broker restarting: wait for it
+            try:
+                ends = await self._consumer.end_offsets(self._partitions)
+                break
+            except KafkaError:
+                if attempt == 59:
+                    raise
+                await asyncio.sleep(1)
         out: list[CloudEvent] = []
         while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
             batch = await self._consumer.getmany(timeout_ms=20, max_records=20_000)

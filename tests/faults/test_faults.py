@@ -1,0 +1,127 @@
+"""Faults during a simulated campaign: every service SIGKILLed at random moments (five times
+each), the Kafka broker restarted, PostgreSQL restarted, the partner stalled for a minute. The
+reconciliation then finds nothing lost and nothing applied twice, and the campaign's figures
+(balances, decisions, contacts, bureau reports) equal those of the same seed without faults.
+
+    make faults
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts import stack
+from tests.e2e.support import ROOT, RunningStack, running_stack
+from tools.simulator.system import SERVICES
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800)]
+CAMPAIGN = ["--customers", "600", "--days", "28", "--seed", "23"]
+KILLS_PER_SERVICE = 5
+
+
+def comparable(figures: dict[str, Any]) -> dict[str, Any]:
+    run = {k: v for k, v in figures["run"].items() if k in ("seed", "customers", "days", "start")}
+    return figures | {"run": run}
+
+
+def config(running: RunningStack) -> stack.StackConfig:
+    env = running.env
+    return stack.StackConfig(
+        state_dir=running.state_dir,
+        kafka_port=int(env["ARREARS_KAFKA_PORT"]),
+        controller_port=int(env["ARREARS_KAFKA_CONTROLLER_PORT"]),
+        pg_port=int(env["ARREARS_PG_PORT"]),
+        database_url=None,
+        service_ports={n: int(env[f"ARREARS_{n.upper()}_PORT"]) for n in SERVICES},
+        partners_port=int(env["ARREARS_PARTNERS_PORT"]),
+        partitions=int(env["ARREARS_TOPIC_PARTITIONS"]),
+    )
+
+
+def bring_back(running: RunningStack) -> None:
+    """What an operator (or a supervisor) does: `up`, which restarts whatever is down."""
+    result = running.run("-m", "scripts.stack", "up", timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def play(running: RunningStack, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tools.simulator", "run", "--out", str(out), *CAMPAIGN],
+        cwd=ROOT,
+        env=running.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
+    tmp_path: Path,
+) -> None:
+    with running_stack(tmp_path / "calm", 35000) as calm:
+        quiet = play(calm, tmp_path / "calm-out")
+        output, _ = quiet.communicate(timeout=900)
+        assert quiet.returncode == 0, output[-3000:]
+    expected = json.loads((tmp_path / "calm-out" / "campaign.json").read_text())
+
+    faults: Counter[str] = Counter()
+    with running_stack(tmp_path / "rough", 36000) as rough:
+        cfg = config(rough)
+        campaign = play(rough, tmp_path / "rough-out")
+        chaos = random.Random(23)
+        plan = [f"kill {s}" for s in SERVICES for _ in range(KILLS_PER_SERVICE)]
+        chaos.shuffle(plan)
+        # the broker, the database and the partner somewhere in the middle
+        for index, fault in zip(
+            sorted(chaos.sample(range(4, len(plan) - 2), 3)),
+            ("restart kafka", "restart postgres", "stall partner"),
+            strict=True,
+        ):
+            plan.insert(index, fault)
+        for fault in plan:
+            if campaign.poll() is not None:
+                break
+            time.sleep(chaos.uniform(0.5, 2.0))
+            kind, what = fault.split(" ", 1)
+            if kind == "kill":
+                pid = stack.running_pid(cfg, what)
+                assert pid is not None, f"{what} is not running"
+                os.kill(pid, signal.SIGKILL)
+                bring_back(rough)
+            elif what == "kafka":
+                stack.terminate(cfg, "kafka", grace=60)
+                bring_back(rough)
+            elif what == "postgres":
+                stack.stop_postgres(cfg)
+                bring_back(rough)
+            else:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{cfg.partners_port}/control",
+                    data=json.dumps({"stall_for_seconds": 60}).encode(),
+                    headers={"content-type": "application/json"},
+                )
+                urllib.request.urlopen(request, timeout=10).read()  # noqa: S310 - loopback
+            faults[fault] += 1
+        output, _ = campaign.communicate(timeout=1200)
+        assert campaign.returncode == 0, output[-3000:]
+        checked = rough.run(
+            "-m", "tools.simulator", "reconcile", "--out", str(tmp_path / "rough-out")
+        )
+        assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    print(f"faults injected: {dict(faults)}")
+    assert sum(v for k, v in faults.items() if k.startswith("kill")) == 4 * KILLS_PER_SERVICE
+    assert {"restart kafka", "restart postgres", "stall partner"} <= set(faults)
+    got = json.loads((tmp_path / "rough-out" / "campaign.json").read_text())
+    assert comparable(got) == comparable(expected)
