@@ -406,7 +406,13 @@ class Bureau:
         reports: list[dict[str, Any]] = []
         reported: list[tuple[str, str]] = []
         month = now.date().replace(day=1)
-        for row in rows:
+        for stored in rows:
+            row: Mapping[Any, Any] = stored
+            standing = ledger.get(row["account_id"]) if ledger is not None else None
+            if standing is not None and self._reconciled(row, ledger):
+                # Days past due grow every day without an event (the ledger announces bucket
+                # changes, not each day): the record carries the ledger's count at cycle time.
+                row = {**row, "days_past_due": int(standing["days_past_due"])}
             country = row["country"] or "CN"
             facts = Facts(
                 account_id=row["account_id"],

@@ -21,7 +21,7 @@ from tools.simulator.model import Params, book
 
 pytestmark = pytest.mark.e2e
 
-CAMPAIGN = ["--customers", "700", "--days", "21", "--seed", "11"]
+CAMPAIGN = ["--customers", "700", "--days", "36", "--seed", "11"]  # through the January cycle
 AUTH = {"Authorization": f"Bearer {DEV_KEY}"}
 
 
