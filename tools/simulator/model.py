@@ -247,8 +247,14 @@ def make_customer(params: Params, seed: int, n: int) -> Customer:
             f"{c.phone_prefix}{r.randint(201, 989)}{r.randint(200, 999)}{r.randint(0, 9999):04d}"
         )
     email = f"c{n:07d}@{c.email_domain}" if r.random() < params.has_email else None
+    # as each country's bureau expects an address: street, city, and for the US state and ZIP
+    street = f"{r.randint(1, 999)} Example Road Unit {n}"
     postal = (
-        f"{r.randint(1, 999)} Example Road, Unit {n}"
+        (
+            f"{street}, Springfield, IL {62701 + n % 90}"
+            if country == "US"
+            else f"{street}, Shanghai"
+        )
         if r.random() < params.has_postal_address
         else None
     )

@@ -163,12 +163,13 @@ def bureau_chart(figures: Mapping[str, Any]) -> str:
             color=["#59a14f", "#e15759", "#f28e2b"][i],
         )
     left.set_xticks([x + 0.27 for x in range(len(cycles))], cycles)
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper left")
     left.set_title("Bureau records by cycle")
     reasons = sorted(b["blocked_by_reason"].items(), key=lambda kv: kv[1])
     right.barh([r[0] for r in reasons], [r[1] for r in reasons], color="#e15759")
     right.set_title("Blocked, by gate")
     right.tick_params(axis="y", labelsize=8)
+    fig.subplots_adjust(wspace=0.6)  # room for the gates' names between the two charts
     return _png(fig)
 
 
