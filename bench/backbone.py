@@ -231,7 +231,7 @@ async def guaranteed(
 
 
 async def main(n: int, size: int, txn: int, writers: int) -> dict[str, object]:
-    with provide("bench", 30000) as infra:
+    with provide("bench", 12000) as infra:
         await ensure_topics(infra.bootstrap, 6)
         db_url = await migrated_database(infra.admin_url, "arrears_bench", "ledger")
         events = make_events(n, size)

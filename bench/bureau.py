@@ -150,7 +150,7 @@ async def cycle(url: str, folder: str) -> dict[str, Any]:
 
 async def main(n: int) -> dict[str, Any]:
     result: dict[str, Any] = {"cores": os.cpu_count(), "accounts": n}
-    with provide("bench", 30000) as infra, tempfile.TemporaryDirectory() as folder:
+    with provide("bench", 12000) as infra, tempfile.TemporaryDirectory() as folder:
         url = await migrated_database(infra.admin_url, "arrears_bench_bureau", "bureau")
         started = time.perf_counter()
         await load(asyncpg_dsn(url), n)

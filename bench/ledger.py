@@ -300,7 +300,7 @@ def decode_ceiling(n: int = 20_000) -> dict[str, Any]:
 
 async def main(accounts: int, events: int) -> dict[str, Any]:
     result: dict[str, Any] = {"cores": os.cpu_count()}
-    with provide("bench", 30000) as infra:
+    with provide("bench", 12000) as infra:
         await ensure_topics(infra.bootstrap, 6)
         eval_db = await migrated_database(infra.admin_url, "arrears_bench_eval", "ledger")
         print(f"evaluation over {accounts} accounts ...", flush=True)

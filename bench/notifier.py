@@ -180,7 +180,7 @@ async def main(n: int, m: int, concurrency: int) -> dict[str, Any]:
     bare_file.write_text(BARE)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        with provide("bench", 30000) as infra:
+        with provide("bench", 12000) as infra:
             await ensure_topics(infra.bootstrap, 6)
             # baselines against a bare uvicorn app
             processes.append(

@@ -200,7 +200,7 @@ async def missed_timestamps(bootstrap: str, first: int) -> dict[str, float]:
 
 async def main(n: int, paced: int) -> dict[str, Any]:
     result: dict[str, Any] = {"cores": os.cpu_count(), "events": n, "paced_events": paced}
-    with provide("bench", 30000) as infra:
+    with provide("bench", 12000) as infra:
         await ensure_topics(infra.bootstrap, 6)
         print("raw consume -> produce baseline ...", flush=True)
         result["raw_consume_produce_per_s"] = round(await raw_baseline(infra.bootstrap, n))

@@ -163,6 +163,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def log_tail(path: Path, lines: int = 25) -> str:
+    # Our logs carry no personal data, so the tail is safe to show where a launch failed.
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 def wait_for(what: str, check: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -318,7 +326,10 @@ def start_kafka(cfg: StackConfig) -> None:
     log(f"starting kafka on {cfg.bootstrap}")
     wait_for("kafka", lambda: port_open(cfg.kafka_port) or _died(cfg, "kafka"), 90)
     if _died(cfg, "kafka"):
-        raise SystemExit(f"[stack] kafka exited; see {cfg.logs / 'kafka.log'}")
+        raise SystemExit(
+            f"[stack] kafka exited; see {cfg.logs / 'kafka.log'}; it ends:\n"
+            + log_tail(cfg.logs / "kafka.log")
+        )
 
 
 def _died(cfg: StackConfig, name: str) -> bool:
@@ -582,7 +593,10 @@ def start_services(cfg: StackConfig) -> None:
 
         def ready(service: str = service, port: int = port) -> bool:
             if running_pid(cfg, service) is None:
-                raise SystemExit(f"[stack] {service} exited; see {cfg.logs / (service + '.log')}")
+                raise SystemExit(
+                    f"[stack] {service} exited; see {cfg.logs / (service + '.log')}; it ends:\n"
+                    + log_tail(cfg.logs / f"{service}.log")
+                )
             return readyz(port)[0] == 200
 
         wait_for(f"{service} /readyz", ready, 120)

@@ -26,5 +26,5 @@ def system_under_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
         "BUREAU_CYCLE": "daily",
         "ARREARS_API_KEYS": json.dumps([k.model_dump() for k in keys]),
     }
-    with running_stack(tmp_path_factory.mktemp("scenarios") / "stack", 33000, extra) as running:
+    with running_stack(tmp_path_factory.mktemp("scenarios") / "stack", 27000, extra) as running:
         yield running

@@ -56,6 +56,9 @@ def stack_env(state_dir: Path, base: int, extra: dict[str, str] | None = None) -
 def running_stack(
     state_dir: Path, base: int, extra: dict[str, str] | None = None
 ) -> Iterator[RunningStack]:
+    # Linux hands out ports from 32768 up to outgoing connections; a listener placed there can
+    # find its port taken by some client's socket (a CI run lost its scheduler that way).
+    assert base + 93 < 32768, f"port base {base} reaches into the ephemeral range"
     env = stack_env(state_dir, base, extra)
     launcher = [sys.executable, "-m", "scripts.stack"]
     endpoints = Endpoints(

@@ -70,14 +70,14 @@ def play(running: RunningStack, out: Path) -> subprocess.Popen[str]:
 def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
     tmp_path: Path,
 ) -> None:
-    with running_stack(tmp_path / "calm", 35000) as calm:
+    with running_stack(tmp_path / "calm", 24000) as calm:
         quiet = play(calm, tmp_path / "calm-out")
         output, _ = quiet.communicate(timeout=900)
         assert quiet.returncode == 0, output[-3000:]
     expected = json.loads((tmp_path / "calm-out" / "campaign.json").read_text())
 
     faults: Counter[str] = Counter()
-    with running_stack(tmp_path / "rough", 36000) as rough:
+    with running_stack(tmp_path / "rough", 23000) as rough:
         cfg = config(rough)
         campaign = play(rough, tmp_path / "rough-out")
         chaos = random.Random(23)
