@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 
 from bench.report import report
 from services.notifier.domain.signing import HEADER, header_value
@@ -137,9 +138,9 @@ async def post_all(
         queue.put_nowait(body)
 
     async def worker() -> None:
-        # A client (one keep-alive connection) per worker: httpx's shared pool slows down badly
-        # with many waiters, which would measure the pool rather than the server.
-        async with httpx.AsyncClient(timeout=30) as http:
+        # A client (one keep-alive connection) per worker, over aiohttp as in the notifier:
+        # httpx's own pool would measure itself rather than the server (encode/httpx#3215).
+        async with HttpxAiohttpClient(timeout=30) as http:
             while not queue.empty():
                 body = queue.get_nowait()
                 headers = {"content-type": "application/json", "Idempotency-Key": "k"}

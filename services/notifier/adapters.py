@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+import aiohttp
 import httpx
 
 from services.notifier.domain.templates import Rendered
@@ -55,7 +56,8 @@ class HttpAdapter:
                 },
                 timeout=partner.timeout_seconds,
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as exc:
+            # The client runs over aiohttp, which may raise its own errors unmapped.
             return Answer("retry", f"partner unreachable ({type(exc).__name__})", transient=True)
         if response.status_code >= 500 or response.status_code == 429:
             return Answer("retry", f"partner answered {response.status_code}", transient=True)
