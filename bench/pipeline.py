@@ -1,0 +1,390 @@
+"""The whole contact pipeline, beside the raw three-hop Kafka baseline, in one run.
+
+``payment.missed`` (``ledger.events``) -> scheduler (score, variant, treatment, compliance)
+-> ``contact.requested`` (``scheduler.events``) -> notifier (render, send to the partner
+stand-in over HTTP, record) -> ``contact.attempted`` (``notifier.events``).
+
+1. raw baseline: the same number of records of the same size through three consume -> produce
+   hops with aiokafka alone (three processes, no decoding, no database);
+2. saturation: N ``payment.missed`` waiting in ``ledger.events`` when the real scheduler and
+   notifier processes start (the partner stand-in in a process of its own, callbacks off);
+   timed to the N-th ``contact.attempted``;
+3. latency below saturation: M more produced at half the measured rate; each one's latency is
+   its ``contact.attempted`` record's timestamp minus its ``payment.missed`` record's (both
+   stamped on this machine); p50 and p99;
+4. peak resident memory (VmHWM) of each service process, with 1,000,000 customers (by default)
+   in the scheduler's and the notifier's databases.
+
+    python -m bench.pipeline [--accounts 100000] [--paced 5000] [--book 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.notifier import free_port, peak_rss_mb, spawn, until_up
+from bench.report import report
+from services.notifier.settings import DEV_PARTNER_KEY, DEV_PARTNER_SECRET
+from shared import topics
+from shared.db import asyncpg_dsn
+from shared.envelope import encode, new_event
+from shared.events import ClockSet, PaymentMissed
+from shared.fingerprint import fingerprint
+from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.settings import DEV_FINGERPRINT_KEY
+from tests.support.databases import migrated_database
+from tests.support.infra import provide
+
+NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai on a Wednesday
+HOPS = 3
+
+
+def missed(i: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    data = PaymentMissed(
+        account_id=f"A{i:07d}",
+        customer_id=f"C{i:07d}",
+        installment_no=1,
+        due_date=NOW.date() - timedelta(days=3),
+        amount_due=Decimal("1000.00"),
+        total_overdue=Decimal("1000.00"),
+        currency="CNY",
+        days_past_due=3,
+        bucket="1-29",
+        product="credit_card",
+    )
+    return encode(new_event(data, source="/arrears/ledger", key=f"C{i:07d}", time=NOW))
+
+
+async def produce(
+    bootstrap: str, topic: str, indexes: range, rate: float | None = None
+) -> dict[str, float]:
+    """Produces ``payment.missed`` for ``indexes``; with ``rate``, paced. Returns each account's
+    record timestamp (seconds)."""
+    producer = make_producer(bootstrap)
+    await producer.start()
+    stamps: dict[str, float] = {}
+    try:
+        pending = []
+        started = time.perf_counter()
+        for count, i in enumerate(indexes):
+            key, value, headers = missed(i)
+            stamp = time.time()
+            stamps[f"A{i:07d}"] = stamp
+            pending.append(
+                await producer.send(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=headers,
+                    timestamp_ms=int(stamp * 1000),
+                )
+            )
+            if rate is not None and count % 20 == 0:
+                ahead = count / rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return stamps
+
+
+# --- raw baseline --------------------------------------------------------------------------------
+
+
+def hop(bootstrap: str, source: str, sink: str) -> None:
+    """One raw consume -> produce hop, forever (the parent terminates it)."""
+
+    async def run() -> None:
+        consumer = make_consumer(bootstrap, f"raw-{source}", source)
+        producer = make_producer(bootstrap)
+        await consumer.start()
+        await producer.start()
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            pending = [
+                await producer.send(sink, value=r.value, key=r.key)
+                for records in batch.values()
+                for r in records
+            ]
+            await asyncio.gather(*pending)
+
+    asyncio.run(run())
+
+
+async def count_records(bootstrap: str, topic: str, expect: int) -> float:
+    consumer = make_consumer(bootstrap, f"count-{uuid.uuid4().hex[:6]}", topic)
+    await consumer.start()
+    seen = 0
+    try:
+        while seen < expect:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10000)
+            seen += sum(len(records) for records in batch.values())
+        return time.perf_counter()
+    finally:
+        await consumer.stop()
+
+
+async def raw_baseline(bootstrap: str, n: int) -> float:
+    run = uuid.uuid4().hex[:6]
+    chain = [f"bench.hop{i}.{run}" for i in range(HOPS + 1)]
+    await ensure_topics(bootstrap, 6, tuple(chain))
+    context = multiprocessing.get_context("spawn")
+    hops = [
+        context.Process(target=hop, args=(bootstrap, chain[i], chain[i + 1]), daemon=True)
+        for i in range(HOPS)
+    ]
+    for process in hops:
+        process.start()
+    try:
+        # Timed once every hop has joined its group and passed a first record on, as the
+        # pipeline is: neither figure counts start-up.
+        await produce(bootstrap, chain[0], range(1))
+        await count_records(bootstrap, chain[-1], 1)
+        counting = asyncio.create_task(count_records(bootstrap, chain[-1], n + 1))
+        started = time.perf_counter()
+        await produce(bootstrap, chain[0], range(1, n + 1))
+        finished = await counting
+    finally:
+        for process in hops:
+            process.terminate()
+            process.join(10)
+    return n / (finished - started)
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+
+async def load_books(scheduler_dsn: str, notifier_dsn: str, n: int) -> None:
+    phone = fingerprint("phone", "+8613800000000", DEV_FINGERPRINT_KEY)
+    email = fingerprint("email", "someone@example.com", DEV_FINGERPRINT_KEY)
+    conn = await asyncpg.connect(scheduler_dsn)
+    try:
+        await conn.copy_records_to_table(
+            "customer",
+            records=(
+                (
+                    f"C{i:07d}",
+                    "CN",
+                    "Asia/Shanghai",
+                    "zh-CN",
+                    600 + i % 200,
+                    phone,
+                    email,
+                    None,
+                    NOW,
+                )
+                for i in range(n)
+            ),
+            columns=[
+                "customer_id",
+                "country",
+                "timezone",
+                "locale",
+                "credit_score",
+                "phone_ref",
+                "email_ref",
+                "postal_ref",
+                "updated_at",
+            ],
+        )
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(notifier_dsn)
+    try:
+        await conn.copy_records_to_table(
+            "customer",
+            records=(
+                (
+                    f"C{i:07d}",
+                    "Bench Person",
+                    f"+86139{i:08d}",
+                    f"c{i}@example.com",
+                    "1 Bench Road, Shanghai",
+                    "zh-CN",
+                    "CN",
+                    NOW,
+                )
+                for i in range(n)
+            ),
+            columns=[
+                "customer_id",
+                "full_name",
+                "phone",
+                "email",
+                "postal_address",
+                "locale",
+                "country",
+                "updated_at",
+            ],
+        )
+    finally:
+        await conn.close()
+
+
+async def read_attempts(
+    bootstrap: str, expect: int, stamps: dict[str, float] | None = None
+) -> tuple[float, list[float]]:
+    """Reads ``notifier.events`` until ``expect`` accounts have a ``contact.attempted``; returns
+    the time of the last and, with ``stamps``, the latencies of those accounts."""
+    consumer = make_consumer(bootstrap, f"reader-{uuid.uuid4().hex[:6]}", topics.NOTIFIER)
+    await consumer.start()
+    seen: set[str] = set()
+    latencies: list[float] = []
+    try:
+        while len(seen) < expect:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for r in records:
+                    headers = dict(r.headers)
+                    if headers.get("ce_type") != b"contact.attempted":
+                        continue
+                    account = json.loads(r.value)["account_id"]
+                    if stamps is not None and account in stamps and account not in seen:
+                        latencies.append(r.timestamp / 1000 - stamps[account])
+                    seen.add(account)
+        return time.perf_counter(), latencies
+    finally:
+        await consumer.stop()
+
+
+async def main(n: int, paced: int, book: int) -> dict[str, Any]:
+    book = max(book, n + paced + 1)
+    result: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "accounts": n,
+        "paced_accounts": paced,
+        "customers_in_each_database": book,
+    }
+    processes = []
+    try:
+        with provide("bench", 12000) as infra:
+            await ensure_topics(infra.bootstrap, 6)
+            print(f"raw baseline: {n} records through {HOPS} aiokafka hops ...", flush=True)
+            raw = await raw_baseline(infra.bootstrap, n)
+            result["raw_three_hop_per_s"] = round(raw)
+
+            scheduler_url = await migrated_database(
+                infra.admin_url, "arrears_bench_pipe_scheduler", "scheduler"
+            )
+            notifier_url = await migrated_database(
+                infra.admin_url, "arrears_bench_pipe_notifier", "notifier"
+            )
+            print(f"{book} customers into the scheduler's and the notifier's ...", flush=True)
+            await load_books(asyncpg_dsn(scheduler_url), asyncpg_dsn(notifier_url), book)
+            clock = encode(new_event(ClockSet(now=NOW), source="/bench", key="clock", time=NOW))
+            producer = make_producer(infra.bootstrap)
+            await producer.start()
+            await producer.send_and_wait(
+                topics.CLOCK, value=clock[1], key=clock[0], headers=clock[2]
+            )
+            await producer.stop()
+            standin_port, scheduler_port, notifier_port = free_port(), free_port(), free_port()
+            processes.append(
+                spawn(
+                    [
+                        "-m",
+                        "tools.partners",
+                        "--port",
+                        str(standin_port),
+                        "--notifier",
+                        f"http://127.0.0.1:{notifier_port}",
+                    ]
+                )
+            )
+            await until_up(f"http://127.0.0.1:{standin_port}/control/count")
+            async with httpx.AsyncClient() as http:
+                await http.post(
+                    f"http://127.0.0.1:{standin_port}/control", json={"callbacks": False}
+                )
+            partner = {
+                "name": "standin",
+                "channels": ["sms", "email", "voice", "letter", "field_visit"],
+                "base_url": f"http://127.0.0.1:{standin_port}",
+                "api_key": DEV_PARTNER_KEY,
+                "webhook_secrets": [DEV_PARTNER_SECRET],
+                "rate_limit_per_second": 1_000_000,
+            }
+            common = {
+                "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap,
+                "ARREARS_CLOCK": "controlled",
+                "ARREARS_LOG_LEVEL": "WARNING",
+            }
+            scheduler = spawn(
+                ["-m", "services.scheduler"],
+                common
+                | {
+                    "SCHEDULER_DATABASE_URL": scheduler_url,
+                    "SCHEDULER_HTTP_PORT": str(scheduler_port),
+                },
+            )
+            notifier = spawn(
+                ["-m", "services.notifier"],
+                common
+                | {
+                    "NOTIFIER_DATABASE_URL": notifier_url,
+                    "NOTIFIER_HTTP_PORT": str(notifier_port),
+                    "NOTIFIER_PARTNERS": json.dumps([partner]),
+                },
+            )
+            processes += [scheduler, notifier]
+            # Timed once both services are up and one account has gone all the way through.
+            await produce(infra.bootstrap, topics.LEDGER, range(1))
+            await read_attempts(infra.bootstrap, 1)
+            print(f"{n} payment.missed through the pipeline ...", flush=True)
+            reading = asyncio.create_task(read_attempts(infra.bootstrap, n + 1))
+            started = time.perf_counter()
+            await produce(infra.bootstrap, topics.LEDGER, range(1, n + 1))
+            finished, _ = await reading
+            rate = n / (finished - started)
+            result["pipeline_per_s"] = round(rate)
+            result["ratio_to_raw"] = round(rate / raw, 3)
+
+            print(f"{paced} more at {rate / 2:.0f}/s for latency ...", flush=True)
+            first, last = n + 1, n + 1 + paced
+            reading = asyncio.create_task(read_attempts(infra.bootstrap, last, {}))
+            stamps = await produce(infra.bootstrap, topics.LEDGER, range(first, last), rate / 2)
+            await reading
+            _, latencies = await read_attempts(infra.bootstrap, last, stamps)
+            latencies.sort()
+            result["paced_rate_per_s"] = round(rate / 2)
+            result["latency_p50_ms"] = round(statistics.median(latencies) * 1000, 1)
+            result["latency_p99_ms"] = round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1)
+            async with httpx.AsyncClient() as http:
+                sends = (await http.get(f"http://127.0.0.1:{standin_port}/control/count")).json()
+            result["sends_at_the_partner"] = sends["sends"]
+            result["scheduler_peak_rss_mb"] = peak_rss_mb(scheduler.pid)
+            result["notifier_peak_rss_mb"] = peak_rss_mb(notifier.pid)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except Exception:
+                process.kill()
+    result["machine"] = f"{platform.machine()} python {platform.python_version()}"
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--paced", type=int, default=5_000)
+    parser.add_argument("--book", type=int, default=1_000_000)
+    args = parser.parse_args()
+    report("pipeline", asyncio.run(main(args.accounts, args.paced, args.book)))
