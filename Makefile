@@ -61,11 +61,7 @@ faults: venv
 	$(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
 bench: venv
-	$(PY) -m bench.backbone
-	$(PY) -m bench.ledger
-	$(PY) -m bench.scheduler
-	$(PY) -m bench.notifier
-	$(PY) -m bench.bureau
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean: down
 	rm -rf .stack

@@ -23,6 +23,7 @@ from shared.events import (
 )
 from tools.simulator.figures import compute, difference_interval, wilson
 from tools.simulator.model import Params, book, react
+from tools.simulator.system import first_seen
 
 PARAMS = Params.load()
 T0 = datetime(2026, 12, 3, 5, 30, tzinfo=UTC)
@@ -157,3 +158,23 @@ def test_intervals_cover_the_estimate_and_narrow_with_more_data() -> None:
     same = difference_interval([0.1, 0.2, 0.3], [0.2, 0.3, 0.4])
     assert same == difference_interval([0.1, 0.2, 0.3], [0.2, 0.3, 0.4])  # seeded
     assert same[1] <= same[0] <= same[2]
+
+
+def test_an_event_published_again_with_its_id_is_counted_once_and_a_new_id_is_not() -> None:
+    missed = PaymentMissed(
+        account_id="A1",
+        customer_id="C1",
+        installment_no=1,
+        due_date=T0.date(),
+        amount_due=Decimal("300"),
+        total_overdue=Decimal("300"),
+        currency="CNY",
+        days_past_due=1,
+        bucket="1-29",
+    )
+    first, second = event(missed, T0), event(missed, T0)
+    seen: set[tuple[str, str]] = set()
+    assert first_seen([first, first], seen) == [first]
+    # a later drain sees the repeat again (an outbox resending after a crash) and a genuine
+    # second emission, which the reconciliation must still be able to catch
+    assert first_seen([first, second], seen) == [second]

@@ -112,6 +112,8 @@ class Campaign:
         self.params = params.model_copy(update={"days": days}) if days else params
         self.seed = seed
         self.out = out
+        # which send the simulator saw at which step: to compare two runs of one seed
+        self._sends_log: list[dict[str, str]] = []
         self.book = book(self.params, seed, customers)
         self.by_customer = {c.customer_id: c for c in self.book}
         self.by_account = {c.account_id: c for c in self.book}
@@ -238,6 +240,7 @@ class Campaign:
                 await self._act(steps[-1] + timedelta(minutes=1))
             finally:
                 await self.system.partner("POST", "/control", json={"callbacks": True})
+                (self.out / "sends-seen.json").write_text(json.dumps(self._sends_log))
         return self.stats
 
     async def step(self, at: datetime) -> None:
@@ -408,6 +411,16 @@ class Campaign:
             c = self.by_account.get(request.account_id)
             if c is None:
                 continue
+            self._sends_log.append(
+                {
+                    "contact_id": request.contact_id,
+                    "account_id": request.account_id,
+                    "template": request.template,
+                    "channel": request.channel,
+                    "not_before": request.not_before.isoformat(),
+                    "seen_at_step": at.isoformat(),
+                }
+            )
             self._react(c, request, at)
 
     def _react(self, c: Customer, request: ContactRequested, at: datetime) -> None:

@@ -278,6 +278,16 @@ class System:
             pause = min(1.0, pause * 2)
 
 
+def first_seen(events: list[CloudEvent], seen: set[tuple[str, str]]) -> list[CloudEvent]:
+    """The events whose (source, id) is not in ``seen``, once each, in order; adds them."""
+    fresh = []
+    for event in events:
+        if (event.source, event.id) not in seen:
+            seen.add((event.source, event.id))
+            fresh.append(event)
+    return fresh
+
+
 class TopicReader:
     """Reads topics from the beginning up to their current end, on each ``drain``."""
 
@@ -292,6 +302,8 @@ class TopicReader:
         )
         self._partitions = partitions
         self.unreadable = 0
+        self.redelivered = 0
+        self._seen: set[tuple[str, str]] = set()
 
     async def __aenter__(self) -> TopicReader:
         await self._consumer.start()
@@ -303,8 +315,10 @@ class TopicReader:
         await self._consumer.stop()
 
     async def drain(self) -> list[CloudEvent]:
-        """Every record published since the last drain, in partition order (one customer's
-        events in their order)."""
+        """Every event published since the last drain, in partition order (one customer's
+        events in their order), each once: publication is at least once (an outbox whose
+        service died between sending a row and marking it sent sends it again, same id), so
+        the driver, like every consumer, counts an event by its source and id."""
         for attempt in range(60):  # a broker restarting: wait for it
             try:
                 ends = await self._consumer.end_offsets(self._partitions)
@@ -322,4 +336,6 @@ class TopicReader:
                         out.append(decode(r.key, r.value, r.headers))
                     except InvalidEvent:
                         self.unreadable += 1
-        return out
+        fresh = first_seen(out, self._seen)
+        self.redelivered += len(out) - len(fresh)
+        return fresh

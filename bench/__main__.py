@@ -1,0 +1,252 @@
+"""``make bench``: every benchmark in one run, sized to finish in under 20 minutes on two cores.
+
+Each benchmark runs in a process of its own (its own broker and PostgreSQL, started and
+stopped by it), one after another so that none competes with another for the cores. The
+results go to ``bench/results/<date>.json`` and the table in ``docs/performance.md`` is
+rewritten from them. ``--only NAME`` runs some; the sizes are the suite's, the defaults of each
+``python -m bench.<name>`` are larger (see their docstrings).
+
+    python -m bench [--only pipeline --only ledger]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.report import RESULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+# name -> arguments; the whole-pipeline benchmark first, as it is the one asked most about.
+SUITE: dict[str, list[str]] = {
+    "pipeline": ["--accounts", "100000", "--paced", "5000", "--book", "1000000"],
+    "ledger": ["--accounts", "1000000", "--events", "200000"],
+    "scheduler": ["--events", "30000", "--paced", "3000"],
+    "notifier": ["--sends", "10000", "--webhooks", "5000"],
+    "bureau": ["--accounts", "1000000"],
+    "backbone": ["--events", "50000"],
+}
+
+
+def run(name: str, args: list[str]) -> dict[str, Any]:
+    print(f"\n=== bench.{name} {' '.join(args)}", flush=True)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", f"bench.{name}", *args], cwd=ROOT, check=True)
+    seconds = round(time.perf_counter() - started, 1)
+    result = json.loads((RESULTS / f"{name}.json").read_text())
+    return {"args": args, "seconds": seconds, "result": result}
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:.3f}" if base else "—"
+
+
+def rows(benches: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+    """(benchmark, measure, value, raw baseline in the same run, ratio) for the table."""
+    out: list[tuple[str, str, str, str, str]] = []
+    if p := benches.get("pipeline", {}).get("result"):
+        n = fmt(p["accounts"])
+        out += [
+            (
+                "pipeline",
+                f"{n} `payment.missed` → scheduler → notifier → stand-in → `contact.attempted`",
+                f"{fmt(p['pipeline_per_s'])} accounts/s",
+                f"3 aiokafka consume→produce hops {fmt(p['raw_three_hop_per_s'])}/s",
+                fmt(p["ratio_to_raw"]),
+            ),
+            (
+                "",
+                f"latency at half the saturating rate ({fmt(p['paced_rate_per_s'])}/s)",
+                f"p50 {fmt(p['latency_p50_ms'])} ms, p99 {fmt(p['latency_p99_ms'])} ms",
+                "—",
+                "—",
+            ),
+            (
+                "",
+                f"peak RSS with {fmt(p['customers_in_each_database'])} customers in each database",
+                f"scheduler {p['scheduler_peak_rss_mb']} MB, "
+                f"notifier {p['notifier_peak_rss_mb']} MB",
+                "—",
+                "—",
+            ),
+        ]
+    if r := benches.get("ledger", {}).get("result"):
+        daily = " / ".join(fmt(s) for s in r["daily_evaluation_seconds"])
+        out += [
+            (
+                "ledger",
+                f"daily evaluation of {fmt(r['accounts'])} accounts (3 clock moves)",
+                f"{daily} s",
+                "—",
+                "—",
+            ),
+            (
+                "",
+                f"catch-up evaluation of {fmt(r['accounts'])} never-evaluated accounts",
+                f"{fmt(r['catch_up_evaluation_seconds'])} s",
+                "—",
+                "—",
+            ),
+            (
+                "",
+                f"ingest of {fmt(r['ingest_events'])} upstream events through Kafka",
+                f"{fmt(r['ledger_ingest_per_s'])} events/s",
+                f"aiokafka consume {fmt(r['raw_consume_per_s'])}/s; "
+                f"asyncpg COPY {fmt(r['raw_copy_rows_per_s'])} rows/s",
+                f"{fmt(r['ratio_to_consume'])} / {fmt(r['ratio_to_copy'])}",
+            ),
+            (
+                "",
+                "decode + validate only (one process, no database)",
+                f"{fmt(r['decode_only_per_s'])} events/s",
+                f"aiokafka consume {fmt(r['raw_consume_per_s'])}/s",
+                fmt(r["ratio_decode_only_to_consume"]),
+            ),
+            (
+                "",
+                f"peak RSS (evaluation of {fmt(r['accounts'])} / ingest)",
+                f"{r['evaluation_peak_rss_mb']} / {r['ingest_peak_rss_mb']} MB",
+                "—",
+                "—",
+            ),
+        ]
+    if s := benches.get("scheduler", {}).get("result"):
+        out += [
+            (
+                "scheduler",
+                f"{fmt(s['events'])} `payment.missed` → `contact.requested`",
+                f"{fmt(s['scheduler_decisions_per_s'])} decisions/s",
+                f"aiokafka consume→produce {fmt(s['raw_consume_produce_per_s'])}/s",
+                fmt(s["ratio_to_raw"]),
+            ),
+            (
+                "",
+                f"latency at half the saturating rate ({fmt(s['paced_rate_per_s'])}/s)",
+                f"p50 {fmt(s['latency_p50_ms'])} ms, p99 {fmt(s['latency_p99_ms'])} ms",
+                "—",
+                "—",
+            ),
+            ("", "peak RSS", f"{s['scheduler_peak_rss_mb']} MB", "—", "—"),
+        ]
+    if t := benches.get("notifier", {}).get("result"):
+        out += [
+            (
+                "notifier",
+                f"sends to the partner stand-in ({fmt(t['sends'])})",
+                f"{fmt(t['notifier_sends_per_s'])}/s",
+                f"same client → bare uvicorn {fmt(t['raw_httpx_uvicorn_per_s'])}/s",
+                fmt(t["sends_ratio_to_raw"]),
+            ),
+            (
+                "",
+                f"signed webhooks ({fmt(t['webhooks'])}, {t['concurrency']} clients)",
+                f"{fmt(t['notifier_webhooks_per_s'])}/s, p50 {fmt(t['webhook_p50_ms'])} ms, "
+                f"p99 {fmt(t['webhook_p99_ms'])} ms",
+                f"bare uvicorn {fmt(t['raw_webhooks_per_s'])}/s, p50 {fmt(t['raw_webhook_p50_ms'])}"
+                f" ms, p99 {fmt(t['raw_webhook_p99_ms'])} ms",
+                fmt(t["webhooks_ratio_to_raw"]),
+            ),
+            ("", "peak RSS", f"{t['notifier_peak_rss_mb']} MB", "—", "—"),
+        ]
+    if b := benches.get("bureau", {}).get("result"):
+        out += [
+            (
+                "bureau",
+                f"monthly cycle over {fmt(b['accounts'])} accounts (Metro 2 + CN JSON Lines)",
+                f"{fmt(b['cycle_records_per_s'])} records/s ({fmt(b['cycle_seconds'])} s)",
+                f"asyncpg cursor over the same rows {fmt(b['raw_read_rows_per_s'])}/s",
+                fmt(b["ratio_to_raw_read"]),
+            ),
+            (
+                "",
+                f"peak RSS ({fmt(b['accounts'])} accounts)",
+                f"{b['cycle_peak_rss_mb']} MB",
+                "—",
+                "—",
+            ),
+        ]
+    if k := benches.get("backbone", {}).get("result"):
+        out.append(
+            (
+                "backbone",
+                f"guaranteed path (outbox → Kafka → inbox), {fmt(k['events'])} events",
+                f"{fmt(k['outbox_kafka_inbox_effects_per_s'])} effects/s",
+                f"aiokafka produce→consume {fmt(k['raw_msgs_per_s'])}/s",
+                fmt(k["ratio"]),
+            )
+        )
+    return out
+
+
+def table(summary: dict[str, Any]) -> str:
+    benches = summary["benches"]
+    timings = ", ".join(f"{name} {bench['seconds']:.0f} s" for name, bench in benches.items())
+    lines = [
+        BEGIN,
+        f"Run of {summary['date']} on {summary['machine']}, **{summary['cores']} cores**; "
+        f"`make bench` took {summary['suite_seconds'] / 60:.1f} min "
+        f"({timings}). "
+        f"Source: `bench/results/{summary['date']}.json`.",
+        "",
+        "| benchmark | measure | value | raw baseline (same run) | ratio |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in rows(benches)),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(summary: dict[str, Any]) -> None:
+    text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(head + table(summary) + tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=sorted(SUITE))
+    args = parser.parse_args()
+    chosen = args.only or list(SUITE)
+    started = time.perf_counter()
+    benches = {name: run(name, SUITE[name]) for name in chosen}
+    date = datetime.now(UTC).date().isoformat()  # the wall date names the file, by design
+    seconds = round(time.perf_counter() - started, 1)
+    summary: dict[str, Any] = {
+        "date": date,
+        "cores": os.cpu_count(),
+        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+        "suite_seconds": seconds,
+        "benches": benches,
+    }
+    out = RESULTS / f"{date}.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.only is None:
+        write_doc(summary)
+    print(f"\nmake bench: {seconds / 60:.1f} min; {out}; table in {DOC}")
+    print(table(summary))
+
+
+if __name__ == "__main__":
+    main()
