@@ -121,6 +121,7 @@ def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
         )
         assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
     print(f"faults injected: {dict(faults)}")
+    print(checked.stdout[-2000:])
     assert sum(v for k, v in faults.items() if k.startswith("kill")) == 4 * KILLS_PER_SERVICE
     assert {"restart kafka", "restart postgres", "stall partner"} <= set(faults)
     got = json.loads((tmp_path / "rough-out" / "campaign.json").read_text())
