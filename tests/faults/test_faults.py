@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,9 @@ from tools.simulator.system import SERVICES
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800)]
 CAMPAIGN = ["--customers", "600", "--days", "28", "--seed", "23"]
 KILLS_PER_SERVICE = 5
+# A reporting cycle every day, so that bureau records are submitted (and could be submitted
+# twice) while services die; a 28-day campaign would otherwise end before the first cycle.
+EXTRA = {"BUREAU_CYCLE": "daily"}
 
 
 def comparable(figures: dict[str, Any]) -> dict[str, Any]:
@@ -70,14 +74,14 @@ def play(running: RunningStack, out: Path) -> subprocess.Popen[str]:
 def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
     tmp_path: Path,
 ) -> None:
-    with running_stack(tmp_path / "calm", 24000) as calm:
+    with running_stack(tmp_path / "calm", 24000, EXTRA) as calm:
         quiet = play(calm, tmp_path / "calm-out")
         output, _ = quiet.communicate(timeout=900)
         assert quiet.returncode == 0, output[-3000:]
     expected = json.loads((tmp_path / "calm-out" / "campaign.json").read_text())
 
     faults: Counter[str] = Counter()
-    with running_stack(tmp_path / "rough", 23000) as rough:
+    with running_stack(tmp_path / "rough", 23000, EXTRA) as rough:
         cfg = config(rough)
         campaign = play(rough, tmp_path / "rough-out")
         chaos = random.Random(23)
@@ -124,5 +128,8 @@ def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
     print(checked.stdout[-2000:])
     assert sum(v for k, v in faults.items() if k.startswith("kill")) == 4 * KILLS_PER_SERVICE
     assert {"restart kafka", "restart postgres", "stall partner"} <= set(faults)
+    compared = re.search(r"(\d+) bureau records compared", checked.stdout)
+    assert compared is not None, checked.stdout[-2000:]
+    assert int(compared.group(1)) > 0, "no bureau record was exercised"
     got = json.loads((tmp_path / "rough-out" / "campaign.json").read_text())
     assert comparable(got) == comparable(expected)

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.bureau import service_layer
+from services.bureau.bootstrap import build
 from services.bureau.service_layer import Bureau
 from services.bureau.settings import BureauSettings
 from shared.clock import ControlledClock
@@ -240,4 +241,59 @@ async def test_a_rejected_record_is_held_until_its_data_changes(
     finally:
         server.should_exit = True
         await serving
+        await engine.dispose()
+
+
+async def test_a_cycle_that_fails_resumes_at_the_same_instant_without_waiting_for_a_move(
+    infra: Infra, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await migrated_database(
+        infra.admin_url, f"arrears_bureau_r{uuid.uuid4().hex[:6]}", "bureau"
+    )
+    await seed(url, 5)
+    settings = BureauSettings(
+        database_url=url,
+        cycle="daily",
+        archive_dir=tmp_path / "archive",
+        drop_dir=tmp_path / "drop",
+    )
+    definition = build(settings, ControlledClock(NOW))
+    assert definition.pending is not None
+    engine = make_engine(url)
+    units = uow_factory(engine)
+    failures = {"n": 0}
+    real = Bureau._decide_chunk
+
+    async def database_restarts_once(self: Bureau, *args: Any, **kwargs: Any) -> str | None:
+        if failures["n"] == 0:
+            failures["n"] += 1
+            raise ConnectionResetError("the database went away")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Bureau, "_decide_chunk", database_restarts_once)
+    stop = asyncio.Event()
+    worker = asyncio.ensure_future(definition.workers[0](units, stop))
+    try:
+        async with units() as uow:
+            await definition.clock_jobs[0](uow, NOW)  # the one move of this test
+        pending = []
+        for _ in range(100):
+            async with units() as uow:
+                pending.append(await definition.pending(uow, NOW))
+            if pending[-1] == 0:
+                break
+            await asyncio.sleep(0.1)
+        # busy (so a driver of the clock waits) until the cycle is through, then idle
+        assert failures["n"] == 1
+        assert pending[0] == 1
+        assert pending[-1] == 0
+        async with engine.connect() as conn:
+            status = (
+                await conn.exec_driver_sql("SELECT status FROM cycle WHERE cycle_id = '2026-12-10'")
+            ).scalar_one()
+            reports = (await conn.exec_driver_sql("SELECT count(*) FROM report")).scalar_one()
+        assert (status, reports) == ("submitted", 5)
+    finally:
+        stop.set()
+        await worker
         await engine.dispose()
