@@ -262,6 +262,36 @@ async def read_attempts(
         await consumer.stop()
 
 
+async def stamps_of(
+    bootstrap: str, topic: str, ce_type: bytes, accounts: set[str]
+) -> dict[str, float]:
+    """The record timestamp of the first ``ce_type`` event of each of ``accounts``."""
+    consumer = make_consumer(bootstrap, f"stamps-{uuid.uuid4().hex[:6]}", topic)
+    await consumer.start()
+    stamps: dict[str, float] = {}
+    try:
+        while len(stamps) < len(accounts):
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for r in records:
+                    if dict(r.headers).get("ce_type") != ce_type:
+                        continue
+                    account = json.loads(r.value)["account_id"]
+                    if account in accounts:
+                        stamps.setdefault(account, r.timestamp / 1000)
+        return stamps
+    finally:
+        await consumer.stop()
+
+
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return (
+        round(statistics.median(ordered) * 1000, 1),
+        round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 1),
+    )
+
+
 async def main(n: int, paced: int, book: int) -> dict[str, Any]:
     book = max(book, n + paced + 1)
     result: dict[str, Any] = {
@@ -360,10 +390,22 @@ async def main(n: int, paced: int, book: int) -> dict[str, Any]:
             stamps = await produce(infra.bootstrap, topics.LEDGER, range(first, last), rate / 2)
             await reading
             _, latencies = await read_attempts(infra.bootstrap, last, stamps)
-            latencies.sort()
             result["paced_rate_per_s"] = round(rate / 2)
-            result["latency_p50_ms"] = round(statistics.median(latencies) * 1000, 1)
-            result["latency_p99_ms"] = round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1)
+            result["latency_p50_ms"], result["latency_p99_ms"] = p50_p99(latencies)
+            # where the time goes: up to contact.requested (scheduler), then to the attempt
+            accounts = set(stamps)
+            requested = await stamps_of(
+                infra.bootstrap, topics.SCHEDULER, b"contact.requested", accounts
+            )
+            attempted = await stamps_of(
+                infra.bootstrap, topics.NOTIFIER, b"contact.attempted", accounts
+            )
+            result["scheduler_hop_p50_ms"], result["scheduler_hop_p99_ms"] = p50_p99(
+                [requested[a] - stamps[a] for a in accounts]
+            )
+            result["notifier_hop_p50_ms"], result["notifier_hop_p99_ms"] = p50_p99(
+                [attempted[a] - requested[a] for a in accounts]
+            )
             async with httpx.AsyncClient() as http:
                 sends = (await http.get(f"http://127.0.0.1:{standin_port}/control/count")).json()
             result["sends_at_the_partner"] = sends["sends"]
