@@ -34,7 +34,7 @@ SUITE: dict[str, list[str]] = {
     "ledger": ["--accounts", "1000000", "--events", "100000"],
     "scheduler": ["--events", "20000", "--paced", "2000"],
     "notifier": ["--sends", "6000", "--webhooks", "3000"],
-    "bureau": ["--accounts", "1000000"],
+    "bureau": ["--accounts", "500000"],  # 1,000,000 alone: python -m bench.bureau
     "backbone": ["--events", "30000"],
 }
 
