@@ -29,8 +29,6 @@ import platform
 import statistics
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -38,35 +36,18 @@ import httpx
 
 from bench.notifier import free_port, peak_rss_mb, spawn, until_up
 from bench.report import report
+from bench.scheduler import NOW, missed
+from bench.scheduler import load_customers as scheduler_customers
 from services.notifier.settings import DEV_PARTNER_KEY, DEV_PARTNER_SECRET
 from shared import topics
 from shared.db import asyncpg_dsn
 from shared.envelope import encode, new_event
-from shared.events import ClockSet, PaymentMissed
-from shared.fingerprint import fingerprint
+from shared.events import ClockSet
 from shared.kafka import ensure_topics, make_consumer, make_producer
-from shared.settings import DEV_FINGERPRINT_KEY
 from tests.support.databases import migrated_database
 from tests.support.infra import provide
 
-NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai on a Wednesday
 HOPS = 3
-
-
-def missed(i: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    data = PaymentMissed(
-        account_id=f"A{i:07d}",
-        customer_id=f"C{i:07d}",
-        installment_no=1,
-        due_date=NOW.date() - timedelta(days=3),
-        amount_due=Decimal("1000.00"),
-        total_overdue=Decimal("1000.00"),
-        currency="CNY",
-        days_past_due=3,
-        bucket="1-29",
-        product="credit_card",
-    )
-    return encode(new_event(data, source="/arrears/ledger", key=f"C{i:07d}", time=NOW))
 
 
 async def produce(
@@ -170,40 +151,7 @@ async def raw_baseline(bootstrap: str, n: int) -> float:
 
 
 async def load_books(scheduler_dsn: str, notifier_dsn: str, n: int) -> None:
-    phone = fingerprint("phone", "+8613800000000", DEV_FINGERPRINT_KEY)
-    email = fingerprint("email", "someone@example.com", DEV_FINGERPRINT_KEY)
-    conn = await asyncpg.connect(scheduler_dsn)
-    try:
-        await conn.copy_records_to_table(
-            "customer",
-            records=(
-                (
-                    f"C{i:07d}",
-                    "CN",
-                    "Asia/Shanghai",
-                    "zh-CN",
-                    600 + i % 200,
-                    phone,
-                    email,
-                    None,
-                    NOW,
-                )
-                for i in range(n)
-            ),
-            columns=[
-                "customer_id",
-                "country",
-                "timezone",
-                "locale",
-                "credit_score",
-                "phone_ref",
-                "email_ref",
-                "postal_ref",
-                "updated_at",
-            ],
-        )
-    finally:
-        await conn.close()
+    await scheduler_customers(scheduler_dsn, n)
     conn = await asyncpg.connect(notifier_dsn)
     try:
         await conn.copy_records_to_table(
