@@ -107,7 +107,16 @@ async def load_customers(dsn: str, n: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         rows = [
-            (f"C{i:07d}", "Bench Person", f"+86139{i:08d}", None, None, "zh-CN", "CN", NOW)
+            (
+                f"C{i:07d}",
+                "Bench Person",
+                f"+86139{i:08d}",
+                f"c{i}@example.com",
+                "1 Bench Road, Shanghai",
+                "zh-CN",
+                "CN",
+                NOW,
+            )
             for i in range(n)
         ]
         await conn.copy_records_to_table(

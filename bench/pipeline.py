@@ -31,10 +31,10 @@ import time
 import uuid
 from typing import Any
 
-import asyncpg
 import httpx
 
 from bench.notifier import free_port, peak_rss_mb, spawn, until_up
+from bench.notifier import load_customers as notifier_customers
 from bench.report import report
 from bench.scheduler import NOW, missed
 from bench.scheduler import load_customers as scheduler_customers
@@ -152,80 +152,34 @@ async def raw_baseline(bootstrap: str, n: int) -> float:
 
 async def load_books(scheduler_dsn: str, notifier_dsn: str, n: int) -> None:
     await scheduler_customers(scheduler_dsn, n)
-    conn = await asyncpg.connect(notifier_dsn)
-    try:
-        await conn.copy_records_to_table(
-            "customer",
-            records=(
-                (
-                    f"C{i:07d}",
-                    "Bench Person",
-                    f"+86139{i:08d}",
-                    f"c{i}@example.com",
-                    "1 Bench Road, Shanghai",
-                    "zh-CN",
-                    "CN",
-                    NOW,
-                )
-                for i in range(n)
-            ),
-            columns=[
-                "customer_id",
-                "full_name",
-                "phone",
-                "email",
-                "postal_address",
-                "locale",
-                "country",
-                "updated_at",
-            ],
-        )
-    finally:
-        await conn.close()
+    await notifier_customers(notifier_dsn, n)
 
 
-async def read_attempts(
-    bootstrap: str, expect: int, stamps: dict[str, float] | None = None
-) -> tuple[float, list[float]]:
-    """Reads ``notifier.events`` until ``expect`` accounts have a ``contact.attempted``; returns
-    the time of the last and, with ``stamps``, the latencies of those accounts."""
-    consumer = make_consumer(bootstrap, f"reader-{uuid.uuid4().hex[:6]}", topics.NOTIFIER)
-    await consumer.start()
-    seen: set[str] = set()
-    latencies: list[float] = []
-    try:
-        while len(seen) < expect:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for records in batch.values():
-                for r in records:
-                    headers = dict(r.headers)
-                    if headers.get("ce_type") != b"contact.attempted":
-                        continue
-                    account = json.loads(r.value)["account_id"]
-                    if stamps is not None and account in stamps and account not in seen:
-                        latencies.append(r.timestamp / 1000 - stamps[account])
-                    seen.add(account)
-        return time.perf_counter(), latencies
-    finally:
-        await consumer.stop()
+async def read_attempts(bootstrap: str, expect: int) -> float:
+    """Reads ``notifier.events`` until ``expect`` accounts have a ``contact.attempted``;
+    returns when the last did."""
+    await stamps_of(bootstrap, topics.NOTIFIER, b"contact.attempted", None, expect)
+    return time.perf_counter()
 
 
 async def stamps_of(
-    bootstrap: str, topic: str, ce_type: bytes, accounts: set[str]
+    bootstrap: str, topic: str, ce_type: bytes, accounts: set[str] | None, expect: int = 0
 ) -> dict[str, float]:
-    """The record timestamp of the first ``ce_type`` event of each of ``accounts``."""
+    """The record timestamp of the first ``ce_type`` event of each of ``accounts`` (or of any
+    ``expect`` accounts)."""
+    expect = len(accounts) if accounts is not None else expect
     consumer = make_consumer(bootstrap, f"stamps-{uuid.uuid4().hex[:6]}", topic)
     await consumer.start()
     stamps: dict[str, float] = {}
     try:
-        while len(stamps) < len(accounts):
+        while len(stamps) < expect:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batch.values():
                 for r in records:
                     if dict(r.headers).get("ce_type") != ce_type:
                         continue
                     account = json.loads(r.value)["account_id"]
-                    if account in accounts:
+                    if accounts is None or account in accounts:
                         stamps.setdefault(account, r.timestamp / 1000)
         return stamps
     finally:
@@ -327,26 +281,25 @@ async def main(n: int, paced: int, book: int) -> dict[str, Any]:
             reading = asyncio.create_task(read_attempts(infra.bootstrap, n + 1))
             started = time.perf_counter()
             await produce(infra.bootstrap, topics.LEDGER, range(1, n + 1))
-            finished, _ = await reading
+            finished = await reading
             rate = n / (finished - started)
             result["pipeline_per_s"] = round(rate)
             result["ratio_to_raw"] = round(rate / raw, 3)
 
             print(f"{paced} more at {rate / 2:.0f}/s for latency ...", flush=True)
             first, last = n + 1, n + 1 + paced
-            reading = asyncio.create_task(read_attempts(infra.bootstrap, last, {}))
             stamps = await produce(infra.bootstrap, topics.LEDGER, range(first, last), rate / 2)
-            await reading
-            _, latencies = await read_attempts(infra.bootstrap, last, stamps)
-            result["paced_rate_per_s"] = round(rate / 2)
-            result["latency_p50_ms"], result["latency_p99_ms"] = p50_p99(latencies)
-            # where the time goes: up to contact.requested (scheduler), then to the attempt
             accounts = set(stamps)
+            # each account's latency, split where the scheduler hands over to the notifier
             requested = await stamps_of(
                 infra.bootstrap, topics.SCHEDULER, b"contact.requested", accounts
             )
             attempted = await stamps_of(
                 infra.bootstrap, topics.NOTIFIER, b"contact.attempted", accounts
+            )
+            result["paced_rate_per_s"] = round(rate / 2)
+            result["latency_p50_ms"], result["latency_p99_ms"] = p50_p99(
+                [attempted[a] - stamps[a] for a in accounts]
             )
             result["scheduler_hop_p50_ms"], result["scheduler_hop_p99_ms"] = p50_p99(
                 [requested[a] - stamps[a] for a in accounts]
