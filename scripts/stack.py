@@ -205,7 +205,8 @@ def _resolve_jars(target: Path) -> None:
     """Maven copies the pinned broker and its runtime dependencies (checksums verified by -C)."""
     if shutil.which("mvn") is None:
         raise SystemExit("[stack] Maven (mvn) is needed once to fetch the Kafka jars")
-    subprocess.run(
+    # Quiet Maven still writes terminal resets; its output is only worth showing when it fails.
+    done = subprocess.run(
         [
             "mvn",
             "-q",
@@ -218,8 +219,13 @@ def _resolve_jars(target: Path) -> None:
             f"-DoutputDirectory={target}",
             "-DincludeScope=runtime",
         ],
-        check=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
+    if done.returncode != 0:
+        print(done.stdout, file=sys.stderr)
+        raise SystemExit(f"[stack] Maven could not fetch the Kafka jars (exit {done.returncode})")
 
 
 def kafka_libs(cfg: StackConfig) -> Path:

@@ -8,12 +8,14 @@ import html
 import io
 import json
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
@@ -37,6 +39,13 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _day_axis(ax: Any) -> None:
+    """Days as dates, not strings: matplotlib would otherwise guess (and say so on stderr)."""
+    ax.xaxis.set_major_locator(mdates.DayLocator(interval=2))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+
+
 def contacts_chart(figures: Mapping[str, Any]) -> str:
     by_day = figures["contacts"]["by_day_and_channel"]
     days = sorted(by_day)
@@ -46,12 +55,16 @@ def contacts_chart(figures: Mapping[str, Any]) -> str:
         values = [by_day[d].get(channel, 0) for d in days]
         if any(values):
             ax.bar(
-                [d[5:] for d in days], values, bottom=bottom, label=channel, color=COLOURS[channel]
+                [date.fromisoformat(d) for d in days],
+                values,
+                bottom=bottom,
+                label=channel,
+                color=COLOURS[channel],
             )
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_title("Contacts sent by channel and day")
     ax.set_ylabel("contacts")
-    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    _day_axis(ax)
     ax.legend(ncol=5, fontsize=8)
     return _png(fig)
 
@@ -107,9 +120,13 @@ def recovery_chart(figures: Mapping[str, Any]) -> str:
     series = figures["recovery"]["cumulative_by_day"]
     fig, axes = plt.subplots(1, max(1, len(series)), figsize=(11, 3.2), squeeze=False)
     for ax, (currency, points) in zip(axes[0], sorted(series.items()), strict=False):
-        ax.plot([p[0][5:] for p in points], [float(p[1]) for p in points], color="#59a14f")
+        ax.plot(
+            [date.fromisoformat(p[0]) for p in points],
+            [float(p[1]) for p in points],
+            color="#59a14f",
+        )
         ax.set_title(f"Amount recovered, cumulative ({currency})")
-        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+        _day_axis(ax)
     return _png(fig)
 
 
