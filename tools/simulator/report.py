@@ -7,15 +7,14 @@ import base64
 import html
 import io
 import json
-from collections.abc import Mapping
-from datetime import date
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
-import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
@@ -39,23 +38,30 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _day_axis(ax: Any) -> None:
-    """Days as dates, not strings: matplotlib would otherwise guess (and say so on stderr)."""
-    ax.xaxis.set_major_locator(mdates.DayLocator(interval=2))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+def _day_axis(ax: Any, days: Sequence[str]) -> list[int]:
+    """Days as positions on a calendar axis (gaps kept), labelled every other day; matplotlib
+    would otherwise guess at date-like strings, and say so on stderr."""
+    if not days:
+        return []
+    first = date.fromisoformat(days[0])
+    xs = [(date.fromisoformat(d) - first).days for d in days]
+    ticks = list(range(0, xs[-1] + 1, 2))
+    ax.set_xticks(ticks, [(first + timedelta(days=t)).strftime("%m-%d") for t in ticks])
     ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    return xs
 
 
 def contacts_chart(figures: Mapping[str, Any]) -> str:
     by_day = figures["contacts"]["by_day_and_channel"]
     days = sorted(by_day)
     fig, ax = plt.subplots(figsize=(11, 3.6))
+    xs = _day_axis(ax, days)
     bottom = [0] * len(days)
     for channel in CHANNELS:
         values = [by_day[d].get(channel, 0) for d in days]
         if any(values):
             ax.bar(
-                [date.fromisoformat(d) for d in days],
+                xs,
                 values,
                 bottom=bottom,
                 label=channel,
@@ -64,7 +70,6 @@ def contacts_chart(figures: Mapping[str, Any]) -> str:
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_title("Contacts sent by channel and day")
     ax.set_ylabel("contacts")
-    _day_axis(ax)
     ax.legend(ncol=5, fontsize=8)
     return _png(fig)
 
@@ -120,13 +125,9 @@ def recovery_chart(figures: Mapping[str, Any]) -> str:
     series = figures["recovery"]["cumulative_by_day"]
     fig, axes = plt.subplots(1, max(1, len(series)), figsize=(11, 3.2), squeeze=False)
     for ax, (currency, points) in zip(axes[0], sorted(series.items()), strict=False):
-        ax.plot(
-            [date.fromisoformat(p[0]) for p in points],
-            [float(p[1]) for p in points],
-            color="#59a14f",
-        )
+        xs = _day_axis(ax, [p[0] for p in points])
+        ax.plot(xs, [float(p[1]) for p in points], color="#59a14f")
         ax.set_title(f"Amount recovered, cumulative ({currency})")
-        _day_axis(ax)
     return _png(fig)
 
 
