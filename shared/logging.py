@@ -11,8 +11,10 @@ import contextvars
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -70,10 +72,33 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def safe_traceback(exc_info: ExcInfo) -> str:
+    """Where an error happened, without what it said: the message of a database, HTTP or
+    validation error can quote the values involved (a key, a name, a phone number), so each
+    exception in the chain keeps only its type; the frames are code, not data."""
+    _, exc, _ = exc_info
+    lines: list[str] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        lines.insert(0, f"Traceback (most recent call last):\n{frames}{type(exc).__name__}")
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return mask("\n\nwhich then caused:\n".join(lines))
+
+
+class _SafeJsonFormatter(JsonFormatter):
+    def formatException(self, ei: Any) -> str:
+        return safe_traceback(ei)
+
+
 def configure(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(
+        _SafeJsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(trace_id)s %(ce_id)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )

@@ -46,6 +46,31 @@ def test_phone_numbers_emails_and_national_ids_are_masked_in_logs() -> None:
     assert "[redacted]" in text
 
 
+def test_a_logged_traceback_names_the_error_and_where_but_not_what_it_said() -> None:
+    stream = capture()
+    customer = {"name": "Li Wei", "national_id": "110105194912310021"}
+
+    def lookup() -> None:
+        try:
+            raise KeyError(customer["name"])
+        except KeyError as exc:
+            raise ValueError(f"Key (national_id)=({customer['national_id']})") from exc
+
+    try:
+        lookup()
+    except ValueError:
+        logging.getLogger("t").exception("cycle failed")
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["message"] == "cycle failed"
+    trace = line["exc_info"]
+    assert "Li Wei" not in trace
+    assert "110105194912310021" not in trace
+    assert "ValueError" in trace
+    assert "KeyError" in trace
+    assert "in lookup" in trace
+    assert trace.index("KeyError") < trace.index("ValueError")  # cause first, as Python prints
+
+
 def test_dates_and_small_numbers_are_not_masked() -> None:
     assert arrears_logging.mask("due 2026-12-01, 3 retries") == "due 2026-12-01, 3 retries"
 
