@@ -71,6 +71,31 @@ def test_a_logged_traceback_names_the_error_and_where_but_not_what_it_said() -> 
     assert trace.index("KeyError") < trace.index("ValueError")  # cause first, as Python prints
 
 
+def test_a_logged_database_error_keeps_its_sqlstate_not_its_detail() -> None:
+    class Orig(Exception):
+        sqlstate = "23505"
+
+    stream = capture()
+    detail = "Key (customer_id)=(C0000042) already exists"
+    try:
+        raise IntegrityError("INSERT ...", {}, Orig(detail))
+    except IntegrityError:
+        logging.getLogger("t").exception("cycle failed")
+    trace = json.loads(stream.getvalue().strip().splitlines()[-1])["exc_info"]
+    assert "IntegrityError (SQLSTATE 23505)" in trace
+    assert "C0000042" not in trace
+
+
+def test_a_logged_connection_error_keeps_its_message() -> None:
+    stream = capture()
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 9092)")
+    except OSError:
+        logging.getLogger("t").exception("relay cycle failed")
+    trace = json.loads(stream.getvalue().strip().splitlines()[-1])["exc_info"]
+    assert "Connect call failed ('127.0.0.1', 9092)" in trace
+
+
 def test_dates_and_small_numbers_are_not_masked() -> None:
     assert arrears_logging.mask("due 2026-12-01, 3 retries") == "due 2026-12-01, 3 retries"
 
