@@ -454,9 +454,13 @@ def start_postgres(cfg: StackConfig) -> None:
         return
     if port_open(cfg.pg_port):
         raise SystemExit(f"[stack] port {cfg.pg_port} is taken by another process")
+    # max_wal_size: at the default 1 GB a daily evaluation or a bulk ingest of a large book
+    # forces a checkpoint every few seconds, and every page's first change after one is written
+    # to the WAL whole. ARREARS_PG_OPTIONS adds or overrides settings.
     options = (
         f"-h 127.0.0.1 -p {cfg.pg_port} -k {home} -c max_connections=300 -c shared_buffers=256MB"
-    )
+        " -c max_wal_size=4GB " + os.environ.get("ARREARS_PG_OPTIONS", "")
+    ).strip()
     logfile = home / "postgres.log"
     _pg([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(logfile), "-o", options, "-w", "start"])
     log(f"started postgres on 127.0.0.1:{cfg.pg_port}")

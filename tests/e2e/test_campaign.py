@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import re
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 
 from shared.auth import DEV_KEY
 from tests.e2e.support import RunningStack, running_stack, service_logs
+from tools.simulator import report
 from tools.simulator.model import Params, book
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +63,7 @@ def test_the_campaign_leaves_every_trail_reconciled(first: tuple[RunningStack, P
 
 
 def test_the_report_is_one_html_file_with_its_charts_and_figures(
-    first: tuple[RunningStack, Path],
+    first: tuple[RunningStack, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, out = first
     page = (out / "report.html").read_text()
@@ -84,6 +86,9 @@ def test_the_report_is_one_html_file_with_its_charts_and_figures(
     assert set(figures["champion_challenger"]["variants"]) == {"champion", "early-plan"}
     assert figures["decisions"]["deferred_by_rule"]  # the windows shaped the campaign
     assert sum(figures["dead_letters"].values()) == 0
+    with caplog.at_level(logging.INFO, logger="matplotlib"):
+        report.render(figures)
+    assert not caplog.records  # e.g. matplotlib guessing that strings on an axis are dates
 
 
 def test_no_personal_data_reaches_the_report_or_the_logs(first: tuple[RunningStack, Path]) -> None:
