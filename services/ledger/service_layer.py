@@ -66,22 +66,16 @@ _LOCAL = """
   {where}
 """
 
-# The accounts due for review at :now, numbered into chunks. The first condition is coarse but
-# uses the index (no time zone is more than a day ahead of UTC); the second is exact, in the
-# customer's own calendar.
+# The accounts due for review at :now, numbered into chunks: one range of an index, since each
+# account keeps the instant its review day begins in its customer's own calendar.
 REVIEW_CHUNK = 5000
 REVIEW_DUE_SQL = (
     text("DROP TABLE IF EXISTS review_due"),
     text(f"""
         CREATE TEMP TABLE review_due ON COMMIT DROP AS
-        SELECT a.account_id, (row_number() OVER (ORDER BY a.account_id) - 1) / {REVIEW_CHUNK}
-                             AS chunk
-        FROM account a LEFT JOIN customer c ON c.customer_id = a.customer_id
-        WHERE (a.review_on IS NULL
-               OR a.review_on <= (CAST(:now AS timestamptz) AT TIME ZONE 'UTC')::date + 1)
-          AND (a.review_on IS NULL
-               OR a.review_on
-                  <= (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date)
+        SELECT account_id, (row_number() OVER (ORDER BY account_id) - 1) / {REVIEW_CHUNK} AS chunk
+        FROM account
+        WHERE review_at IS NULL OR review_at <= CAST(:now AS timestamptz)
     """),
     text("CREATE INDEX ON review_due (chunk)"),
     text("SELECT coalesce(max(chunk) + 1, 0) FROM review_due"),
@@ -110,7 +104,8 @@ def _both(
 # Where an account stands at :now: days past due (counted from the oldest unpaid instalment in
 # the customer's timezone, after the product's grace, frozen while a plan is kept), overdue,
 # bucket, whether it is in arrears, and the first later day on which any of that (or a missed
-# instalment) can change by the passing of time alone: its ``review_on``. Reviewing early is
+# instalment) can change by the passing of time alone: its ``review_on`` (kept as ``review_at``,
+# the instant that day begins in the customer's calendar). Reviewing early is
 # harmless (it finds nothing and sets a later date); so where unsure, the date is early.
 _STATE = """
 local AS ({local}),
@@ -169,11 +164,12 @@ changed AS (
   SET days_past_due = n.dpd, bucket = n.bucket, overdue = n.overdue,
       in_arrears = n.in_arrears, evaluated_at = CAST(:now AS timestamptz),
       paused_days = CASE WHEN n.in_arrears THEN a.paused_days ELSE 0 END,
-      review_on = n.review_on
+      review_at = n.review_on::timestamp AT TIME ZONE n.tz
   FROM next n
   WHERE a.account_id = n.account_id
-    AND (a.bucket, a.overdue, a.in_arrears, a.review_on)
-        IS DISTINCT FROM (n.bucket, n.overdue, n.in_arrears, n.review_on)
+    AND (a.bucket, a.overdue, a.in_arrears, a.review_at)
+        IS DISTINCT FROM (n.bucket, n.overdue, n.in_arrears,
+                          n.review_on::timestamp AT TIME ZONE n.tz)
   RETURNING a.account_id, a.customer_id, a.currency, a.product, n.old_bucket, a.bucket,
             a.days_past_due,
             a.overdue, n.old_in_arrears, a.in_arrears,
@@ -236,7 +232,7 @@ settled AS (
 ),
 resumed AS (
   UPDATE account a SET paused_days = a.paused_days + (s.today - a.paused_since),
-                       paused_since = NULL, frozen_dpd = NULL, review_on = NULL
+                       paused_since = NULL, frozen_dpd = NULL, review_at = NULL
   FROM settled s WHERE a.account_id = s.account_id AND a.paused_since IS NOT NULL
 )
 SELECT plan_id, account_id, customer_id, status FROM settled
@@ -305,7 +301,7 @@ class Ledger:
                     AS t (customer_id, timezone, country, locale)
                 ),
                 moved AS (  -- another calendar: review the customer's accounts at once
-                  UPDATE account a SET review_on = NULL
+                  UPDATE account a SET review_at = NULL
                   FROM customer c JOIN incoming i ON i.customer_id = c.customer_id
                   WHERE a.customer_id = c.customer_id AND c.timezone <> i.timezone
                 )
