@@ -300,10 +300,11 @@ class Ledger:
                                        CAST(:countries AS text[]), CAST(:locales AS text[]))
                     AS t (customer_id, timezone, country, locale)
                 ),
-                moved AS (  -- another calendar: review the customer's accounts at once
+                moved AS (  -- another calendar, or a first one for accounts opened before
+                            -- their customer was known: review those accounts at once
                   UPDATE account a SET review_at = NULL
-                  FROM customer c JOIN incoming i ON i.customer_id = c.customer_id
-                  WHERE a.customer_id = c.customer_id AND c.timezone <> i.timezone
+                  FROM incoming i LEFT JOIN customer c ON c.customer_id = i.customer_id
+                  WHERE a.customer_id = i.customer_id AND c.timezone IS DISTINCT FROM i.timezone
                 )
                 INSERT INTO customer (customer_id, timezone, country, locale, updated_at)
                 SELECT *, CAST(:now AS timestamptz) FROM incoming
