@@ -88,7 +88,8 @@ def _describe(exc: BaseException) -> str:
 def safe_traceback(exc_info: ExcInfo) -> str:
     """Where an error happened, without what it said: the message of a database, HTTP or
     validation error can quote the values involved (a key, a name, a phone number), so each
-    exception in the chain keeps only its type; the frames are code, not data."""
+    exception in the chain keeps its type and only what ``_describe`` knows to be safe; the
+    frames are code, not data."""
     _, exc, _ = exc_info
     lines: list[str] = []
     seen: set[int] = set()
