@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
 from shared import metrics, topics
 from shared.db import UnitOfWork, UnitOfWorkFactory
 from shared.envelope import CloudEvent, InvalidEvent, decode
-from shared.logging import event_context
+from shared.logging import describe_error, event_context
 from shared.outbox import claim
 
 log = logging.getLogger(__name__)
@@ -81,13 +79,7 @@ def safe_reason(exc: BaseException) -> str:
     """A reason fit for a header or a log line: never a bound SQL parameter or a payload."""
     if isinstance(exc, InvalidEvent | PermanentError):
         return str(exc)[:500]
-    if isinstance(exc, DBAPIError):
-        orig = exc.orig
-        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        return f"database error {type(orig).__name__}" + (f" (SQLSTATE {code})" if code else "")
-    if isinstance(exc, SQLAlchemyError):
-        return f"database error {type(exc).__name__}"
-    return f"{type(exc).__name__}"
+    return describe_error(exc)
 
 
 class ConsumerRunner:

@@ -75,20 +75,26 @@ class _ContextFilter(logging.Filter):
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """An exception's type, with what it says only where that cannot be data: a socket's or the
-    broker client's errors (addresses, timeouts), a database error's SQLSTATE."""
+    broker client's errors (addresses, timeouts), a database error's driver type and SQLSTATE.
+    A database, HTTP or validation error's message can quote the values involved."""
     name = type(exc).__name__
     if isinstance(exc, OSError | TimeoutError) or type(exc).__module__.startswith("aiokafka"):
-        return f"{name}: {exc}"
-    code = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+        return mask(f"{name}: {exc}")
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's wrapper around the driver's error
+    code = getattr(orig if orig is not None else exc, "sqlstate", None) or getattr(
+        orig, "pgcode", None
+    )
+    if orig is not None:
+        name = f"database error {type(orig).__name__}"
     return f"{name} (SQLSTATE {code})" if isinstance(code, str) else name
 
 
 def safe_traceback(exc_info: ExcInfo) -> str:
     """Where an error happened, without what it said: the message of a database, HTTP or
     validation error can quote the values involved (a key, a name, a phone number), so each
-    exception in the chain keeps its type and only what ``_describe`` knows to be safe; the
+    exception in the chain keeps its type and only what ``describe_error`` knows to be safe; the
     frames are code, not data."""
     _, exc, _ = exc_info
     lines: list[str] = []
@@ -96,7 +102,7 @@ def safe_traceback(exc_info: ExcInfo) -> str:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         frames = "".join(traceback.format_tb(exc.__traceback__))
-        lines.insert(0, f"Traceback (most recent call last):\n{frames}{_describe(exc)}")
+        lines.insert(0, f"Traceback (most recent call last):\n{frames}{describe_error(exc)}")
         exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return mask("\n\nwhich then caused:\n".join(lines))
 

@@ -82,7 +82,7 @@ def test_a_logged_database_error_keeps_its_sqlstate_not_its_detail() -> None:
     except IntegrityError:
         logging.getLogger("t").exception("cycle failed")
     trace = json.loads(stream.getvalue().strip().splitlines()[-1])["exc_info"]
-    assert "IntegrityError (SQLSTATE 23505)" in trace
+    assert "database error Orig (SQLSTATE 23505)" in trace
     assert "C0000042" not in trace
 
 
