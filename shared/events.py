@@ -197,6 +197,11 @@ class AccountFlagged(Payload):
 # --- ledger.events -----------------------------------------------------------------------------
 
 
+class PlanInstallment(Payload):
+    due_date: BusinessDate
+    amount: Money
+
+
 class AccountEvent(Payload):
     account_id: Id
     customer_id: Id
@@ -213,6 +218,10 @@ class PaymentMissed(AccountEvent):
     days_past_due: int
     bucket: str
     product: Id | None = None  # project extension: lets strategies segment by product
+    # project extensions for the bureau (optional): the whole outstanding balance, principal not
+    # yet due included, and the date of first delinquency the ledger keeps
+    balance: Money | None = None
+    first_delinquency: BusinessDate | None = None
 
 
 @event_type("payment.received", topics.LEDGER)
@@ -221,6 +230,25 @@ class PaymentReceived(AccountEvent):
     amount: Money
     currency: Currency
     total_overdue: Money
+    # project extensions (optional): the balance it left, when it was posted, and that
+    # instant's date in the customer's calendar
+    balance: Money | None = None
+    posted_at: Instant | None = None
+    posted_on: BusinessDate | None = None
+
+
+@event_type("payment.reversal_applied", topics.LEDGER)
+class PaymentReversalApplied(AccountEvent):
+    """The ledger undid a payment upstream reversed (project extension): what it had paid is
+    owed again."""
+
+    payment_id: Id
+    amount: Money
+    currency: Currency
+    total_overdue: Money
+    balance: Money
+    posted_at: Instant
+    reversed_at: Instant
 
 
 @event_type("delinquency.changed", topics.LEDGER)
@@ -231,16 +259,24 @@ class DelinquencyChanged(AccountEvent):
     total_overdue: Money
     currency: Currency
     product: Id | None = None  # project extension
+    balance: Money | None = None  # project extensions, as on payment.missed
+    first_delinquency: BusinessDate | None = None
 
 
 @event_type("account.cured", topics.LEDGER)
 class AccountCured(AccountEvent):
-    pass
+    # project extensions (optional): the balance left (zero: paid off) and the date of first
+    # delinquency, kept when it was paid off while behind
+    balance: Money | None = None
+    first_delinquency: BusinessDate | None = None
 
 
 @event_type("plan.activated", topics.LEDGER)
 class PlanActivated(AccountEvent):
     plan_id: Id
+    # project extensions (optional): the plan's kind and instalments as agreed
+    kind: Literal["installments", "extension", "settlement"] | None = None
+    installments: list[PlanInstallment] = []
 
 
 @event_type("plan.broken", topics.LEDGER)
@@ -363,11 +399,6 @@ class PromiseMade(Payload):
     due_date: BusinessDate
     currency: Currency | None = None
     promise_id: Id | None = None
-
-
-class PlanInstallment(Payload):
-    due_date: BusinessDate
-    amount: Money
 
 
 @event_type("plan.agreed", topics.NOTIFIER)

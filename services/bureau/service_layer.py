@@ -20,7 +20,8 @@ import logging
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -29,14 +30,13 @@ import httpx
 from sqlalchemy import text
 
 from services.bureau.domain import metro2
+from services.bureau.domain.figures import Figures, Statement, figures, rating_for, rating_of_bucket
 from services.bureau.domain.reporting import (
     Facts,
     Identity,
     Rules,
     decide,
     five_level,
-    history_profile,
-    rating,
     us_address,
 )
 from services.bureau.settings import BureauSettings
@@ -58,6 +58,7 @@ from shared.events import (
     Payload,
     PaymentMissed,
     PaymentReceived,
+    PaymentReversalApplied,
     PlanActivated,
     PlanBroken,
     PlanCompleted,
@@ -74,12 +75,20 @@ WRITTEN = {"letter", "email"}  # a delivered one is a mailed or electronic commu
 
 FACTS_SQL = text("""
     SELECT a.*, c.full_name, c.national_id, c.birth_date, c.postal_address, c.country,
+           last.posted_on AS last_paid_on, last.amount AS last_paid_amount,
+           (SELECT coalesce(sum(p.amount), 0) FROM payment p
+            WHERE p.account_id = a.account_id AND p.reversed_at IS NULL
+              AND p.posted_at >= :since AND p.posted_at < :now) AS paid_in_period,
            (a.rejected_at IS NOT NULL AND a.updated_at <= a.rejected_at
             AND (c.updated_at IS NULL OR c.updated_at <= a.rejected_at)) AS rejected_unchanged,
            ARRAY(SELECT f.flag FROM flag f
                  WHERE f.customer_id = a.customer_id AND f.active
                    AND f.account_id IN ('', a.account_id)) AS flags
     FROM account a LEFT JOIN customer c ON c.customer_id = a.customer_id
+    LEFT JOIN LATERAL (SELECT p.posted_on, p.amount FROM payment p
+                       WHERE p.account_id = a.account_id AND p.reversed_at IS NULL
+                         AND p.posted_at < :now
+                       ORDER BY p.posted_at DESC, p.payment_id DESC LIMIT 1) last ON true
     WHERE (a.days_past_due >= 30 OR a.reported_status IS NOT NULL)
       AND a.account_id > :after
       AND NOT EXISTS (SELECT 1 FROM report r
@@ -172,25 +181,27 @@ class Bureau:
         dpd: int,
         overdue: Decimal,
         due: date | None = None,
+        balance: Decimal | None = None,
+        first_delinquency: date | None = None,
     ) -> None:
-        month = self._clock.now().strftime("%Y-%m")
+        """A missed instalment or a bucket change. The date of first delinquency is the
+        ledger's when its event carries one, else the first missed due date since current."""
         await self.update(
             uow,
             account_id,
             customer_id,
             "bucket = :bucket, days_past_due = :dpd, overdue = :overdue, currency = :cur, "
-            "first_delinquency = CASE WHEN :bucket = 'current' THEN NULL "
-            "  ELSE coalesce(account.first_delinquency, CAST(:due AS date)) END, "
-            "ratings = jsonb_set(account.ratings, ARRAY[CAST(:month AS text)], "
-            "  to_jsonb(greatest(coalesce(account.ratings ->> CAST(:month AS text), '0'), "
-            "                    CAST(:rating AS text))))",
+            "balance = coalesce(CAST(:balance AS numeric), account.balance), "
+            "first_delinquency = CASE WHEN CAST(:fd AS date) IS NOT NULL THEN CAST(:fd AS date) "
+            "  WHEN :bucket = 'current' THEN NULL "
+            "  ELSE coalesce(account.first_delinquency, CAST(:due AS date)) END",
             bucket=bucket,
             dpd=dpd,
             overdue=overdue,
             cur=currency,
             due=due or self._clock.now().date(),
-            month=month,
-            rating=rating(bucket),
+            balance=balance,
+            fd=first_delinquency,
         )
 
     async def payment_missed(self, uow: UnitOfWork, data: PaymentMissed) -> None:
@@ -203,6 +214,8 @@ class Bureau:
             data.days_past_due,
             data.total_overdue,
             data.due_date,
+            data.balance,
+            data.first_delinquency,
         )
 
     async def delinquency_changed(self, uow: UnitOfWork, data: DelinquencyChanged) -> None:
@@ -214,6 +227,8 @@ class Bureau:
             data.bucket,
             data.days_past_due,
             data.total_overdue,
+            balance=data.balance,
+            first_delinquency=data.first_delinquency,
         )
 
     async def loans_opened(self, uow: UnitOfWork, loans: Sequence[LoanOpened]) -> None:
@@ -221,19 +236,39 @@ class Bureau:
         last = {loan.account_id: loan for loan in loans}
         await uow.session.execute(
             text("""
-                INSERT INTO account (account_id, customer_id, opened_on, currency, updated_at)
-                SELECT a, c, o, cur, CAST(:now AS timestamptz)
+                INSERT INTO account (account_id, customer_id, opened_on, currency, principal,
+                                     schedule_dues, schedule_amounts, balance, updated_at)
+                SELECT a, c, o, cur, p, CAST(d AS date[]), CAST(x AS numeric[]), b,
+                       CAST(:now AS timestamptz)
                 FROM unnest(CAST(:a AS text[]), CAST(:c AS text[]), CAST(:o AS date[]),
-                            CAST(:cur AS text[])) AS t (a, c, o, cur)
+                            CAST(:cur AS text[]), CAST(:p AS numeric[]), CAST(:d AS text[]),
+                            CAST(:x AS text[]), CAST(:b AS numeric[]))
+                  AS t (a, c, o, cur, p, d, x, b)
                 ON CONFLICT (account_id) DO UPDATE
                 SET customer_id = excluded.customer_id, opened_on = excluded.opened_on,
-                    currency = excluded.currency, updated_at = excluded.updated_at
+                    currency = excluded.currency, principal = excluded.principal,
+                    schedule_dues = excluded.schedule_dues,
+                    schedule_amounts = excluded.schedule_amounts,
+                    -- the ledger's events may have come first (another topic): theirs stands
+                    balance = coalesce(account.balance, excluded.balance),
+                    updated_at = excluded.updated_at
             """),
             {
                 "a": list(last),
                 "c": [loan.customer_id for loan in last.values()],
                 "o": [loan.opened_on for loan in last.values()],
                 "cur": [loan.currency for loan in last.values()],
+                "p": [loan.principal for loan in last.values()],
+                # arrays of arrays travel as their literals: unnest would flatten them
+                "d": [
+                    "{" + ",".join(str(i.due_date) for i in loan.schedule) + "}"
+                    for loan in last.values()
+                ],
+                "x": [
+                    "{" + ",".join(str(i.amount) for i in loan.schedule) + "}"
+                    for loan in last.values()
+                ],
+                "b": [sum((i.amount for i in loan.schedule), Decimal(0)) for loan in last.values()],
                 "now": self._clock.now(),
             },
         )
@@ -261,24 +296,93 @@ class Bureau:
         await uow.session.execute(
             text("""
                 UPDATE account SET overdue = t.o, last_payment_on = :on, currency = t.cur,
+                                   balance = coalesce(t.b, account.balance),
+                                   -- paid off current, unless the cure said how late
+                                   closed_rating = CASE WHEN t.b = 0
+                                                        THEN coalesce(account.closed_rating, '0')
+                                                   END,
                                    updated_at = :now
-                FROM unnest(CAST(:a AS text[]), CAST(:o AS numeric[]), CAST(:cur AS text[]))
-                       AS t (a, o, cur)
+                FROM unnest(CAST(:a AS text[]), CAST(:o AS numeric[]), CAST(:cur AS text[]),
+                            CAST(:b AS numeric[]))
+                       AS t (a, o, cur, b)
                 WHERE account.account_id = t.a
             """),
-            params,
+            params | {"b": [p.balance for p in last.values()]},
         )
+        known = [p for p in payments if p.posted_at is not None and p.posted_on is not None]
+        if known:
+            await uow.session.execute(
+                text("""
+                    INSERT INTO payment (payment_id, account_id, amount, posted_at, posted_on)
+                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:a AS text[]),
+                                         CAST(:x AS numeric[]), CAST(:at AS timestamptz[]),
+                                         CAST(:on AS date[]))
+                    ON CONFLICT (payment_id) DO NOTHING
+                """),
+                {
+                    "ids": [p.payment_id for p in known],
+                    "a": [p.account_id for p in known],
+                    "x": [p.amount for p in known],
+                    "at": [p.posted_at for p in known],
+                    "on": [p.posted_on for p in known],
+                },
+            )
 
-    async def cured(self, uow: UnitOfWork, data: AccountCured) -> None:
+    async def reversal_applied(self, uow: UnitOfWork, data: PaymentReversalApplied) -> None:
         await self.update(
             uow,
             data.account_id,
             data.customer_id,
-            "bucket = 'current', days_past_due = 0, overdue = 0, first_delinquency = NULL",
+            "overdue = :overdue, balance = :balance, "
+            "closed_rating = CASE WHEN :balance = 0 THEN account.closed_rating END",
+            overdue=data.total_overdue,
+            balance=data.balance,
+        )
+        await uow.session.execute(
+            text("UPDATE payment SET reversed_at = :at WHERE payment_id = :p"),
+            {"at": data.reversed_at, "p": data.payment_id},
         )
 
-    async def plan(self, uow: UnitOfWork, account_id: str, customer_id: str, active: bool) -> None:
-        await self.update(uow, account_id, customer_id, "plan_active = :on", on=active)
+    async def cured(self, uow: UnitOfWork, data: AccountCured) -> None:
+        """Back to current. Paid off (a zero balance): the rating it had when paid is that of
+        the bucket it leaves, and the ledger keeps its date of first delinquency."""
+        bucket = await uow.session.scalar(
+            text("SELECT bucket FROM account WHERE account_id = :a"), {"a": data.account_id}
+        )
+        paid_off = data.balance == 0
+        await self.update(
+            uow,
+            data.account_id,
+            data.customer_id,
+            "bucket = 'current', days_past_due = 0, overdue = 0, first_delinquency = :fd, "
+            "balance = coalesce(CAST(:balance AS numeric), account.balance), "
+            "closed_rating = :rating",
+            fd=data.first_delinquency if paid_off else None,
+            balance=data.balance,
+            rating=rating_of_bucket(bucket or "current") if paid_off else None,
+        )
+
+    async def plan(
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        customer_id: str,
+        active: bool,
+        activated: PlanActivated | None = None,
+    ) -> None:
+        if activated is None or not activated.installments:
+            await self.update(uow, account_id, customer_id, "plan_active = :on", on=active)
+            return
+        await self.update(
+            uow,
+            account_id,
+            customer_id,
+            "plan_active = :on, plan_dues = CAST(:dues AS date[]), "
+            "plan_amounts = CAST(:amounts AS numeric[])",
+            on=active,
+            dues=[i.due_date for i in activated.installments],
+            amounts=[i.amount for i in activated.installments],
+        )
 
     async def notice(
         self, uow: UnitOfWork, customer_id: str, data: NoticeDelivered | NoticeReturned
@@ -348,12 +452,14 @@ class Bureau:
         if status == "submitted":
             return None
         if status == "running":
+            async with units() as uow:
+                period = await self._period(uow, cycle, now)
             after = ""
             waited = 0
             while True:
                 async with units() as uow:
                     decided = await self._decide_chunk(
-                        uow, cycle, after, now, http, wait=waited < BEHIND_RETRIES
+                        uow, cycle, after, now, period, http, wait=waited < BEHIND_RETRIES
                     )
                     if decided is BEHIND:
                         # The events the same moment produced (a bucket change at the cycle's
@@ -375,12 +481,33 @@ class Bureau:
         await self._submit(units, cycle, http)
         return cycle
 
+    async def _period(self, uow: UnitOfWork, cycle: str, now: datetime) -> Period:
+        """Where this cycle's reporting period starts (the previous cycle's instant; a first
+        cycle looks back one cycle's length), and the day of each month's first cycle."""
+        rows = (
+            await uow.session.execute(
+                text("""
+                    SELECT cycle_id, started_at FROM cycle WHERE started_at <= :now
+                    ORDER BY started_at
+                """),
+                {"now": now},
+            )
+        ).all()
+        earlier = [at for c, at in rows if c != cycle]
+        back = timedelta(days=1 if self._settings.cycle == "daily" else 31)
+        days: dict[str, date] = {}
+        for _, at in rows:
+            days.setdefault(at.astimezone(UTC).strftime("%Y-%m"), at.astimezone(UTC).date())
+        days.setdefault(now.strftime("%Y-%m"), now.date())
+        return Period(since=earlier[-1] if earlier else now - back, cycle_days=days)
+
     async def _decide_chunk(
         self,
         uow: UnitOfWork,
         cycle: str,
         after: str,
         now: datetime,
+        period: Period,
         http: httpx.AsyncClient | None = None,
         *,
         wait: bool = False,
@@ -388,7 +515,18 @@ class Bureau:
         """Decide one chunk of accounts; with ``wait``, returns :data:`BEHIND` (deciding
         nothing) when the ledger already shows a standing this service has not heard of."""
         rows = (
-            (await uow.session.execute(FACTS_SQL, {"cycle": cycle, "after": after, "limit": CHUNK}))
+            (
+                await uow.session.execute(
+                    FACTS_SQL,
+                    {
+                        "cycle": cycle,
+                        "after": after,
+                        "limit": CHUNK,
+                        "since": period.since,
+                        "now": now,
+                    },
+                )
+            )
             .mappings()
             .all()
         )
@@ -405,7 +543,7 @@ class Bureau:
             return BEHIND
         reports: list[dict[str, Any]] = []
         reported: list[tuple[str, str]] = []
-        month = now.date().replace(day=1)
+        looked: list[tuple[str, str]] = []  # the history profile's value of this cycle
         for stored in rows:
             row: Mapping[Any, Any] = stored
             standing = ledger.get(row["account_id"]) if ledger is not None else None
@@ -420,6 +558,7 @@ class Bureau:
                 bucket=row["bucket"],
                 days_past_due=row["days_past_due"],
                 overdue=row["overdue"],
+                balance=row["balance"],
                 identity=Identity(
                     row["full_name"], row["national_id"], row["birth_date"], row["postal_address"]
                 ),
@@ -435,19 +574,20 @@ class Bureau:
                 rejected_unchanged=row["rejected_unchanged"],
             )
             verdict = decide(facts, now, self._rules)
+            looked.append((row["account_id"], rating_for(row["days_past_due"])))
             if verdict.kind == "skipped":
                 continue
             line = None
             if verdict.kind != "blocked":
-                line = self._line(
-                    row,
-                    country,
+                reported_figures = figures(
+                    _statement(row),
                     verdict.status,
                     verdict.compliance_code,
                     verdict.special_comment,
-                    month,
-                    now,
+                    now.date(),
+                    period.cycle_days,
                 )
+                line = self._line(row, country, reported_figures, now)
                 reported.append((row["account_id"], verdict.status))
             reports.append(
                 {
@@ -509,6 +649,19 @@ class Bureau:
                     for k in ("a", "country", "kind", "status", "code", "reasons", "line")
                 },
             )
+        await uow.session.execute(
+            text("""
+                UPDATE account a
+                SET history = jsonb_set(a.history, ARRAY[CAST(:month AS text)], to_jsonb(u.value))
+                FROM unnest(CAST(:ids AS text[]), CAST(:values AS text[])) AS u (id, value)
+                WHERE a.account_id = u.id
+            """),
+            {
+                "month": now.strftime("%Y-%m"),
+                "ids": [a for a, _ in looked],
+                "values": [v for _, v in looked],
+            },
+        )
         if reported:
             await uow.session.execute(
                 text("""
@@ -549,6 +702,8 @@ class Bureau:
             row["currency"] is not None
             and row["overdue"] >= 0
             and (row["days_past_due"] == 0 or row["overdue"] > 0)
+            and row["balance"] is not None
+            and row["balance"] >= row["overdue"]
         )
         if ledger is None:
             return consistent
@@ -557,41 +712,33 @@ class Bureau:
             consistent
             and standing is not None
             and Decimal(str(standing["overdue"])) == row["overdue"]
+            and Decimal(str(standing["balance"])) == row["balance"]
             and standing["bucket"] == row["bucket"]
             and standing["currency"] == row["currency"]
         )
 
-    def _line(
-        self,
-        row: Mapping[Any, Any],
-        country: str,
-        status: str,
-        code: str,
-        comment: str,
-        month: date,
-        now: datetime,
-    ) -> str:
+    def _line(self, row: Mapping[Any, Any], country: str, f: Figures, now: datetime) -> str:
         if country == "US":
             name = (row["full_name"] or "").split()
             address = us_address(row["postal_address"]) or ("", "", "", "")
-            overdue = row["overdue"]
             record = metro2.Base(
                 account_number=row["account_id"],
                 date_opened=row["opened_on"] or now.date(),
-                highest_credit=overdue,
-                terms_months=12,
-                scheduled_payment=Decimal(0),
-                actual_payment=Decimal(0),
-                status=status,
-                history=history_profile(dict(row["ratings"] or {}), month, row["opened_on"]),
-                special_comment=comment,
-                compliance_code=code,
-                current_balance=overdue,
-                amount_past_due=overdue if status != "13" else Decimal(0),
-                information_date=now.date(),
-                first_delinquency=row["first_delinquency"] if status not in ("11", "13") else None,
-                last_payment=row["last_payment_on"],
-                date_closed=now.date() if status == "13" else None,
+                highest_credit=f.highest_credit,
+                terms_months=f.terms_duration,
+                terms_frequency=f.terms_frequency,
+                scheduled_payment=f.scheduled_payment,
+                actual_payment=f.actual_payment,
+                status=f.status,
+                history=f.history,
+                special_comment=f.special_comment,
+                compliance_code=f.compliance_code,
+                current_balance=f.current_balance,
+                amount_past_due=f.amount_past_due,
+                information_date=f.information_date,
+                first_delinquency=f.first_delinquency,
+                last_payment=f.last_payment,
+                date_closed=f.date_closed,
                 surname=name[-1] if name else "",
                 first_name=" ".join(name[:-1]) if len(name) > 1 else "",
                 ssn=(row["national_id"] or "").replace("-", ""),
@@ -600,12 +747,14 @@ class Bureau:
                 city=address[1],
                 state=address[2],
                 zip_code=address[3],
-                payment_rating="0" if status == "13" else "",
+                payment_rating=f.payment_rating,
             )
             return metro2.base(self._reporter, record, now)
+        code = f.compliance_code
+        pre_notice = row["pre_notice_delivered_at"]
         return json.dumps(
             {
-                "record_version": "arrears-cn-1",
+                "record_version": "arrears-cn-2",
                 "reporter": self._reporter.identification,
                 "account_id": row["account_id"],
                 "name": row["full_name"],
@@ -613,17 +762,32 @@ class Bureau:
                 "id_number": row["national_id"],
                 "birth_date": str(row["birth_date"]),
                 "currency": row["currency"],
-                "overdue_amount": str(row["overdue"]),
-                "overdue_days": row["days_past_due"],
-                "status": status,
-                "five_level_class": five_level(row["days_past_due"]),
+                "opened_on": _day(row["opened_on"]),
+                "original_amount": str(f.highest_credit),
+                "installments": f.terms_duration,
+                "installment_frequency": f.terms_frequency,
+                "installment_amount": str(f.scheduled_payment),
+                "balance": str(f.current_balance),
+                "overdue_amount": str(f.amount_past_due),
+                "overdue_days": 0 if f.status == "13" else row["days_past_due"],
+                "paid_in_period": str(f.actual_payment),
+                "last_payment_date": _day(f.last_payment),
+                "last_payment_amount": (
+                    str(f.last_payment_amount) if f.last_payment_amount is not None else None
+                ),
+                "status": f.status,
+                "five_level_class": five_level(0 if f.status == "13" else row["days_past_due"]),
+                "first_delinquency_date": _day(f.first_delinquency),
+                "closed_on": _day(f.date_closed),
+                "information_date": _day(f.information_date),
+                "pre_notice_date": _day(pre_notice.astimezone(UTC).date() if pre_notice else None),
                 "disputed": code == "XB",
                 "dispute_note": {
                     "XB": "争议处理中",
                     "XH": "争议已处理",
                     "XC": "争议已处理，客户仍有异议",
                 }.get(code),
-                "plan": comment == "AC",
+                "plan": f.special_comment == "AC",
                 "reported_at": now.isoformat(),
             },
             ensure_ascii=False,
@@ -790,6 +954,37 @@ class Bureau:
                 await uow.commit()
 
 
+@dataclass(frozen=True)
+class Period:
+    since: datetime  # the reporting period is [since, the cycle's instant)
+    cycle_days: dict[str, date]  # "YYYY-MM" -> the day of that month's first cycle
+
+
+def _statement(row: Mapping[Any, Any]) -> Statement:
+    return Statement(
+        principal=row["principal"],
+        opened_on=row["opened_on"],
+        dues=tuple(row["schedule_dues"] or ()),
+        amounts=tuple(row["schedule_amounts"] or ()),
+        balance=row["balance"],
+        overdue=row["overdue"],
+        days_past_due=row["days_past_due"],
+        first_delinquency=row["first_delinquency"],
+        plan_active=row["plan_active"],
+        plan_dues=tuple(row["plan_dues"] or ()),
+        plan_amounts=tuple(row["plan_amounts"] or ()),
+        closed_rating=row["closed_rating"],
+        last_payment_on=row["last_paid_on"],
+        last_payment_amount=row["last_paid_amount"],
+        paid_in_period=row["paid_in_period"],
+        recorded=dict(row["history"] or {}),
+    )
+
+
+def _day(value: date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 def _writer(out: Any, digest: Any) -> Callable[[str], None]:
     def write(line: str) -> None:
         data = (line + "\n").encode()
@@ -825,7 +1020,8 @@ def event_handlers(bureau: Bureau) -> dict[str, Handler]:
     def plan(active: bool) -> Handler:
         async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
             data = cast(PlanActivated | PlanBroken | PlanCompleted, event.data)
-            await bureau.plan(uow, data.account_id, data.customer_id, active)
+            activated = data if isinstance(data, PlanActivated) else None
+            await bureau.plan(uow, data.account_id, data.customer_id, active, activated)
 
         return handle
 
@@ -842,6 +1038,7 @@ def event_handlers(bureau: Bureau) -> dict[str, Handler]:
         "payment.missed": on_data(bureau.payment_missed),
         "delinquency.changed": on_data(bureau.delinquency_changed),
         "account.cured": on_data(bureau.cured),
+        "payment.reversal_applied": on_data(bureau.reversal_applied),
         "plan.activated": plan(True),
         "plan.broken": plan(False),
         "plan.completed": plan(False),

@@ -39,6 +39,7 @@ from shared.events import (
     PaymentMissed,
     PaymentPosted,
     PaymentReceived,
+    PaymentReversalApplied,
     PaymentReversed,
     PlanActivated,
     PlanAgreed,
@@ -58,6 +59,7 @@ _LOCAL = """
   SELECT a.account_id, a.customer_id, a.currency, a.product, a.days_past_due AS old_dpd,
          a.bucket AS old_bucket, a.overdue AS old_overdue, a.in_arrears AS old_in_arrears,
          a.paused_since, a.frozen_dpd, a.paused_days, coalesce(c.timezone, 'UTC') AS tz,
+         a.first_delinquency AS old_first_delinquency,
          (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS today,
          coalesce(p.grace_days, 0) AS grace
   FROM account a
@@ -115,12 +117,14 @@ dues AS (
          min(i.due_date) FILTER (WHERE i.paid < i.amount AND i.due_date >= l.today) AS next_due,
          min(i.due_date) FILTER (WHERE i.paid < i.amount AND i.missed_at IS NULL
                                    AND l.today - i.due_date <= l.grace) AS next_miss,
-         coalesce(sum(i.amount - i.paid) FILTER (WHERE i.due_date < l.today), 0) AS overdue
+         coalesce(sum(i.amount - i.paid) FILTER (WHERE i.due_date < l.today), 0) AS overdue,
+         sum(i.amount - i.paid) AS outstanding
   FROM installment i JOIN local l ON l.account_id = i.account_id
   GROUP BY i.account_id
 ),
 counted AS (
-  SELECT l.*, coalesce(d.overdue, 0) AS overdue, d.oldest_unpaid, d.next_due, d.next_miss,
+  SELECT l.*, coalesce(d.overdue, 0) AS overdue, coalesce(d.outstanding, 0) AS outstanding,
+         d.oldest_unpaid, d.next_due, d.next_miss,
          CASE WHEN d.oldest_unpaid IS NOT NULL AND l.today - d.oldest_unpaid > l.grace
               THEN l.today - d.oldest_unpaid ELSE 0 END AS natural_dpd
   FROM local l LEFT JOIN dues d ON d.account_id = l.account_id
@@ -135,6 +139,15 @@ next AS (
   SELECT c.*, {bucket} AS bucket,
          CASE WHEN c.dpd > 0 THEN true WHEN c.overdue = 0 THEN false
               ELSE c.old_in_arrears END AS in_arrears,
+         -- The date of first delinquency (FCRA 623(a)(5)): the oldest unpaid due date when the
+         -- account fell behind, kept while it stays behind, and kept when it is paid off
+         -- behind (the bureau reports it with status 13); gone once it is current again.
+         CASE WHEN c.dpd > 0 OR (c.overdue > 0 AND c.old_in_arrears)
+              THEN CASE WHEN c.old_in_arrears THEN coalesce(c.old_first_delinquency,
+                                                            c.oldest_unpaid)
+                        ELSE c.oldest_unpaid END
+              WHEN c.outstanding = 0 THEN c.old_first_delinquency
+         END AS first_delinquency,
          greatest(c.today + 1, coalesce(least(
            c.next_due + 1,                -- it becomes overdue
            c.next_miss + c.grace + 1,     -- it is missed
@@ -149,7 +162,10 @@ next AS (
 _PARTS = {"bucket": bucket_case_sql("c.dpd"), "next_start": next_bucket_start_sql("c.dpd")}
 
 STATE_SQL = _both(
-    "WITH " + _STATE + "SELECT account_id, dpd, bucket, overdue, in_arrears, today FROM next",
+    "WITH "
+    + _STATE
+    + "SELECT account_id, dpd, bucket, overdue, outstanding, in_arrears, first_delinquency, today"
+    + " FROM next",
     _PARTS,
 )
 
@@ -164,15 +180,16 @@ changed AS (
   SET days_past_due = n.dpd, bucket = n.bucket, overdue = n.overdue,
       in_arrears = n.in_arrears, evaluated_at = CAST(:now AS timestamptz),
       paused_days = CASE WHEN n.in_arrears THEN a.paused_days ELSE 0 END,
-      review_at = n.review_on::timestamp AT TIME ZONE n.tz
+      review_at = n.review_on::timestamp AT TIME ZONE n.tz,
+      first_delinquency = n.first_delinquency
   FROM next n
   WHERE a.account_id = n.account_id
-    AND (a.bucket, a.overdue, a.in_arrears, a.review_at)
+    AND (a.bucket, a.overdue, a.in_arrears, a.review_at, a.first_delinquency)
         IS DISTINCT FROM (n.bucket, n.overdue, n.in_arrears,
-                          n.review_on::timestamp AT TIME ZONE n.tz)
+                          n.review_on::timestamp AT TIME ZONE n.tz, n.first_delinquency)
   RETURNING a.account_id, a.customer_id, a.currency, a.product, n.old_bucket, a.bucket,
             a.days_past_due,
-            a.overdue, n.old_in_arrears, a.in_arrears,
+            a.overdue, n.old_in_arrears, a.in_arrears, a.first_delinquency, n.outstanding,
             (n.old_bucket, n.old_overdue, n.old_in_arrears)
               IS DISTINCT FROM (a.bucket, a.overdue, a.in_arrears) AS moved
 ),
@@ -187,16 +204,18 @@ missed AS (
   WHERE i.account_id = n.account_id
     AND i.missed_at IS NULL AND i.paid < i.amount AND n.today - i.due_date > n.grace
   RETURNING i.account_id, n.customer_id, n.currency, n.product, i.installment_no, i.due_date,
-            i.amount - i.paid AS amount_due, n.overdue, n.dpd, n.bucket
+            i.amount - i.paid AS amount_due, n.overdue, n.dpd, n.bucket, n.first_delinquency,
+            n.outstanding
 )
 SELECT * FROM (
   SELECT 'missed' AS kind, account_id, customer_id, currency, product, NULL AS old_bucket, bucket,
          dpd AS days_past_due, overdue, NULL::boolean AS old_in_arrears,
-         NULL::boolean AS in_arrears, installment_no, due_date, amount_due
+         NULL::boolean AS in_arrears, installment_no, due_date, amount_due, first_delinquency,
+         outstanding
   FROM missed
   UNION ALL
   SELECT 'changed', account_id, customer_id, currency, product, old_bucket, bucket, days_past_due,
-         overdue, old_in_arrears, in_arrears, NULL, NULL, NULL
+         overdue, old_in_arrears, in_arrears, NULL, NULL, NULL, first_delinquency, outstanding
   FROM changed WHERE moved
 ) rows
 -- a missed instalment is announced before the bucket change it causes
@@ -278,7 +297,7 @@ class Ledger:
         self._grace = dict(grace_days)
         # Accounts (and payments to announce) per open unit of work, settled before it commits.
         self._touched: weakref.WeakKeyDictionary[
-            UnitOfWork, tuple[dict[str, None], list[PaymentPosted]]
+            UnitOfWork, tuple[dict[str, None], list[PaymentPosted | PaymentReversed]]
         ] = weakref.WeakKeyDictionary()
 
     # --- commands from core-banking.events -----------------------------------------------------
@@ -545,7 +564,7 @@ class Ledger:
             """),
             {"now": self._clock.now(), "r": data.reason, "p": data.payment_id},
         )
-        self._touch(uow, data.account_id)
+        self._touch(uow, data.account_id, receipt=data)
 
     async def flag(self, uow: UnitOfWork, data: AccountFlagged) -> None:
         customer_id = data.customer_id
@@ -637,7 +656,11 @@ class Ledger:
             account["customer_id"],
             data.account_id,
             PlanActivated(
-                account_id=data.account_id, customer_id=account["customer_id"], plan_id=data.plan_id
+                account_id=data.account_id,
+                customer_id=account["customer_id"],
+                plan_id=data.plan_id,
+                kind=data.kind,
+                installments=data.installments,
             ),
         )
 
@@ -760,6 +783,8 @@ class Ledger:
                     days_past_due=row["days_past_due"],
                     bucket=row["bucket"],
                     product=row["product"],
+                    balance=row["outstanding"],
+                    first_delinquency=row["first_delinquency"],
                 ),
             )
         for row in (r for r in rows if r["kind"] == "changed"):
@@ -779,6 +804,8 @@ class Ledger:
                         total_overdue=row["overdue"],
                         currency=row["currency"],
                         product=row["product"],
+                        balance=row["outstanding"],
+                        first_delinquency=row["first_delinquency"],
                     ),
                 )
             if row["old_in_arrears"] and not row["in_arrears"]:
@@ -787,17 +814,24 @@ class Ledger:
                     row["customer_id"],
                     row["account_id"],
                     AccountCured(
-                        account_id=row["account_id"], customer_id=row["customer_id"], flags=active
+                        account_id=row["account_id"],
+                        customer_id=row["customer_id"],
+                        flags=active,
+                        balance=row["outstanding"],
+                        first_delinquency=row["first_delinquency"],
                     ),
                 )
         return sum(1 for r in rows if r["kind"] == "changed")
 
     def _touch(
-        self, uow: UnitOfWork, account_id: str, receipt: PaymentPosted | None = None
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        receipt: PaymentPosted | PaymentReversed | None = None,
     ) -> None:
         """Re-evaluate ``account_id`` before the unit of work commits, together with every other
-        account the same batch touched, in one pass; then announce the batch's payments with
-        the overdue amounts that pass left."""
+        account the same batch touched, in one pass; then announce the batch's payments and
+        reversals with the overdue amounts and balances that pass left."""
         touched = self._touched.setdefault(uow, ({}, []))
         touched[0][account_id] = None
         if receipt is not None:
@@ -811,30 +845,51 @@ class Ledger:
 
         uow.before_commit("ledger.evaluate", settle)
 
-    async def _announce_receipts(self, uow: UnitOfWork, receipts: Sequence[PaymentPosted]) -> None:
+    async def _announce_receipts(
+        self, uow: UnitOfWork, receipts: Sequence[PaymentPosted | PaymentReversed]
+    ) -> None:
         rows = await uow.session.execute(
             text("""
-                SELECT account_id, customer_id, overdue FROM account
-                WHERE account_id = ANY(CAST(:accounts AS text[]))
+                SELECT p.payment_id, p.account_id, p.amount, p.currency, p.posted_at,
+                       p.reversed_at, a.customer_id, a.overdue,
+                       (p.posted_at AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS posted_on,
+                       (SELECT coalesce(sum(i.amount - i.paid), 0) FROM installment i
+                        WHERE i.account_id = a.account_id) AS balance
+                FROM payment p JOIN account a ON a.account_id = p.account_id
+                LEFT JOIN customer c ON c.customer_id = a.customer_id
+                WHERE p.payment_id = ANY(CAST(:payments AS text[]))
             """),
-            {"accounts": sorted({r.account_id for r in receipts})},
+            {"payments": sorted({r.payment_id for r in receipts})},
         )
-        standing = {row.account_id: row for row in rows}
+        found = {row.payment_id: row for row in rows}
         for receipt in receipts:
-            row = standing[receipt.account_id]
-            self._publish(
-                uow,
-                row.customer_id,
-                receipt.account_id,
-                PaymentReceived(
-                    account_id=receipt.account_id,
+            row = found[receipt.payment_id]
+            event: Payload
+            if isinstance(receipt, PaymentReversed):
+                event = PaymentReversalApplied(
+                    account_id=row.account_id,
                     customer_id=row.customer_id,
-                    payment_id=receipt.payment_id,
-                    amount=receipt.amount,
-                    currency=receipt.currency,
+                    payment_id=row.payment_id,
+                    amount=row.amount,
+                    currency=row.currency,
                     total_overdue=row.overdue,
-                ),
-            )
+                    balance=row.balance,
+                    posted_at=row.posted_at,
+                    reversed_at=row.reversed_at,
+                )
+            else:
+                event = PaymentReceived(
+                    account_id=row.account_id,
+                    customer_id=row.customer_id,
+                    payment_id=row.payment_id,
+                    amount=row.amount,
+                    currency=row.currency,
+                    total_overdue=row.overdue,
+                    balance=row.balance,
+                    posted_at=row.posted_at,
+                    posted_on=row.posted_on,
+                )
+            self._publish(uow, row.customer_id, row.account_id, event)
 
     # --- helpers -------------------------------------------------------------------------------
 

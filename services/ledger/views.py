@@ -29,6 +29,7 @@ async def account(session: AsyncSession, account_id: str, standing: Any) -> dict
             "bucket": standing["bucket"],
             "overdue": standing["overdue"],
             "in_arrears": standing["in_arrears"],
+            "first_delinquency": standing["first_delinquency"],
         }
     result["installments"] = [
         dict(r)

@@ -319,7 +319,9 @@ async def test_a_dispute_is_reported_xb_and_a_cure_is_corrected(bureau: Bureau) 
     assert check.returncode == 0, check.stderr
 
     await bureau.send(
-        topics.LEDGER, customer, AccountCured(account_id=account, customer_id=customer)
+        topics.LEDGER,
+        customer,
+        AccountCured(account_id=account, customer_id=customer, balance=Decimal(0)),
     )
     await bureau.cycle(day + timedelta(days=1))
     reports = await bureau.reports(account)

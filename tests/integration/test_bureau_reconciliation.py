@@ -79,6 +79,7 @@ async def test_a_record_the_ledger_does_not_confirm_is_blocked(
                 truth["days_past_due"],
                 overdue,
                 now.date() - timedelta(days=35),
+                balance=Decimal(truth["outstanding"]),
             )
             await bureau.notice(
                 uow,

@@ -27,6 +27,7 @@ from shared.events import (
     LoanOpened,
     Payload,
     PaymentPosted,
+    PaymentReversalApplied,
     PaymentReversed,
     PlanAgreed,
     PlanInstallment,
@@ -237,8 +238,12 @@ async def test_missed_instalment_payment_cure_and_reversal_emit_the_right_events
             ledger.at(10),
         )
     )
-    events = await ledger_events(ledger.kafka, account, expect=6)
-    assert kinds(events)[5:] == ["delinquency.changed"]
+    events = await ledger_events(ledger.kafka, account, expect=7)
+    assert kinds(events)[5:] == ["delinquency.changed", "payment.reversal_applied"]
+    reversal = events[6].data
+    assert isinstance(reversal, PaymentReversalApplied)
+    # the whole loan is owed again: three instalments of 1000, the first one overdue
+    assert (reversal.amount, reversal.balance, reversal.total_overdue) == (1000, 3000, 1000)
     assert events[5].data.bucket == "1-29"  # type: ignore[attr-defined]
 
     # Days pass; the missed instalment is announced once, however often the clock moves.

@@ -17,6 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.bureau.domain import metro2
+from services.bureau.domain.figures import (
+    Statement,
+    figures,
+    history_profile,
+    status_for,
+    terms_frequency,
+)
 from services.bureau.domain.reporting import (
     NEGATIVE_STATUSES,
     Facts,
@@ -24,7 +31,6 @@ from services.bureau.domain.reporting import (
     Rules,
     decide,
     five_level,
-    history_profile,
     identity_complete,
 )
 
@@ -108,20 +114,121 @@ def test_disputes_are_flagged_xb_then_xh_or_xc() -> None:
     assert decide(facts(dispute="resolved_disagrees"), NOW, RULES).compliance_code == "XC"
 
 
-def test_a_cured_account_that_was_reported_is_corrected_and_then_left_alone() -> None:
-    cured = facts(dpd=0, bucket="current", overdue=Decimal(0), reported_status="71")
-    verdict = decide(cured, NOW, RULES)
+def test_a_paid_off_account_that_was_reported_is_corrected_to_13_and_then_left_alone() -> None:
+    paid = facts(dpd=0, bucket="current", overdue=Decimal(0), balance=Decimal(0))
+    verdict = decide(dataclasses.replace(paid, reported_status="71"), NOW, RULES)
     assert (verdict.kind, verdict.status) == ("corrected", "13")
-    assert (
-        decide(facts(dpd=0, bucket="current", reported_status="13"), NOW, RULES).kind == "skipped"
-    )
+    assert decide(dataclasses.replace(paid, reported_status="13"), NOW, RULES).kind == "skipped"
     assert decide(facts(dpd=10, bucket="1-29"), NOW, RULES).kind == "skipped"
 
 
-def test_five_level_classes_and_the_history_profile() -> None:
+def test_a_cured_account_that_still_owes_principal_is_corrected_to_11_not_13() -> None:
+    cured = facts(
+        dpd=0, bucket="current", overdue=Decimal(0), balance=Decimal(6700), reported_status="71"
+    )
+    verdict = decide(cured, NOW, RULES)
+    assert (verdict.kind, verdict.status) == ("corrected", "11")
+
+
+def test_status_follows_days_past_due_at_the_date_of_account_information() -> None:
+    # The bureau's last known bucket may lag a day; the status is the ledger's count's.
+    assert decide(facts(dpd=60, bucket="30-59"), NOW, RULES).status == "78"
+    assert [status_for(d) for d in (0, 29, 30, 59, 60, 89, 90, 119, 120, 150, 179, 180, 999)] == [
+        "11", "11", "71", "71", "78", "78", "80", "80", "82", "83", "83", "84", "84",
+    ]  # fmt: skip
+
+
+def test_five_level_classes() -> None:
     assert [five_level(d) for d in (0, 1, 89, 90, 179, 180, 359, 360)] == [1, 2, 2, 3, 3, 4, 4, 5]
-    profile = history_profile({"2026-11": "1", "2026-10": "0"}, date(2026, 12, 1), date(2026, 9, 3))
-    assert profile == "10D" + "B" * 21
+
+
+def test_the_history_profile_is_the_months_before_the_date_of_account_information() -> None:
+    cycles = {m: date(int(m[:4]), int(m[5:]), 1) for m in ("2026-09", "2026-10", "2026-11")}
+    cycles["2026-12"] = date(2026, 12, 1)
+    recorded = {"2026-11": "1", "2026-12": "2"}  # the cycle of 2026-12 is this one
+    profile = history_profile(recorded, date(2026, 12, 1), cycles, date(2026, 9, 3))
+    # November's cycle saw 30-59 days; October's did not look (under 30): 0; September's
+    # cycle ran before the account opened; before the first cycle nothing is known
+    assert profile == "10B" + "B" * 21
+    # a month later the profile is last month's, shifted, with December's value first
+    cycles["2027-01"] = date(2027, 1, 1)
+    assert (
+        history_profile(recorded, date(2027, 1, 1), cycles, date(2026, 9, 3)) == "2" + profile[:23]
+    )
+    # a month without a cycle, after the first one
+    del cycles["2026-10"]
+    assert history_profile(recorded, date(2026, 12, 1), cycles, date(2026, 8, 1))[:3] == "1D0"
+
+
+def statement(**kw: Any) -> Statement:
+    base: dict[str, Any] = {
+        "principal": Decimal("1500.00"),
+        "opened_on": date(2026, 9, 1),
+        "dues": (date(2026, 10, 2), date(2026, 11, 2), date(2026, 12, 2)),
+        "amounts": (Decimal(500), Decimal(500), Decimal(500)),
+        "balance": Decimal("1500.00"),
+        "overdue": Decimal("1000.00"),
+        "days_past_due": 60,
+        "first_delinquency": date(2026, 10, 2),
+    }
+    return Statement(**(base | kw))
+
+
+CYCLES = {"2026-11": date(2026, 11, 1), "2026-12": date(2026, 12, 1)}
+
+
+def test_an_unpaid_instalment_loan_reports_its_principal_terms_and_whole_balance() -> None:
+    f = figures(statement(), "78", "", "", date(2026, 12, 1), CYCLES)
+    assert (f.highest_credit, f.current_balance, f.amount_past_due) == (1500, 1500, 1000)
+    assert (f.terms_duration, f.terms_frequency, f.scheduled_payment) == (3, "M", 500)
+    assert (f.actual_payment, f.first_delinquency, f.date_closed) == (0, date(2026, 10, 2), None)
+    assert f.information_date == date(2026, 12, 1)
+    assert f.payment_rating == ""
+
+
+def test_a_paid_off_account_carries_its_payoff_date_rating_and_first_delinquency() -> None:
+    paid = statement(
+        balance=Decimal(0),
+        overdue=Decimal(0),
+        days_past_due=0,
+        closed_rating="3",
+        last_payment_on=date(2026, 11, 20),
+        last_payment_amount=Decimal(1500),
+        paid_in_period=Decimal(1500),
+    )
+    f = figures(paid, "13", "", "", date(2026, 12, 1), CYCLES)
+    assert (f.status, f.payment_rating, f.first_delinquency) == ("13", "3", date(2026, 10, 2))
+    assert f.information_date == f.date_closed == f.last_payment == date(2026, 11, 20)
+    assert (f.highest_credit, f.current_balance, f.scheduled_payment, f.actual_payment) == (
+        1500, 0, 0, 1500,
+    )  # fmt: skip
+    current = figures(
+        dataclasses.replace(paid, closed_rating="0"), "13", "", "", date(2026, 12, 1), CYCLES
+    )
+    assert (current.payment_rating, current.first_delinquency) == ("0", None)
+
+
+def test_a_current_account_carries_no_date_of_first_delinquency() -> None:
+    f = figures(statement(days_past_due=5), "11", "", "", date(2026, 12, 1), CYCLES)
+    assert f.first_delinquency is None
+
+
+def test_while_a_plan_runs_the_scheduled_payment_is_the_plans_instalment() -> None:
+    plan = statement(
+        plan_active=True,
+        plan_dues=(date(2026, 12, 10), date(2027, 1, 10)),
+        plan_amounts=(Decimal("250.00"), Decimal("250.00")),
+    )
+    assert figures(plan, "78", "", "AC", date(2026, 12, 1), CYCLES).scheduled_payment == 250
+
+
+def test_terms_frequency_follows_the_schedule() -> None:
+    start = date(2026, 1, 5)
+    assert terms_frequency([start]) == "P"
+    assert terms_frequency([start + timedelta(days=7 * i) for i in range(4)]) == "W"
+    assert terms_frequency([start + timedelta(days=14 * i) for i in range(4)]) == "B"
+    assert terms_frequency([date(2026, m, 5) for m in range(1, 13)]) == "M"
+    assert terms_frequency([date(2026, m, 5) for m in (1, 4, 7, 10)]) == "Q"
 
 
 fact_strategy = st.builds(
@@ -190,6 +297,7 @@ def a_base(i: int, status: str, code: str = "") -> metro2.Base:
         date_opened=date(2025, 1, 15),
         highest_credit=Decimal("3000.40"),
         terms_months=12,
+        terms_frequency="M",
         scheduled_payment=Decimal("250.00"),
         actual_payment=Decimal("0"),
         status=status,
@@ -268,6 +376,7 @@ def test_the_independent_checker_decodes_every_field_as_written(tmp_path: Path) 
     assert decoded[2]["ComplianceConditionCode"] == "XB"
     trailer = decoded[-1]
     assert trailer["TotalBaseRecords"] == "000000006"
+    assert trailer["BlockCount"] == "000000008"  # unblocked: header, six bases, trailer
     assert trailer["TotalStatusCode71"] == "000000001"
 
 

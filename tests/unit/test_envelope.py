@@ -145,6 +145,7 @@ def test_every_event_type_of_the_design_contract_is_registered_on_its_topic() ->
             "plan.completed",
             "promise.kept",
             "promise.broken",
+            "payment.reversal_applied",  # project extension (docs/asyncapi.yaml)
         },
         topics.SCHEDULER: {"contact.requested", "contact.suppressed"},
         topics.NOTIFIER: {

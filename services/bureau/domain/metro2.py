@@ -119,29 +119,6 @@ TRAILER_FIELDS: tuple[tuple[str, int, int, str], ...] = (
     ("Reserved2", 407, 19, N),
 )
 
-# Account status codes by bucket (Metro 2: 11 covers 0-29 days).
-STATUS_BY_BUCKET = {
-    "current": "11",
-    "1-29": "11",
-    "30-59": "71",
-    "60-89": "78",
-    "90-119": "80",
-    "120-149": "82",
-    "150-179": "83",
-    "180+": "84",
-}
-# Payment history profile values by bucket.
-RATING_BY_BUCKET = {
-    "current": "0",
-    "1-29": "0",
-    "30-59": "1",
-    "60-89": "2",
-    "90-119": "3",
-    "120-149": "4",
-    "150-179": "5",
-    "180+": "6",
-}
-
 
 def dollars(amount: Decimal | None) -> int:
     if amount is None:
@@ -187,10 +164,11 @@ class Base:
     date_opened: date
     highest_credit: Decimal
     terms_months: int
+    terms_frequency: str
     scheduled_payment: Decimal
     actual_payment: Decimal
     status: str
-    history: str  # 24 characters, the month before this one first
+    history: str  # 24 characters, the month before the Date of Account Information first
     special_comment: str
     compliance_code: str
     current_balance: Decimal
@@ -246,7 +224,7 @@ def base(reporter: Reporter, record: Base, stamp: datetime) -> str:
             "CreditLimit": None,
             "HighestCredit": dollars(record.highest_credit),
             "TermsDuration": f"{record.terms_months:03d}"[-3:],
-            "TermsFrequency": "M",
+            "TermsFrequency": record.terms_frequency,
             "ScheduledMonthlyPaymentAmount": dollars(record.scheduled_payment),
             "ActualPaymentAmount": dollars(record.actual_payment),
             "AccountStatus": record.status,
@@ -293,7 +271,8 @@ class Totals:
             "RecordDescriptorWord": "0426",
             "RecordIdentifier": "TRAILER",
             "TotalBaseRecords": self.total,
-            "BlockCount": 0,
+            # An unblocked file: validators expect every record, header and trailer included.
+            "BlockCount": self.total + 2,
             "TotalSocialNumbersAllSegments": self.ssns,
             "TotalSocialNumbersBaseSegments": self.ssns,
             "TotalDatesBirthAllSegments": self.births,

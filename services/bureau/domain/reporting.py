@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from services.bureau.domain.metro2 import RATING_BY_BUCKET, STATUS_BY_BUCKET
+from services.bureau.domain.figures import status_for
 
 NEGATIVE_STATUSES = frozenset({"71", "78", "80", "82", "83", "84", "93", "97"})
 Kind = Literal["submitted", "corrected", "blocked", "skipped"]
@@ -42,6 +42,7 @@ class Facts:
     days_past_due: int
     overdue: Decimal
     identity: Identity
+    balance: Decimal | None = None  # the whole outstanding balance; None: never heard of it
     flags: frozenset[str] = frozenset()
     dispute: Dispute = None
     plan_active: bool = False
@@ -125,13 +126,14 @@ def decide(facts: Facts, now: datetime, rules: Rules) -> Verdict:
     if facts.rejected_unchanged:
         failed.append(f"{prefix}.bureau.rejected-unchanged")
     if not negative:
-        # Cured, paid, reversed or back to current: correct what was reported.
-        status = "13" if facts.overdue == 0 and facts.bucket == "current" else "11"
+        # Cured, paid, reversed or back to current: correct what was reported. 13 says the
+        # balance is zero; a cured account that still owes principal is current, 11.
+        status = "13" if facts.balance == 0 else "11"
         comment = "AC" if facts.plan_active else ""
         if failed:
             return Verdict("blocked", status, code, comment, tuple(failed))
         return Verdict("corrected", status, code, comment)
-    status = STATUS_BY_BUCKET.get(facts.bucket, "11")
+    status = status_for(facts.days_past_due)  # at the Date of Account Information
     if status not in NEGATIVE_STATUSES:
         failed.append(f"{prefix}.bureau.min-dpd")
     if prefix == "CN":
@@ -155,24 +157,3 @@ def decide(facts: Facts, now: datetime, rules: Rules) -> Verdict:
     if was_negative and facts.reported_status != status and facts.plan_active:
         return Verdict("corrected", status, code, comment)
     return Verdict("submitted", status, code, comment)
-
-
-def history_profile(ratings: dict[str, str], cycle_month: date, opened: date | None) -> str:
-    """The 24-month payment history profile: the month before the cycle's first, then back.
-    ``ratings``: "YYYY-MM" -> the worst rating seen that month."""
-    out = []
-    year, month = cycle_month.year, cycle_month.month
-    for _ in range(24):
-        month -= 1
-        if month == 0:
-            year, month = year - 1, 12
-        key = f"{year:04d}-{month:02d}"
-        if opened is not None and (year, month) < (opened.year, opened.month):
-            out.append("B")
-        else:
-            out.append(ratings.get(key, "D"))
-    return "".join(out)
-
-
-def rating(bucket: str) -> str:
-    return RATING_BY_BUCKET.get(bucket, "0")

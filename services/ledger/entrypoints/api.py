@@ -83,6 +83,11 @@ class AccountView(BaseModel):
     days_past_due: int
     bucket: str
     in_arrears: bool
+    first_delinquency: date | None = Field(
+        None,
+        description="The oldest unpaid due date when the account fell behind; kept while it "
+        "stays behind and when it is paid off behind, cleared once it is current again",
+    )
     evaluated_at: datetime | None
     flags: list[str]
     installments: list[InstallmentView]
@@ -118,8 +123,10 @@ class Standing(BaseModel):
     account_id: str
     currency: str
     overdue: Decimal
+    balance: Decimal = Field(description="The whole outstanding balance, principal not yet due")
     days_past_due: int
     bucket: str
+    first_delinquency: date | None = None
 
 
 class IngestResult(BaseModel):
@@ -180,8 +187,10 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
                 account_id=r["account_id"],
                 currency=r["currency"],
                 overdue=r["overdue"],
+                balance=r["outstanding"],
                 days_past_due=r["dpd"],
                 bucket=r["bucket"],
+                first_delinquency=r["first_delinquency"],
             )
             for r in rows
         ]
