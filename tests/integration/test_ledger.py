@@ -243,7 +243,9 @@ async def test_missed_instalment_payment_cure_and_reversal_emit_the_right_events
     reversal = events[6].data
     assert isinstance(reversal, PaymentReversalApplied)
     # the whole loan is owed again: three instalments of 1000, the first one overdue
-    assert (reversal.amount, reversal.balance, reversal.total_overdue) == (1000, 3000, 1000)
+    assert (reversal.amount, reversal.balance, reversal.total_overdue) == tuple(
+        Decimal(x) for x in (1000, 3000, 1000)
+    )
     assert events[5].data.bucket == "1-29"  # type: ignore[attr-defined]
 
     # Days pass; the missed instalment is announced once, however often the clock moves.

@@ -160,6 +160,10 @@ def test_the_history_profile_is_the_months_before_the_date_of_account_informatio
     assert history_profile(recorded, date(2026, 12, 1), cycles, date(2026, 8, 1))[:3] == "1D0"
 
 
+def D(*values: int) -> tuple[Decimal, ...]:
+    return tuple(Decimal(v) for v in values)
+
+
 def statement(**kw: Any) -> Statement:
     base: dict[str, Any] = {
         "principal": Decimal("1500.00"),
@@ -179,9 +183,13 @@ CYCLES = {"2026-11": date(2026, 11, 1), "2026-12": date(2026, 12, 1)}
 
 def test_an_unpaid_instalment_loan_reports_its_principal_terms_and_whole_balance() -> None:
     f = figures(statement(), "78", "", "", date(2026, 12, 1), CYCLES)
-    assert (f.highest_credit, f.current_balance, f.amount_past_due) == (1500, 1500, 1000)
-    assert (f.terms_duration, f.terms_frequency, f.scheduled_payment) == (3, "M", 500)
-    assert (f.actual_payment, f.first_delinquency, f.date_closed) == (0, date(2026, 10, 2), None)
+    assert (f.highest_credit, f.current_balance, f.amount_past_due) == D(1500, 1500, 1000)
+    assert (f.terms_duration, f.terms_frequency, f.scheduled_payment) == (3, "M", Decimal(500))
+    assert (f.actual_payment, f.first_delinquency, f.date_closed) == (
+        Decimal(0),
+        date(2026, 10, 2),
+        None,
+    )
     assert f.information_date == date(2026, 12, 1)
     assert f.payment_rating == ""
 
@@ -199,9 +207,9 @@ def test_a_paid_off_account_carries_its_payoff_date_rating_and_first_delinquency
     f = figures(paid, "13", "", "", date(2026, 12, 1), CYCLES)
     assert (f.status, f.payment_rating, f.first_delinquency) == ("13", "3", date(2026, 10, 2))
     assert f.information_date == f.date_closed == f.last_payment == date(2026, 11, 20)
-    assert (f.highest_credit, f.current_balance, f.scheduled_payment, f.actual_payment) == (
-        1500, 0, 0, 1500,
-    )  # fmt: skip
+    assert (f.highest_credit, f.current_balance, f.scheduled_payment, f.actual_payment) == D(
+        1500, 0, 0, 1500
+    )
     current = figures(
         dataclasses.replace(paid, closed_rating="0"), "13", "", "", date(2026, 12, 1), CYCLES
     )
