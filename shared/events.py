@@ -208,8 +208,20 @@ class AccountEvent(Payload):
     flags: list[Flag] = []  # the account's and customer's active flags when it happened
 
 
+class Standing(AccountEvent):
+    """Project extensions (optional) on the events that move an account's amounts: the whole
+    outstanding balance (principal not yet due included), the date of first delinquency the
+    ledger keeps, and the next instalment still unpaid with what is unpaid of it (which falls
+    overdue on that date without an event: the bureau counts it in when it reconciles)."""
+
+    balance: Money | None = None
+    first_delinquency: BusinessDate | None = None
+    next_due_date: BusinessDate | None = None
+    next_due_amount: Money | None = None
+
+
 @event_type("payment.missed", topics.LEDGER)
-class PaymentMissed(AccountEvent):
+class PaymentMissed(Standing):
     installment_no: int
     due_date: BusinessDate
     amount_due: Money
@@ -218,27 +230,22 @@ class PaymentMissed(AccountEvent):
     days_past_due: int
     bucket: str
     product: Id | None = None  # project extension: lets strategies segment by product
-    # project extensions for the bureau (optional): the whole outstanding balance, principal not
-    # yet due included, and the date of first delinquency the ledger keeps
-    balance: Money | None = None
-    first_delinquency: BusinessDate | None = None
 
 
 @event_type("payment.received", topics.LEDGER)
-class PaymentReceived(AccountEvent):
+class PaymentReceived(Standing):
     payment_id: Id
     amount: Money
     currency: Currency
     total_overdue: Money
-    # project extensions (optional): the balance it left, when it was posted, and that
-    # instant's date in the customer's calendar
-    balance: Money | None = None
+    # project extensions (optional): when it was posted, and that instant's date in the
+    # customer's calendar
     posted_at: Instant | None = None
     posted_on: BusinessDate | None = None
 
 
 @event_type("payment.reversal_applied", topics.LEDGER)
-class PaymentReversalApplied(AccountEvent):
+class PaymentReversalApplied(Standing):
     """The ledger undid a payment upstream reversed (project extension): what it had paid is
     owed again."""
 
@@ -246,29 +253,24 @@ class PaymentReversalApplied(AccountEvent):
     amount: Money
     currency: Currency
     total_overdue: Money
-    balance: Money
     posted_at: Instant
     reversed_at: Instant
 
 
 @event_type("delinquency.changed", topics.LEDGER)
-class DelinquencyChanged(AccountEvent):
+class DelinquencyChanged(Standing):
     previous_bucket: str
     bucket: str
     days_past_due: int
     total_overdue: Money
     currency: Currency
     product: Id | None = None  # project extension
-    balance: Money | None = None  # project extensions, as on payment.missed
-    first_delinquency: BusinessDate | None = None
 
 
 @event_type("account.cured", topics.LEDGER)
-class AccountCured(AccountEvent):
-    # project extensions (optional): the balance left (zero: paid off) and the date of first
-    # delinquency, kept when it was paid off while behind
-    balance: Money | None = None
-    first_delinquency: BusinessDate | None = None
+class AccountCured(Standing):
+    """A zero ``balance``: paid off; its ``first_delinquency`` is kept when it was paid off
+    while behind."""
 
 
 @event_type("plan.activated", topics.LEDGER)

@@ -66,6 +66,7 @@ from shared.events import (
     ReportCorrected,
     ReportSubmitted,
 )
+from shared.events import Standing as StandingEvent
 
 log = logging.getLogger(__name__)
 SOURCE = "/arrears/bureau"
@@ -75,6 +76,12 @@ WRITTEN = {"letter", "email"}  # a delivered one is a mailed or electronic commu
 
 FACTS_SQL = text("""
     SELECT a.*, c.full_name, c.national_id, c.birth_date, c.postal_address, c.country,
+           -- what the ledger will show overdue: the next instalment falls due on its date
+           -- without an event (one only comes when it is missed, after the grace days)
+           a.overdue + CASE WHEN a.next_due_date
+                                 < (CAST(:now AS timestamptz)
+                                    AT TIME ZONE coalesce(c.timezone, 'UTC'))::date
+                            THEN a.next_due_amount ELSE 0 END AS overdue_now,
            last.posted_on AS last_paid_on, last.amount AS last_paid_amount,
            (SELECT coalesce(sum(p.amount), 0) FROM payment p
             WHERE p.account_id = a.account_id AND p.reversed_at IS NULL
@@ -101,7 +108,6 @@ FACTS_SQL = text("""
 # A chunk whose accounts this service knows less recently than the ledger waits for the events
 # on their way, this many times, before its records are decided (and the mismatch blocks them).
 BEHIND = "\x00behind"
-BEHIND_RETRIES = 10
 BEHIND_WAIT_SECONDS = 0.3
 
 
@@ -123,15 +129,17 @@ class Bureau:
         await uow.session.execute(
             text("""
                 INSERT INTO customer (customer_id, full_name, national_id, birth_date,
-                                      postal_address, country, updated_at)
+                                      postal_address, country, timezone, updated_at)
                 SELECT *, CAST(:now AS timestamptz)
                 FROM unnest(CAST(:ids AS text[]), CAST(:names AS text[]),
                             CAST(:national AS text[]), CAST(:births AS date[]),
-                            CAST(:postal AS text[]), CAST(:countries AS text[]))
+                            CAST(:postal AS text[]), CAST(:countries AS text[]),
+                            CAST(:zones AS text[]))
                 ON CONFLICT (customer_id) DO UPDATE
                 SET full_name = excluded.full_name, national_id = excluded.national_id,
                     birth_date = excluded.birth_date, postal_address = excluded.postal_address,
-                    country = excluded.country, updated_at = excluded.updated_at
+                    country = excluded.country, timezone = excluded.timezone,
+                    updated_at = excluded.updated_at
             """),
             {
                 "ids": [c.customer_id for c in latest],
@@ -140,6 +148,7 @@ class Bureau:
                 "births": [c.birth_date for c in latest],
                 "postal": [c.postal_address for c in latest],
                 "countries": [c.country for c in latest],
+                "zones": [c.timezone for c in latest],
                 "now": self._clock.now(),
             },
         )
@@ -183,6 +192,7 @@ class Bureau:
         due: date | None = None,
         balance: Decimal | None = None,
         first_delinquency: date | None = None,
+        next_due: Mapping[str, Any] | None = None,
     ) -> None:
         """A missed instalment or a bucket change. The date of first delinquency is the
         ledger's when its event carries one, else the first missed due date since current."""
@@ -192,6 +202,7 @@ class Bureau:
             customer_id,
             "bucket = :bucket, days_past_due = :dpd, overdue = :overdue, currency = :cur, "
             "balance = coalesce(CAST(:balance AS numeric), account.balance), "
+            f"{NEXT_DUE}, "
             "first_delinquency = CASE WHEN CAST(:fd AS date) IS NOT NULL THEN CAST(:fd AS date) "
             "  WHEN :bucket = 'current' THEN NULL "
             "  ELSE coalesce(account.first_delinquency, CAST(:due AS date)) END",
@@ -202,6 +213,7 @@ class Bureau:
             due=due or self._clock.now().date(),
             balance=balance,
             fd=first_delinquency,
+            **(next_due or _next_due(None)),
         )
 
     async def payment_missed(self, uow: UnitOfWork, data: PaymentMissed) -> None:
@@ -216,6 +228,7 @@ class Bureau:
             data.due_date,
             data.balance,
             data.first_delinquency,
+            _next_due(data),
         )
 
     async def delinquency_changed(self, uow: UnitOfWork, data: DelinquencyChanged) -> None:
@@ -229,7 +242,18 @@ class Bureau:
             data.total_overdue,
             balance=data.balance,
             first_delinquency=data.first_delinquency,
+            next_due=_next_due(data),
         )
+        if data.bucket == "current" and data.balance == 0:
+            # Paid off: the rating it had when paid is that of the bucket it leaves (the cure
+            # that follows finds it current already).
+            await self.update(
+                uow,
+                data.account_id,
+                data.customer_id,
+                "closed_rating = :rating",
+                rating=rating_of_bucket(data.previous_bucket),
+            )
 
     async def loans_opened(self, uow: UnitOfWork, loans: Sequence[LoanOpened]) -> None:
         """A run of new loans in one statement (a loan seen twice: the last one stands)."""
@@ -297,17 +321,27 @@ class Bureau:
             text("""
                 UPDATE account SET overdue = t.o, last_payment_on = :on, currency = t.cur,
                                    balance = coalesce(t.b, account.balance),
+                                   next_due_date = CASE WHEN t.b IS NULL
+                                                        THEN account.next_due_date ELSE t.nd END,
+                                   next_due_amount = CASE WHEN t.b IS NULL
+                                                          THEN account.next_due_amount
+                                                          ELSE t.nx END,
                                    -- paid off current, unless the cure said how late
                                    closed_rating = CASE WHEN t.b = 0
                                                         THEN coalesce(account.closed_rating, '0')
                                                    END,
                                    updated_at = :now
                 FROM unnest(CAST(:a AS text[]), CAST(:o AS numeric[]), CAST(:cur AS text[]),
-                            CAST(:b AS numeric[]))
-                       AS t (a, o, cur, b)
+                            CAST(:b AS numeric[]), CAST(:nd AS date[]), CAST(:nx AS numeric[]))
+                       AS t (a, o, cur, b, nd, nx)
                 WHERE account.account_id = t.a
             """),
-            params | {"b": [p.balance for p in last.values()]},
+            params
+            | {
+                "b": [p.balance for p in last.values()],
+                "nd": [p.next_due_date for p in last.values()],
+                "nx": [p.next_due_amount for p in last.values()],
+            },
         )
         known = [p for p in payments if p.posted_at is not None and p.posted_on is not None]
         if known:
@@ -333,10 +367,12 @@ class Bureau:
             uow,
             data.account_id,
             data.customer_id,
-            "overdue = :overdue, balance = :balance, "
-            "closed_rating = CASE WHEN :balance = 0 THEN account.closed_rating END",
+            f"overdue = :overdue, balance = coalesce(:balance, account.balance), {NEXT_DUE}, "
+            "closed_rating = CASE WHEN CAST(:balance AS numeric) = 0 "
+            "  THEN account.closed_rating END",
             overdue=data.total_overdue,
             balance=data.balance,
+            **_next_due(data),
         )
         await uow.session.execute(
             text("UPDATE payment SET reversed_at = :at WHERE payment_id = :p"),
@@ -356,10 +392,14 @@ class Bureau:
             data.customer_id,
             "bucket = 'current', days_past_due = 0, overdue = 0, first_delinquency = :fd, "
             "balance = coalesce(CAST(:balance AS numeric), account.balance), "
-            "closed_rating = :rating",
+            f"{NEXT_DUE}, "
+            "closed_rating = CASE WHEN CAST(:paid_off AS boolean) "
+            "  THEN coalesce(account.closed_rating, :rating) END",
+            paid_off=paid_off,
             fd=data.first_delinquency if paid_off else None,
             balance=data.balance,
-            rating=rating_of_bucket(bucket or "current") if paid_off else None,
+            rating=rating_of_bucket(bucket or "current"),
+            **_next_due(data),
         )
 
     async def plan(
@@ -455,17 +495,24 @@ class Bureau:
             async with units() as uow:
                 period = await self._period(uow, cycle, now)
             after = ""
-            waited = 0
+            # a monthly cycle can wait for a consumer that is behind; bounded, so that a
+            # ledger that disagrees for good blocks the records instead of the cycle
+            patience = asyncio.get_running_loop().time() + self._settings.reconcile_wait_seconds
             while True:
                 async with units() as uow:
                     decided = await self._decide_chunk(
-                        uow, cycle, after, now, period, http, wait=waited < BEHIND_RETRIES
+                        uow,
+                        cycle,
+                        after,
+                        now,
+                        period,
+                        http,
+                        wait=asyncio.get_running_loop().time() < patience,
                     )
                     if decided is BEHIND:
                         # The events the same moment produced (a bucket change at the cycle's
                         # own clock move, say) are still on their way to this service: the
                         # chunk is decided again once they are in, not blocked for them.
-                        waited += 1
                         await asyncio.sleep(BEHIND_WAIT_SECONDS)
                         continue
                     await uow.commit()
@@ -514,7 +561,7 @@ class Bureau:
     ) -> str | None:
         """Decide one chunk of accounts; with ``wait``, returns :data:`BEHIND` (deciding
         nothing) when the ledger already shows a standing this service has not heard of."""
-        rows = (
+        fetched = (
             (
                 await uow.session.execute(
                     FACTS_SQL,
@@ -530,14 +577,20 @@ class Bureau:
             .mappings()
             .all()
         )
-        if not rows:
+        if not fetched:
             return None
+        rows: list[Mapping[str, Any]] = [{**r, "overdue": r["overdue_now"]} for r in fetched]
         ledger = await self._ledger_standings(http, [r["account_id"] for r in rows])
         if (
             wait
             and ledger is not None
             and any(
-                self._reconciled(row, None) and not self._reconciled(row, ledger) for row in rows
+                # only what the ledger knows can be on its way: an account it has never heard
+                # of is blocked now rather than holding the whole cycle back
+                row["account_id"] in ledger
+                and self._reconciled(row, None)
+                and not self._reconciled(row, ledger)
+                for row in rows
             )
         ):
             return BEHIND
@@ -952,6 +1005,25 @@ class Bureau:
                     {"c": cycle, "now": self._clock.now()},
                 )
                 await uow.commit()
+
+
+# The next unpaid instalment, from an event that carries the ledger's standing (an older
+# producer's event, without a balance, leaves what was known).
+NEXT_DUE = (
+    "next_due_date = CASE WHEN CAST(:standing AS boolean) THEN CAST(:next_due_date AS date) "
+    "  ELSE account.next_due_date END, "
+    "next_due_amount = CASE WHEN CAST(:standing AS boolean) "
+    "  THEN CAST(:next_due_amount AS numeric) ELSE account.next_due_amount END"
+)
+
+
+def _next_due(data: StandingEvent | None) -> dict[str, Any]:
+    known = data is not None and data.balance is not None
+    return {
+        "standing": known,
+        "next_due_date": data.next_due_date if data is not None and known else None,
+        "next_due_amount": data.next_due_amount if data is not None and known else None,
+    }
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ class BureauSettings(ServiceSettings):
     # events as received.
     ledger_url: str | None = None
     ledger_api_key: SecretStr | None = None
+    # How long a cycle waits for this service to hear of the standings the ledger already
+    # shows (events on their way) before it decides, blocking what still disagrees.
+    reconcile_wait_seconds: float = Field(30.0, ge=0, le=600)
     reporter_id: str = "ARREARS0001"
     reporter_name: str = "ARREARS BANK"
     reporter_address: str = "1 COLLECTION WAY, NEW YORK, NY 10001"

@@ -118,13 +118,15 @@ dues AS (
          min(i.due_date) FILTER (WHERE i.paid < i.amount AND i.missed_at IS NULL
                                    AND l.today - i.due_date <= l.grace) AS next_miss,
          coalesce(sum(i.amount - i.paid) FILTER (WHERE i.due_date < l.today), 0) AS overdue,
-         sum(i.amount - i.paid) AS outstanding
+         sum(i.amount - i.paid) AS outstanding,
+         (array_agg(i.amount - i.paid ORDER BY i.due_date, i.installment_no)
+            FILTER (WHERE i.paid < i.amount AND i.due_date >= l.today))[1] AS next_due_amount
   FROM installment i JOIN local l ON l.account_id = i.account_id
   GROUP BY i.account_id
 ),
 counted AS (
   SELECT l.*, coalesce(d.overdue, 0) AS overdue, coalesce(d.outstanding, 0) AS outstanding,
-         d.oldest_unpaid, d.next_due, d.next_miss,
+         d.oldest_unpaid, d.next_due, d.next_due_amount, d.next_miss,
          CASE WHEN d.oldest_unpaid IS NOT NULL AND l.today - d.oldest_unpaid > l.grace
               THEN l.today - d.oldest_unpaid ELSE 0 END AS natural_dpd
   FROM local l LEFT JOIN dues d ON d.account_id = l.account_id
@@ -190,6 +192,7 @@ changed AS (
   RETURNING a.account_id, a.customer_id, a.currency, a.product, n.old_bucket, a.bucket,
             a.days_past_due,
             a.overdue, n.old_in_arrears, a.in_arrears, a.first_delinquency, n.outstanding,
+            n.next_due, n.next_due_amount,
             (n.old_bucket, n.old_overdue, n.old_in_arrears)
               IS DISTINCT FROM (a.bucket, a.overdue, a.in_arrears) AS moved
 ),
@@ -205,17 +208,18 @@ missed AS (
     AND i.missed_at IS NULL AND i.paid < i.amount AND n.today - i.due_date > n.grace
   RETURNING i.account_id, n.customer_id, n.currency, n.product, i.installment_no, i.due_date,
             i.amount - i.paid AS amount_due, n.overdue, n.dpd, n.bucket, n.first_delinquency,
-            n.outstanding
+            n.outstanding, n.next_due, n.next_due_amount
 )
 SELECT * FROM (
   SELECT 'missed' AS kind, account_id, customer_id, currency, product, NULL AS old_bucket, bucket,
          dpd AS days_past_due, overdue, NULL::boolean AS old_in_arrears,
          NULL::boolean AS in_arrears, installment_no, due_date, amount_due, first_delinquency,
-         outstanding
+         outstanding, next_due, next_due_amount
   FROM missed
   UNION ALL
   SELECT 'changed', account_id, customer_id, currency, product, old_bucket, bucket, days_past_due,
-         overdue, old_in_arrears, in_arrears, NULL, NULL, NULL, first_delinquency, outstanding
+         overdue, old_in_arrears, in_arrears, NULL, NULL, NULL, first_delinquency, outstanding,
+         next_due, next_due_amount
   FROM changed WHERE moved
 ) rows
 -- a missed instalment is announced before the bucket change it causes
@@ -785,6 +789,8 @@ class Ledger:
                     product=row["product"],
                     balance=row["outstanding"],
                     first_delinquency=row["first_delinquency"],
+                    next_due_date=row["next_due"],
+                    next_due_amount=row["next_due_amount"],
                 ),
             )
         for row in (r for r in rows if r["kind"] == "changed"):
@@ -806,6 +812,8 @@ class Ledger:
                         product=row["product"],
                         balance=row["outstanding"],
                         first_delinquency=row["first_delinquency"],
+                        next_due_date=row["next_due"],
+                        next_due_amount=row["next_due_amount"],
                     ),
                 )
             if row["old_in_arrears"] and not row["in_arrears"]:
@@ -819,6 +827,8 @@ class Ledger:
                         flags=active,
                         balance=row["outstanding"],
                         first_delinquency=row["first_delinquency"],
+                        next_due_date=row["next_due"],
+                        next_due_amount=row["next_due_amount"],
                     ),
                 )
         return sum(1 for r in rows if r["kind"] == "changed")
@@ -854,12 +864,19 @@ class Ledger:
                        p.reversed_at, a.customer_id, a.overdue,
                        (p.posted_at AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS posted_on,
                        (SELECT coalesce(sum(i.amount - i.paid), 0) FROM installment i
-                        WHERE i.account_id = a.account_id) AS balance
+                        WHERE i.account_id = a.account_id) AS balance,
+                       next.due_date AS next_due_date, next.unpaid AS next_due_amount
                 FROM payment p JOIN account a ON a.account_id = p.account_id
                 LEFT JOIN customer c ON c.customer_id = a.customer_id
+                LEFT JOIN LATERAL (
+                  SELECT i.due_date, i.amount - i.paid AS unpaid FROM installment i
+                  WHERE i.account_id = a.account_id AND i.paid < i.amount
+                    AND i.due_date >= (CAST(:now AS timestamptz)
+                                       AT TIME ZONE coalesce(c.timezone, 'UTC'))::date
+                  ORDER BY i.due_date, i.installment_no LIMIT 1) next ON true
                 WHERE p.payment_id = ANY(CAST(:payments AS text[]))
             """),
-            {"payments": sorted({r.payment_id for r in receipts})},
+            {"payments": sorted({r.payment_id for r in receipts}), "now": self._clock.now()},
         )
         found = {row.payment_id: row for row in rows}
         for receipt in receipts:
@@ -876,6 +893,8 @@ class Ledger:
                     balance=row.balance,
                     posted_at=row.posted_at,
                     reversed_at=row.reversed_at,
+                    next_due_date=row.next_due_date,
+                    next_due_amount=row.next_due_amount,
                 )
             else:
                 event = PaymentReceived(
@@ -888,6 +907,8 @@ class Ledger:
                     balance=row.balance,
                     posted_at=row.posted_at,
                     posted_on=row.posted_on,
+                    next_due_date=row.next_due_date,
+                    next_due_amount=row.next_due_amount,
                 )
             self._publish(uow, row.customer_id, row.account_id, event)
 

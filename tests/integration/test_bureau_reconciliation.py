@@ -48,6 +48,7 @@ async def test_a_record_the_ledger_does_not_confirm_is_blocked(
         drop_dir=tmp_path / "drop",
         ledger_url="http://ledger",
         ledger_api_key=SecretStr(DEV_KEY),
+        reconcile_wait_seconds=1,  # the stale account never agrees
     )
     engine = make_engine(url)
     units = uow_factory(engine)

@@ -312,7 +312,7 @@ def a_base(i: int, status: str, code: str = "") -> metro2.Base:
         history="1" + "0" * 11 + "B" * 12,
         special_comment="",
         compliance_code=code,
-        current_balance=Decimal("2750.50"),
+        current_balance=Decimal("2750.50") if status != "13" else Decimal(0),
         amount_past_due=Decimal("500.49") if status != "13" else Decimal(0),
         information_date=date(2026, 12, 1),
         first_delinquency=date(2026, 10, 15) if status not in ("11", "13") else None,
@@ -408,3 +408,30 @@ def test_records_are_exactly_426_ascii_bytes_and_refuse_non_numeric_numbers() ->
     assert record.isascii()
     with pytest.raises(ValueError, match="SocialSecurityNumber"):
         metro2.base(REPORTER, dataclasses.replace(a_base(1, "71"), ssn="12-34"), NOW)
+
+
+def test_the_independent_checker_applies_the_cross_field_rules(tmp_path: Path) -> None:
+    path, lines = write_file(tmp_path)
+    broken = lines[:]
+    past_due = broken[1][:163] + "000009999" + broken[1][172:]  # more past due than owed
+    broken[1] = past_due
+    paid = lines[5]  # the 13: a balance, no rating, and a first delinquency with rating 0
+    paid = paid[:154] + "000000100" + paid[163:]
+    paid = paid[:125] + " " + paid[126:]
+    broken[5] = paid
+    late = lines[3][:189] + "00000000" + lines[3][197:]  # an 84 without its first delinquency
+    broken[3] = late
+    broken[-1] = broken[-1][:56] + "000000000" + broken[-1][65:]  # block count 0
+    path.write_text("\n".join(broken) + "\n")
+    result = subprocess.run(
+        [*checker(), str(path)], cwd=ROOT / "tools" / "metro2check", capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    for message in (
+        "record 2: AmountPastDue 9999 exceeds CurrentBalance 2751",
+        "record 6: status 13 (paid, zero balance) with balance 100, past due 0",
+        "record 6: status 13 needs a payment rating",
+        "record 4: status 84 needs the date of first delinquency",
+        "BlockCount is 0, the file has 8",
+    ):
+        assert message in result.stderr, result.stderr

@@ -1,6 +1,9 @@
 // Command metro2check validates a Metro 2 (CDIA, 426-byte character format) file independently
 // of the Python code that writes it: fixed-width positions from the CDIA layout, record order,
-// field formats, code sets, and the trailer's control totals. With -json it prints every record
+// field formats, code sets, the cross-field rules (balance at least past due; a payment rating
+// with 13 and the other paid statuses, and only with them; the date of first delinquency with
+// delinquent statuses and with 13 paid late; a zero balance and a date closed with 13), and the
+// trailer's control totals, block count included. With -json it prints every record
 // decoded field by field.
 //
 //	go run ./tools/metro2check [-json] FILE
@@ -97,6 +100,10 @@ var statuses = map[string]bool{"05": true, "11": true, "13": true, "61": true, "
 var delinquent = map[string]bool{"61": true, "62": true, "63": true, "64": true, "65": true,
 	"71": true, "78": true, "80": true, "82": true, "83": true, "84": true, "88": true,
 	"89": true, "93": true, "94": true, "95": true, "96": true, "97": true}
+
+// statuses that need a payment rating: the account's delinquency when it was paid or closed
+var ratingRequired = map[string]bool{"05": true, "13": true, "65": true, "88": true, "89": true,
+	"94": true, "95": true}
 var compliance = map[string]bool{"": true, "XA": true, "XB": true, "XC": true, "XD": true,
 	"XE": true, "XF": true, "XG": true, "XH": true, "XJ": true, "XR": true}
 
@@ -210,6 +217,8 @@ func main() {
 				}
 			}
 			want("TotalBaseRecords", bases)
+			// unblocked files: validators expect the number of records, header and trailer in
+			want("BlockCount", len(lines))
 			for _, code := range trailerStatuses {
 				want("TotalStatusCode"+code, counts[code])
 			}
@@ -263,9 +272,15 @@ func main() {
 			if delinquent[status] && !validDate(b["DateFirstDelinquency"], true) {
 				c.fail(n, "status %s needs the date of first delinquency", status)
 			}
-			if (status == "11" || status == "13") && b["DateFirstDelinquency"] != "00000000" &&
-				b["ComplianceConditionCode"] == "" {
-				c.fail(n, "status %s must not carry a date of first delinquency", status)
+			dofd := b["DateFirstDelinquency"] != "00000000"
+			if status == "11" && dofd && b["ComplianceConditionCode"] == "" {
+				c.fail(n, "status 11 must not carry a date of first delinquency")
+			}
+			// A paid account keeps the date of first delinquency if it was paid behind
+			// (FCRA 623(a)(5)): exactly when its payment rating says it was late.
+			if status == "13" && dofd != (b["PaymentRating"] != "0" && b["PaymentRating"] != "") {
+				c.fail(n, "status 13 with payment rating %q: date of first delinquency %s",
+					b["PaymentRating"], b["DateFirstDelinquency"])
 			}
 			for _, name := range []string{"DateFirstDelinquency", "DateClosed", "DateLastPayment",
 				"DateBirth"} {
@@ -273,8 +288,39 @@ func main() {
 					c.fail(n, "%s invalid", name)
 				}
 			}
-			if status == "13" && b["PaymentRating"] == "" {
-				c.fail(n, "status 13 needs a payment rating")
+			if ratingRequired[status] && !strings.Contains("0123456GL", b["PaymentRating"]) ||
+				ratingRequired[status] && b["PaymentRating"] == "" {
+				c.fail(n, "status %s needs a payment rating", status)
+			}
+			if !ratingRequired[status] && b["PaymentRating"] != "" {
+				c.fail(n, "status %s must not carry a payment rating", status)
+			}
+			var balance, pastDue, highest int
+			fmt.Sscanf(b["CurrentBalance"], "%d", &balance)
+			fmt.Sscanf(b["AmountPastDue"], "%d", &pastDue)
+			fmt.Sscanf(b["HighestCredit"], "%d", &highest)
+			if pastDue > balance {
+				c.fail(n, "AmountPastDue %d exceeds CurrentBalance %d", pastDue, balance)
+			}
+			if status == "13" && (balance != 0 || pastDue != 0) {
+				c.fail(n, "status 13 (paid, zero balance) with balance %d, past due %d",
+					balance, pastDue)
+			}
+			if status == "13" && b["DateClosed"] == "00000000" {
+				c.fail(n, "status 13 needs a DateClosed")
+			}
+			if delinquent[status] && pastDue == 0 && !strings.HasPrefix(status, "6") {
+				c.fail(n, "status %s with nothing past due", status)
+			}
+			if b["PortfolioType"] == "I" && highest == 0 {
+				c.fail(n, "an instalment account needs its original loan amount (HighestCredit)")
+			}
+			if b["PortfolioType"] == "I" && (!isDigits(b["TermsDuration"]) ||
+				b["TermsDuration"] == "000") {
+				c.fail(n, "an instalment account needs its number of instalments (TermsDuration)")
+			}
+			if !strings.Contains("DPWBEMLQTSY", b["TermsFrequency"]) || b["TermsFrequency"] == "" {
+				c.fail(n, "TermsFrequency %q unknown", b["TermsFrequency"])
 			}
 			if len(b["State"]) != 2 {
 				c.fail(n, "State must be two letters")

@@ -28,8 +28,11 @@ UPGRADE = """
       ADD COLUMN plan_dues        date[],
       ADD COLUMN plan_amounts     numeric(19, 4)[],
       ADD COLUMN closed_rating    text,      -- the rating when the balance reached zero
+      ADD COLUMN next_due_date    date,      -- the next unpaid instalment, as the ledger said
+      ADD COLUMN next_due_amount  numeric(19, 4),
       ADD COLUMN history          jsonb NOT NULL DEFAULT '{}',  -- "YYYY-MM" -> profile value
       DROP COLUMN ratings;
+    ALTER TABLE customer ADD COLUMN timezone text;
     CREATE TABLE payment (
       payment_id  text PRIMARY KEY,
       account_id  text NOT NULL,
@@ -43,10 +46,12 @@ UPGRADE = """
 
 DOWNGRADE = """
     DROP TABLE payment;
+    ALTER TABLE customer DROP COLUMN timezone;
     ALTER TABLE account
       DROP COLUMN principal, DROP COLUMN schedule_dues, DROP COLUMN schedule_amounts,
       DROP COLUMN balance, DROP COLUMN plan_dues, DROP COLUMN plan_amounts,
-      DROP COLUMN closed_rating, DROP COLUMN history,
+      DROP COLUMN closed_rating, DROP COLUMN history, DROP COLUMN next_due_date,
+      DROP COLUMN next_due_amount,
       ADD COLUMN ratings jsonb NOT NULL DEFAULT '{}'
 """
 
