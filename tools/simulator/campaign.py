@@ -128,6 +128,7 @@ class Campaign:
         self._reader: Any = None
         self.clock: datetime | None = None  # the last clock.set; none until the first move
         self._cycles_seen: set[str] = set()
+        self._in_bureau_scope: set[str] = set()  # accounts the bureau has reported or blocked
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -347,18 +348,43 @@ class Campaign:
             await self._snapshot(f"ledger-at-cycle-{cycle}.json", detail=True)
 
     async def _snapshot(self, name: str, *, detail: bool = False) -> None:
+        """Every account's standing (its bucket only, without ``detail``). With ``detail``, as a
+        cycle ran: also, for every account the bureau may have reported then (30 days behind,
+        or reported before), the ledger's account view and history, so that the
+        reconciliation can check each field of each record against the ledger as it stood."""
         ids = [c.account_id for c in self.book]
         rows: dict[str, Any] = {}
+        ledger = self.system.endpoints.services["ledger"]
         for i in range(0, len(ids), 10_000):
             response = await self.system.request(
-                "POST",
-                f"{self.system.endpoints.services['ledger']}/v1/accounts/standing",
-                json={"account_ids": ids[i : i + 10_000]},
+                "POST", f"{ledger}/v1/accounts/standing", json={"account_ids": ids[i : i + 10_000]}
             )
             response.raise_for_status()
             for row in response.json():
                 rows[row["account_id"]] = row if detail else row["bucket"]
-        await asyncio.to_thread((self.out / name).write_text, json.dumps(rows))
+        if not detail:
+            await asyncio.to_thread((self.out / name).write_text, json.dumps(rows))
+            return
+        wanted = sorted(
+            {a for a, r in rows.items() if r["days_past_due"] >= 30} | self._in_bureau_scope
+        )
+        gate = asyncio.Semaphore(16)
+
+        async def view(account_id: str) -> tuple[str, dict[str, Any]]:
+            async with gate:
+                found = {}
+                for key, path in (("account", ""), ("history", "/history")):
+                    response = await self.system.request(
+                        "GET", f"{ledger}/v1/accounts/{account_id}{path}"
+                    )
+                    response.raise_for_status()
+                    found[key] = response.json()
+                found["timezone"] = self.by_account[account_id].timezone
+                return account_id, found
+
+        views = dict(await asyncio.gather(*(view(a) for a in wanted)))
+        payload = {"standing": rows, "detail": views}
+        await asyncio.to_thread((self.out / name).write_text, json.dumps(payload))
 
     async def _learn_events(self) -> None:
         for event in await self._reader.drain():
@@ -374,6 +400,7 @@ class Campaign:
                     view.delinquent = view.overdue > 0
             elif isinstance(data, ReportSubmitted | ReportBlocked | ReportCorrected):
                 self._cycles_seen.add(data.cycle)
+                self._in_bureau_scope.add(data.account_id)
             elif isinstance(data, AccountCured):
                 view = self.views.get(data.account_id)
                 if view is not None:

@@ -7,8 +7,10 @@
 2. every contact request (``contact.requested``) was sent exactly once at the partner (counted by
    idempotency key at the stand-in), or the notifier records why not (expired, failed, still
    waiting for its window); and the partner received nothing that was not requested;
-3. every record the bureau submitted matches the ledger as it stood when its cycle ran (the
-   simulator keeps the ledger's standing at each cycle, ``ledger-at-cycle-<id>.json``);
+3. every record the bureau submitted matches, field by field, the ledger as it stood when its
+   cycle ran (the simulator keeps the ledger's API at each cycle, ``ledger-at-cycle-<id>.json``),
+   follows on from the same account's record of the cycle before, and every Metro 2 file passes
+   the independent checker (``tools/metro2check``, Go);
 4. no record went to a dead-letter topic.
 
 Prints one line per check and returns the findings; account ids only, never personal data.
@@ -18,14 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from services.bureau.domain.metro2 import decode as decode_metro2
 from shared import topics
 from shared.events import (
     ContactAttempted,
@@ -36,7 +39,10 @@ from shared.events import (
     ReportCorrected,
     ReportSubmitted,
 )
+from tools.simulator.bureau_fields import differences, expected, follows, rating
 from tools.simulator.system import System
+
+METRO2CHECK = Path(__file__).resolve().parents[1] / "metro2check"
 
 # A delivery the notifier still holds for later is accounted for, as is one it gave up on.
 ACCOUNTED = {"expired", "failed", "pending", "returned"}
@@ -134,30 +140,8 @@ async def check(system: System, out: Path) -> Findings:
     findings.checked["contact requests"] = len(requests)
     findings.checked["sends at the partner"] = len(sends)
 
-    # 3. bureau records against the ledger at their cycle
-    compared = 0
-    for cycle, entries in sorted(reported.items()):
-        snapshot_file = out / f"ledger-at-cycle-{cycle}.json"
-        if not snapshot_file.exists():
-            findings.problems["cycle without a ledger snapshot"].append(cycle)
-            continue
-        ledger = json.loads(snapshot_file.read_text())
-
-        async def of_cycle(account_id: str, cycle: str = cycle) -> tuple[str, Any]:
-            rows = await _get(system, "bureau", f"/v1/accounts/{account_id}/reports")
-            return account_id, next((r for r in rows if r["cycle_id"] == cycle), None)
-
-        for account_id, row in await _each(sorted({a for a, _ in entries}), of_cycle):
-            compared += 1
-            standing = ledger.get(account_id)
-            if row is None or standing is None:
-                findings.problems["submitted record missing"].append(f"{cycle}/{account_id}")
-                continue
-            if not _matches(row, standing):
-                findings.problems["record differs from the ledger at its cycle"].append(
-                    f"{cycle}/{account_id}"
-                )
-    findings.checked["bureau records compared"] = compared
+    # 3. bureau records against the ledger at their cycle, field by field
+    await bureau_records(system, out, reported, findings)
 
     # 4. dead letters
     for topic, count in (await system.dead_letters()).items():
@@ -189,16 +173,108 @@ def once(findings: Findings, events: list[Any]) -> None:
     findings.checked["upstream payments"] = len(posted)
 
 
-def _matches(row: dict[str, Any], standing: dict[str, Any]) -> bool:
-    overdue = Decimal(str(standing["overdue"]))
-    if row["country"] == "US":
-        fields = decode_metro2(row["line"])
-        past_due = int(fields["AmountPastDue"] or 0)
-        if fields["AccountStatus"] == "13":
-            return overdue == 0
-        return past_due == int(overdue.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    line = json.loads(row["line"])
-    return bool(
-        Decimal(line["overdue_amount"]) == overdue
-        and int(line["overdue_days"]) == int(standing["days_past_due"])
+async def bureau_records(
+    system: System,
+    out: Path,
+    reported: dict[str, list[tuple[str, str]]],
+    findings: Findings,
+) -> None:
+    """Every field of every submitted or corrected record against the ledger's API as it
+    stood at the record's cycle (``ledger-at-cycle-<id>.json``), by the oracle in
+    ``tools.simulator.bureau_fields``; Metro 2 files decoded by the independent Go checker,
+    which also validates them; and each record against the same account's record of the cycle
+    before (history profile shifted, first delinquency kept)."""
+    cycles = sorted(await _get(system, "bureau", "/v1/cycles"), key=lambda c: c["started_at"])
+    started = {c["cycle_id"]: datetime.fromisoformat(c["started_at"]) for c in cycles}
+    cycle_days: dict[str, date] = {}
+    for c in cycles:
+        at = started[c["cycle_id"]].astimezone(UTC)
+        cycle_days.setdefault(at.strftime("%Y-%m"), at.date())
+    seen: dict[str, dict[str, str]] = {}
+    previous: dict[str, dict[str, Any]] = {}  # account -> its Metro 2 record of the last cycle
+    previous_cycle = None
+    compared = fields = 0
+    order = [c["cycle_id"] for c in cycles]
+    for cycle in sorted(reported, key=order.index):
+        snapshot_file = out / f"ledger-at-cycle-{cycle}.json"
+        if not snapshot_file.exists():
+            findings.problems["cycle without a ledger snapshot"].append(cycle)
+            continue
+        snapshot = json.loads(snapshot_file.read_text())
+        earlier = [started[c] for c in order[: order.index(cycle)]]
+        now = started[cycle]
+        since = earlier[-1] if earlier else now - timedelta(days=31)
+        files = {country: await _decoded_file(system, cycle, country) for country in ("US", "CN")}
+        if files["US"] is None:
+            findings.problems["Metro 2 file refused by the independent checker"].append(cycle)
+        by_number = {
+            country: {
+                (r.get("ConsumerAccountNumber") or r.get("account_id")): r
+                for r in (files[country] or [])
+            }
+            for country in files
+        }
+        current: dict[str, dict[str, Any]] = {}
+        index = order.index(cycle)
+        follows_on = previous_cycle is not None and order.index(previous_cycle) == index - 1
+        for account_id, _kind in sorted(set(reported[cycle])):
+            compared += 1
+            detail = snapshot["detail"].get(account_id)
+            record = by_number["US"].get(account_id.upper()) or by_number["CN"].get(account_id)
+            if detail is None or record is None:
+                findings.problems["submitted record missing"].append(f"{cycle}/{account_id}")
+                continue
+            e = expected(
+                detail["account"],
+                detail["history"],
+                ZoneInfo(detail["timezone"]),
+                now,
+                since,
+                seen,
+                cycle_days,
+            )
+            diff = differences(record, e)
+            fields += len(e)
+            for name in diff:
+                findings.problems[f"record differs from the ledger at its cycle: {name}"].append(
+                    f"{cycle}/{account_id}"
+                )
+            if "AccountStatus" in record:
+                current[account_id] = record
+                last = previous.get(account_id)
+                if last is not None and follows_on:
+                    for problem in follows(last, record):
+                        findings.problems[f"month to month: {problem}"].append(
+                            f"{cycle}/{account_id}"
+                        )
+        seen[cycle[:7]] = {
+            a: rating(int(r["days_past_due"])) for a, r in snapshot["standing"].items()
+        }
+        previous = current
+    findings.checked["bureau records compared field by field"] = compared
+
+
+async def _decoded_file(system: System, cycle: str, country: str) -> list[dict[str, Any]] | None:
+    """A cycle's file, decoded (Metro 2 by ``tools/metro2check``, which validates it: None if
+    it refuses the file); [] when the cycle has none for that country."""
+    response = await system.request(
+        "GET", f"{system.endpoints.services['bureau']}/v1/cycles/{cycle}/file?country={country}"
     )
+    if response.status_code == 404:
+        return []
+    response.raise_for_status()
+    if country == "CN":
+        return [json.loads(line) for line in response.text.splitlines() if line]
+    with tempfile.NamedTemporaryFile(suffix=".txt") as file:
+        file.write(response.content)
+        file.flush()
+        checked = await asyncio.to_thread(
+            subprocess.run,
+            ["go", "run", ".", "-json", file.name],
+            cwd=METRO2CHECK,
+            capture_output=True,
+            text=True,
+        )
+    if checked.returncode != 0:
+        return None
+    return [r for r in json.loads(checked.stdout) if "ConsumerAccountNumber" in r]
