@@ -238,8 +238,9 @@ class PaymentReceived(Standing):
     amount: Money
     currency: Currency
     total_overdue: Money
-    # project extensions (optional): when it was posted, and that instant's date in the
-    # customer's calendar
+    # project extensions (optional): when it was posted, that instant's date in the
+    # customer's calendar, and the days past due it left
+    days_past_due: int | None = None
     posted_at: Instant | None = None
     posted_on: BusinessDate | None = None
 
@@ -255,6 +256,7 @@ class PaymentReversalApplied(Standing):
     total_overdue: Money
     posted_at: Instant
     reversed_at: Instant
+    days_past_due: int | None = None
 
 
 @event_type("delinquency.changed", topics.LEDGER)

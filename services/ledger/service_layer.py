@@ -861,7 +861,7 @@ class Ledger:
         rows = await uow.session.execute(
             text("""
                 SELECT p.payment_id, p.account_id, p.amount, p.currency, p.posted_at,
-                       p.reversed_at, a.customer_id, a.overdue,
+                       p.reversed_at, a.customer_id, a.overdue, a.days_past_due,
                        (p.posted_at AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS posted_on,
                        (SELECT coalesce(sum(i.amount - i.paid), 0) FROM installment i
                         WHERE i.account_id = a.account_id) AS balance,
@@ -893,6 +893,7 @@ class Ledger:
                     balance=row.balance,
                     posted_at=row.posted_at,
                     reversed_at=row.reversed_at,
+                    days_past_due=row.days_past_due,
                     next_due_date=row.next_due_date,
                     next_due_amount=row.next_due_amount,
                 )
@@ -907,6 +908,7 @@ class Ledger:
                     balance=row.balance,
                     posted_at=row.posted_at,
                     posted_on=row.posted_on,
+                    days_past_due=row.days_past_due,
                     next_due_date=row.next_due_date,
                     next_due_amount=row.next_due_amount,
                 )

@@ -15,14 +15,22 @@ import logging
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import text
 
 from services.scheduler.domain import compliance, scoring
-from services.scheduler.domain.compliance import Allowed, Contact, Pack, Party, Proposal
+from services.scheduler.domain.compliance import (
+    Allowed,
+    Contact,
+    Pack,
+    Party,
+    Pause,
+    Proposal,
+    Settle,
+)
 from services.scheduler.domain.strategy import (
     AccountFacts,
     Strategy,
@@ -66,7 +74,8 @@ SOURCE = "/arrears/scheduler"
 NAMESPACE = uuid.UUID("6f1c2a40-3b1e-4c55-9f0e-0d8f9c1b7a11")
 FIRE_BATCH = 2000
 HISTORY_DAYS = 8  # enough contact history for every cap in the packs (7 days + a day of zones)
-PAYMENT_BREATHER = timedelta(days=3)  # after a payment, no step for this long
+# why a treatment's pending steps are cancelled or held: a settle or pause rule of the pack
+Why = Literal["nothing_overdue", "part_payment", "restart", "plan_kept", "promise_pending"]
 CHANNEL_ADDRESS = {
     "sms": "phone_ref",
     "voice": "phone_ref",
@@ -77,7 +86,8 @@ CHANNEL_ADDRESS = {
 
 
 # account id, customer id, currency, bucket, days past due, overdue, product
-AccountRow = tuple[str, str, str, str, int, Decimal, str | None]
+# account, customer, currency, bucket, days past due, overdue, product, next due date and amount
+AccountRow = tuple[str, str, str, str, int, Decimal, str | None, date | None, Decimal | None]
 
 
 def _columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
@@ -183,6 +193,8 @@ class Scheduler:
                     e.days_past_due,
                     e.total_overdue,
                     e.product,
+                    e.next_due_date,
+                    e.next_due_amount,
                 )
                 for e in latest
             ],
@@ -211,11 +223,13 @@ class Scheduler:
                     data.days_past_due,
                     data.total_overdue,
                     data.product,
+                    data.next_due_date,
+                    data.next_due_amount,
                 )
             ],
         )
         if data.bucket == "current":
-            await self._cancel(uow, data.account_id, "delinquency.current")
+            await self._cancel(uow, data.account_id, "nothing_overdue", "delinquency.changed")
             return
         current = (
             await uow.session.execute(
@@ -248,14 +262,29 @@ class Scheduler:
                 "now": now,
             },
         )
-        last = {p.account_id: p.total_overdue for p in payments}
+        last = {p.account_id: p for p in payments}
         await uow.session.execute(
             text("""
-                UPDATE account SET overdue = t.o, updated_at = :now
-                FROM unnest(CAST(:a AS text[]), CAST(:o AS numeric[])) AS t (a, o)
+                UPDATE account
+                SET overdue = t.o, updated_at = :now,
+                    days_past_due = coalesce(t.dpd, account.days_past_due),
+                    dpd_as_of = CASE WHEN t.dpd IS NULL THEN account.dpd_as_of ELSE :now END,
+                    next_due_date = CASE WHEN t.dpd IS NULL THEN account.next_due_date
+                                         ELSE t.nd END,
+                    next_due_amount = CASE WHEN t.dpd IS NULL THEN account.next_due_amount
+                                           ELSE t.nx END
+                FROM unnest(CAST(:a AS text[]), CAST(:o AS numeric[]), CAST(:dpd AS int[]),
+                            CAST(:nd AS date[]), CAST(:nx AS numeric[])) AS t (a, o, dpd, nd, nx)
                 WHERE account.account_id = t.a
             """),
-            {"a": list(last), "o": list(last.values()), "now": now},
+            {
+                "a": list(last),
+                "o": [p.total_overdue for p in last.values()],
+                "dpd": [p.days_past_due for p in last.values()],
+                "nd": [p.next_due_date for p in last.values()],
+                "nx": [p.next_due_amount for p in last.values()],
+                "now": now,
+            },
         )
         cleared: list[str] = []
         for payment in payments:
@@ -263,14 +292,16 @@ class Scheduler:
                 cleared.append(payment.account_id)
                 continue
             if cleared:
-                await self._cancel_many(uow, cleared, "payment.received: nothing overdue")
+                await self._cancel_many(uow, cleared, "nothing_overdue", "payment.received")
                 cleared = []
             await self._breather(uow, payment.account_id, now)
         if cleared:
-            await self._cancel_many(uow, cleared, "payment.received: nothing overdue")
+            await self._cancel_many(uow, cleared, "nothing_overdue", "payment.received")
 
     async def _breather(self, uow: UnitOfWork, account_id: str, now: datetime) -> None:
-        """Partly paid: give the customer a breather before the next step."""
+        """Partly paid: give the customer a breather (the pack's days) before the next step."""
+        rule = (await self._rules_of(uow, [account_id], "part_payment"))[account_id]
+        until = now + timedelta(days=getattr(rule, "days", None) or 3)
         moved = await uow.session.execute(
             text("""
                 UPDATE timer SET due_at = CAST(:until AS timestamptz)
@@ -278,7 +309,7 @@ class Scheduler:
                   AND due_at < CAST(:until AS timestamptz)
                 RETURNING contact_id
             """),
-            {"a": account_id, "until": now + PAYMENT_BREATHER},
+            {"a": account_id, "until": until},
         )
         for (contact_id,) in moved:
             await self._decide(
@@ -286,8 +317,8 @@ class Scheduler:
                 account_id,
                 "deferred",
                 contact_id,
-                ["payment-received"],
-                {"until": now + PAYMENT_BREATHER},
+                [rule.id],
+                {"until": until, "trigger": "payment.received"},
             )
         await self._rescore(uow, [account_id])
 
@@ -329,11 +360,11 @@ class Scheduler:
         await self._rescore(uow, sorted({r.account_id for r in rows}))
 
     async def account_cured(self, uow: UnitOfWork, data: AccountCured) -> None:
-        await self._cancel(uow, data.account_id, "account.cured")
+        await self._cancel(uow, data.account_id, "nothing_overdue", "account.cured")
 
     async def plan_activated(self, uow: UnitOfWork, data: PlanActivated) -> None:
         await self._set_account(uow, data.account_id, "plan_kept = true")
-        await self._cancel(uow, data.account_id, "plan.activated")
+        await self._cancel(uow, data.account_id, "plan_kept", "plan.activated")
 
     async def plan_broken(self, uow: UnitOfWork, data: PlanBroken) -> None:
         await self._set_account(uow, data.account_id, "plan_kept = false")
@@ -342,7 +373,7 @@ class Scheduler:
 
     async def plan_completed(self, uow: UnitOfWork, data: PlanCompleted) -> None:
         await self._set_account(uow, data.account_id, "plan_kept = false")
-        await self._cancel(uow, data.account_id, "plan.completed")
+        await self._cancel(uow, data.account_id, "nothing_overdue", "plan.completed")
 
     async def promise_made(self, uow: UnitOfWork, data: PromiseMade) -> None:
         await uow.session.execute(
@@ -360,9 +391,15 @@ class Scheduler:
             """),
             {"a": data.account_id, "until": until},
         )
+        rule = (await self._rules_of(uow, [data.account_id], "promise_pending"))[data.account_id]
         for (contact_id,) in moved:
             await self._decide(
-                uow, data.account_id, "deferred", contact_id, ["promise-pending"], {"until": until}
+                uow,
+                data.account_id,
+                "deferred",
+                contact_id,
+                [rule.id],
+                {"until": until, "trigger": "promise.made"},
             )
 
     async def promise_kept(self, uow: UnitOfWork, data: PromiseKept) -> None:
@@ -431,7 +468,7 @@ class Scheduler:
         scores = await self._rescore(uow, account_ids)
         facts = await self._facts(uow, account_ids)
         strategies = await self.published(uow)
-        await self._cancel_many(uow, account_ids, f"{trigger}: treatment restarted", quiet=True)
+        await self._cancel_many(uow, account_ids, "restart", trigger, quiet=True)
         timers: list[dict[str, Any]] = []
         treatments: list[dict[str, Any]] = []
         decisions: list[dict[str, Any]] = []
@@ -601,23 +638,38 @@ class Scheduler:
             found.append(self._strategies[key])
         return found
 
-    async def _cancel(self, uow: UnitOfWork, account_id: str, reason: str) -> None:
-        await self._cancel_many(uow, [account_id], reason)
+    async def _cancel(self, uow: UnitOfWork, account_id: str, why: Why, trigger: str) -> None:
+        await self._cancel_many(uow, [account_id], why, trigger)
 
     async def _cancel_many(
-        self, uow: UnitOfWork, account_ids: Sequence[str], reason: str, *, quiet: bool = False
+        self,
+        uow: UnitOfWork,
+        account_ids: Sequence[str],
+        why: Why,
+        trigger: str,
+        *,
+        quiet: bool = False,
     ) -> None:
+        """Cancel the accounts' pending steps; each decision cites the rule of the account's
+        pack that says why (``why``), and the event that brought it (``trigger``)."""
         now = self._clock.now()
-        rows = await uow.session.execute(
-            text("""
-                UPDATE timer SET status = 'cancelled', settled_at = :now
-                WHERE account_id = ANY(CAST(:ids AS text[])) AND status = 'pending'
-                RETURNING account_id, contact_id
-            """),
-            {"ids": list(account_ids), "now": now},
+        rows = list(
+            await uow.session.execute(
+                text("""
+                    UPDATE timer SET status = 'cancelled', settled_at = :now
+                    WHERE account_id = ANY(CAST(:ids AS text[])) AND status = 'pending'
+                    RETURNING account_id, contact_id
+                """),
+                {"ids": list(account_ids), "now": now},
+            )
         )
+        rules = await self._rules_of(uow, sorted({a for a, _ in rows}), why)
         await self._write_decisions(
-            uow, [self._decision_row(a, "cancelled", c, [reason], {}, now) for a, c in rows]
+            uow,
+            [
+                self._decision_row(a, "cancelled", c, [rules[a].id], {"trigger": trigger}, now)
+                for a, c in rows
+            ],
         )
         if not quiet:
             await uow.session.execute(
@@ -797,6 +849,30 @@ class Scheduler:
             locale=standing["locale"] if standing else None,
         )
 
+    async def _rules_of(
+        self, uow: UnitOfWork, account_ids: Sequence[str], why: Why
+    ) -> dict[str, Settle | Pause]:
+        """The rule behind ``why`` in each account's pack (its customer's country's)."""
+        if not account_ids:
+            return {}
+        rows = await uow.session.execute(
+            text("""
+                SELECT a.account_id, c.country
+                FROM account a LEFT JOIN customer c USING (customer_id)
+                WHERE a.account_id = ANY(CAST(:ids AS text[]))
+            """),
+            {"ids": list(account_ids)},
+        )
+        countries: dict[str, str | None] = {r.account_id: r.country for r in rows}
+        found: dict[str, Settle | Pause] = {}
+        for account_id in account_ids:
+            pack = self._packs.get(countries.get(account_id) or "", None)
+            pack = pack or self._packs[self._default_country]
+            found[account_id] = (
+                pack.pause(why) if why in ("plan_kept", "promise_pending") else pack.settle(why)  # type: ignore[arg-type]
+            )
+        return found
+
     def _pack_for(self, party: Party) -> tuple[Pack, str | None]:
         if party.country in self._packs:
             return self._packs[party.country], None
@@ -869,12 +945,27 @@ class Scheduler:
         self, uow: UnitOfWork, account_ids: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
         rows = await uow.session.execute(
+            # As of now, not of the miss that started the treatment: days past due go on
+            # counting in the customer's calendar (not while a plan is kept), and the next
+            # instalment counts as overdue from its due date (the ledger announces it only
+            # once missed, after the grace days). A message never understates what is owed.
             text("""
-                SELECT a.account_id, a.overdue, a.currency, a.days_past_due, c.locale
+                SELECT a.account_id, a.currency, c.locale,
+                       a.overdue + CASE WHEN a.next_due_date < l.today
+                                        THEN a.next_due_amount ELSE 0 END AS overdue,
+                       a.days_past_due
+                         + CASE WHEN a.days_past_due > 0 AND NOT a.plan_kept
+                                     AND a.dpd_as_of IS NOT NULL
+                                THEN greatest(0, l.today - (a.dpd_as_of AT TIME ZONE l.tz)::date)
+                                ELSE 0 END AS days_past_due
                 FROM account a LEFT JOIN customer c USING (customer_id)
+                CROSS JOIN LATERAL (
+                  SELECT coalesce(c.timezone, 'UTC') AS tz,
+                         (CAST(:now AS timestamptz)
+                          AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS today) l
                 WHERE a.account_id = ANY(CAST(:ids AS text[]))
             """),
-            {"ids": list(account_ids)},
+            {"ids": list(account_ids), "now": self._clock.now()},
         )
         return {r["account_id"]: dict(r) for r in rows.mappings()}
 
@@ -979,17 +1070,21 @@ class Scheduler:
         await uow.session.execute(
             text("""
                 INSERT INTO account (account_id, customer_id, currency, bucket, days_past_due,
-                                     overdue, product, updated_at)
-                SELECT *, CAST(:now AS timestamptz)
+                                     overdue, product, next_due_date, next_due_amount,
+                                     updated_at, dpd_as_of)
+                SELECT *, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
                 FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
                             CAST(:currencies AS text[]), CAST(:buckets AS text[]),
                             CAST(:dpds AS int[]), CAST(:overdues AS numeric[]),
-                            CAST(:products AS text[]))
+                            CAST(:products AS text[]), CAST(:next_dates AS date[]),
+                            CAST(:next_amounts AS numeric[]))
                 ON CONFLICT (account_id) DO UPDATE
                 SET currency = excluded.currency, bucket = excluded.bucket,
                     product = coalesce(excluded.product, account.product),
                     days_past_due = excluded.days_past_due, overdue = excluded.overdue,
-                    updated_at = excluded.updated_at
+                    next_due_date = excluded.next_due_date,
+                    next_due_amount = excluded.next_due_amount,
+                    updated_at = excluded.updated_at, dpd_as_of = excluded.dpd_as_of
             """),
             {
                 "ids": [r[0] for r in rows],
@@ -999,6 +1094,8 @@ class Scheduler:
                 "dpds": [r[4] for r in rows],
                 "overdues": [r[5] for r in rows],
                 "products": [r[6] for r in rows],
+                "next_dates": [r[7] for r in rows],
+                "next_amounts": [r[8] for r in rows],
                 "now": self._clock.now(),
             },
         )

@@ -32,6 +32,7 @@ from shared.events import (
     Payload,
     PaymentMissed,
     PaymentReceived,
+    PlanActivated,
 )
 from shared.fingerprint import fingerprint
 from shared.service import ServiceRuntime, create_app
@@ -217,7 +218,9 @@ async def test_a_payment_that_clears_the_arrears_cancels_pending_steps(
     decided = await scheduler.until_decided(account, "cancelled")
     cancelled = [d for d in decided if d["kind"] == "cancelled"]
     assert len(cancelled) >= 2  # every later step of the path
-    assert all("payment.received" in d["reasons"][0] for d in cancelled)
+    # every cancellation cites the pack's rule, and says which event brought it
+    assert all(d["reasons"] == ["CN.settle.nothing-overdue"] for d in cancelled)
+    assert all(d["inputs"]["trigger"] == "payment.received" for d in cancelled)
 
     await scheduler.set_clock(scheduler.local(day + timedelta(days=15), 12))
     await asyncio.sleep(1)
@@ -385,3 +388,56 @@ async def test_a_dispute_from_the_notifier_stops_contact_with_its_rule_id(
     later = (await until_contacts(scheduler.kafka, account, 2))[1:]
     assert all(e.type == "contact.suppressed" for e in later)
     assert all(e.data.reasons == ["CN.stop.dispute"] for e in later)  # type: ignore[attr-defined]
+
+
+async def test_a_kept_plan_cancels_pending_steps_citing_the_packs_plan_rule(
+    scheduler: Scheduler,
+) -> None:
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)
+    customer, account = await delinquent_customer(scheduler, at)
+    await until_contacts(scheduler.kafka, account, 1)
+    activated = PlanActivated(account_id=account, customer_id=customer, plan_id="PL-1")
+    await produce(
+        scheduler.kafka, topics.LEDGER, [event(activated, customer, at, "/arrears/ledger")]
+    )
+    decided = await scheduler.until_decided(account, "cancelled")
+    cancelled = [d for d in decided if d["kind"] == "cancelled"]
+    assert cancelled
+    assert all(d["reasons"] == ["CN.pause.plan-kept"] for d in cancelled)
+    assert all(d["inputs"]["trigger"] == "plan.activated" for d in cancelled)
+
+
+async def test_a_contact_fired_days_after_the_miss_states_what_is_owed_then(
+    scheduler: Scheduler,
+) -> None:
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)
+    customer, account = await delinquent_customer(scheduler, at)
+    (first,) = await until_contacts(scheduler.kafka, account, 1)
+    assert (first.data.days_past_due, first.data.total_overdue) == (4, Decimal(1000))  # type: ignore[attr-defined]
+    # The ledger's last word: 4 days behind with 1000 overdue, and 500 more due in two days
+    # (it falls overdue then without an event: one comes only once it is missed).
+    missed = PaymentMissed(
+        account_id=account,
+        customer_id=customer,
+        installment_no=1,
+        due_date=at.date() - timedelta(days=4),
+        amount_due=Decimal("1000.00"),
+        total_overdue=Decimal("1000.00"),
+        currency="CNY",
+        days_past_due=4,
+        bucket="1-29",
+        next_due_date=at.date() + timedelta(days=2),
+        next_due_amount=Decimal("500.00"),
+    )
+    await produce(scheduler.kafka, topics.LEDGER, [event(missed, customer, at, "/arrears/ledger")])
+    await asyncio.sleep(1)
+    # The strategy's next steps go out days later: each says how late and how much as of then.
+    await scheduler.set_clock(scheduler.local(day + timedelta(days=3), 10))
+    later = await until_contacts(scheduler.kafka, account, 2)
+    data = later[-1].data
+    assert data.days_past_due == 7  # type: ignore[attr-defined]
+    assert data.total_overdue == Decimal("1500.00")  # type: ignore[attr-defined]

@@ -195,10 +195,11 @@ async def bureau_records(
     previous_cycle = None
     compared = fields = 0
     order = [c["cycle_id"] for c in cycles]
-    for cycle in sorted(reported, key=order.index):
+    for cycle in order:  # every cycle, for each month's statuses, even one that blocked all
         snapshot_file = out / f"ledger-at-cycle-{cycle}.json"
         if not snapshot_file.exists():
-            findings.problems["cycle without a ledger snapshot"].append(cycle)
+            if reported.get(cycle):
+                findings.problems["cycle without a ledger snapshot"].append(cycle)
             continue
         snapshot = json.loads(snapshot_file.read_text())
         earlier = [started[c] for c in order[: order.index(cycle)]]
@@ -217,7 +218,7 @@ async def bureau_records(
         current: dict[str, dict[str, Any]] = {}
         index = order.index(cycle)
         follows_on = previous_cycle is not None and order.index(previous_cycle) == index - 1
-        for account_id, _kind in sorted(set(reported[cycle])):
+        for account_id, _kind in sorted(set(reported.get(cycle, ()))):
             compared += 1
             detail = snapshot["detail"].get(account_id)
             record = by_number["US"].get(account_id.upper()) or by_number["CN"].get(account_id)

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Channel = Literal["sms", "email", "voice", "letter", "field_visit"]
 CHANNELS: tuple[Channel, ...] = ("sms", "email", "voice", "letter", "field_visit")
@@ -99,6 +99,19 @@ class Pause(_Rule):
     when: Literal["plan_kept", "promise_pending"]
 
 
+SettleReason = Literal["nothing_overdue", "part_payment", "restart"]
+
+
+class Settle(_Rule):
+    """What ends or holds a treatment's pending steps outside the contact rules: nothing is
+    overdue any more, a part payment earns a breather of ``days``, or a new treatment replaces
+    the one in force. Named here so that every cancellation and deferral cites a rule id."""
+
+    kind: Literal["settle"]
+    when: SettleReason
+    days: Annotated[int, Field(ge=1, le=60)] | None = None
+
+
 class UsableChannel(_Rule):
     """The customer must have an address for the channel (a phone, an email, a postal address)."""
 
@@ -113,6 +126,7 @@ Rule = Annotated[
     | QuietAfterConversation
     | Stop
     | Pause
+    | Settle
     | UsableChannel,
     Field(discriminator="kind"),
 ]
@@ -126,6 +140,26 @@ class Pack(BaseModel):
     version: Annotated[int, Field(ge=1)]
     default_timezone: str
     rules: tuple[Rule, ...]
+
+    @model_validator(mode="after")
+    def _settles_and_pauses_are_named(self) -> Pack:
+        for when in ("nothing_overdue", "part_payment", "restart"):
+            self.settle(when)
+        for pause in ("plan_kept", "promise_pending"):
+            self.pause(pause)
+        return self
+
+    def settle(self, when: SettleReason) -> Settle:
+        found = next((r for r in self.rules if isinstance(r, Settle) and r.when == when), None)
+        if found is None:
+            raise ValueError(f"the {self.country} pack has no settle rule for {when}")
+        return found
+
+    def pause(self, when: Literal["plan_kept", "promise_pending"]) -> Pause:
+        found = next((r for r in self.rules if isinstance(r, Pause) and r.when == when), None)
+        if found is None:
+            raise ValueError(f"the {self.country} pack has no pause rule for {when}")
+        return found
 
 
 # --- the facts the engine decides on ---------------------------------------------------------
