@@ -51,6 +51,8 @@ class ControlledClock:
         self._now = start
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
+        # Until the first clock.set, "now" is only a placeholder: nothing may be stamped with it.
+        self.started = asyncio.Event()
 
     def now(self) -> datetime:
         return self._now
@@ -71,6 +73,7 @@ class ControlledClock:
             if instant <= self._now:
                 return False
             self._now = instant
+            self.started.set()
             for listener in self._listeners:
                 try:
                     await listener(instant)

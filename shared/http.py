@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from shared import metrics
 
@@ -26,6 +27,9 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 413 and MAX_BODY_SIZE_SCOPE_KEY in request.scope:
+        # refused by its Content-Length, or as soon as a chunked body passed the limit
+        detail = f"request body over the limit of {request.scope[MAX_BODY_SIZE_SCOPE_KEY]} bytes"
     response = problem(exc.status_code, _title(exc.status_code), detail)
     if exc.headers:
         response.headers.update(exc.headers)

@@ -18,10 +18,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from swagger_ui_bundle import swagger_ui_path
 
 from shared import migrations
 from shared.auth import KeyRing, require
@@ -33,6 +37,8 @@ from shared.http import install_problem_handlers, problem
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
+
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, from the swagger-ui-bundle package
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +165,7 @@ class ServiceRuntime:
                 )
                 self._spawn(f"consumer:{spec.name}", self._keep_consuming(runner), consumer.stop)
         for index, worker in enumerate(self.definition.workers):
-            self._spawn(f"worker:{index}", worker(self._uow, self._stop))
+            self._spawn(f"worker:{index}", self._after_clock(worker))
         self.started = True
         log.info("%s started", self.name)
 
@@ -273,7 +279,26 @@ class ServiceRuntime:
     def _spawn(self, name: str, coro: Any, *closers: Any) -> None:
         self._workers.append(_Worker(name, asyncio.create_task(coro, name=name), list(closers)))
 
+    async def clock_set(self) -> bool:
+        """Wait for a controlled clock's first ``clock.set`` (True), or the stop (False): a
+        consumer or worker that ran before it would stamp its events with a placeholder time."""
+        if not isinstance(self.clock, ControlledClock) or self.clock.started.is_set():
+            return True
+        started = asyncio.create_task(self.clock.started.wait())
+        stopped = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({started, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        stopped.cancel()
+        return self.clock.started.is_set()
+
+    async def _after_clock(self, worker: Worker) -> None:
+        assert self._uow is not None
+        if await self.clock_set():
+            await worker(self._uow, self._stop)
+
     async def _keep_consuming(self, runner: ConsumerRunner) -> None:
+        if not await self.clock_set():
+            return
         while not self._stop.is_set():
             try:
                 await runner.run(self._stop)
@@ -314,8 +339,44 @@ def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastA
         description=runtime.definition.description,
         version="0.1.0",
         lifespan=lifespan,
+        max_body_size=runtime.settings.max_body_bytes,
+        # the docs pages below serve Swagger UI's own files: bank networks are often offline
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.middleware("http")
+    async def no_writes_before_the_clock(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        clock = runtime.clock
+        if (
+            isinstance(clock, ControlledClock)
+            and not clock.started.is_set()
+            and request.method not in ("GET", "HEAD", "OPTIONS")
+            and request.url.path.startswith("/v1/")
+        ):
+            refused = problem(
+                503,
+                "Service Unavailable",
+                "the controlled clock has not been set yet (no clock.set on system.clock)",
+            )
+            refused.headers["Retry-After"] = "1"
+            return refused
+        return await call_next(request)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
     app.state.keyring = KeyRing(runtime.settings.api_keys)
     install_problem_handlers(app)
 

@@ -45,6 +45,8 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(1000, ge=1, le=10_000)
     relay_poll_seconds: float = Field(0.5, gt=0, le=60)
     tick_seconds: float = Field(60.0, gt=0)
+    # Every request body over this is refused with 413 before it is read (docs/integration.md).
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(20.0, gt=0)
 
     @model_validator(mode="after")

@@ -157,3 +157,14 @@ async def customer_of(session: AsyncSession, account_id: str) -> str | None:
             text("SELECT customer_id FROM account WHERE account_id = :a"), {"a": account_id}
         )
     ).scalar()
+
+
+async def applied_payments(session: AsyncSession, payment_ids: list[str]) -> set[str]:
+    """Which of these payments the ledger has already applied."""
+    if not payment_ids:
+        return set()
+    rows = await session.execute(
+        text("SELECT payment_id FROM payment WHERE payment_id = ANY(CAST(:ids AS text[]))"),
+        {"ids": payment_ids},
+    )
+    return {r[0] for r in rows}

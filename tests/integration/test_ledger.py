@@ -341,6 +341,30 @@ async def test_http_ingest_shares_handlers_and_deduplication_with_kafka(ledger: 
     assert [a["account_id"] for a in lookup.json()] == [account]
     assert (await ledger.client.get("/v1/accounts/A-none", headers=AUTH)).status_code == 404
 
+    # The same payment_id under a new event id had no effect: a duplicate, and why.
+    again = structured(posted) | {"id": str(uuid.uuid4())}
+    repeated = await ledger.client.post("/v1/events", json=[again], headers=AUTH)
+    assert repeated.json() == [{"id": again["id"], "status": "duplicate", "reason": "payment_id"}]
+    assert second.json()[0]["reason"] == "id"
+    # A batch whose second event breaks a business rule: refused whole, naming that event.
+    good = structured(payment(ledger, customer, account, f"P2-{account}", "10.00"))
+    wrong = structured(payment(ledger, customer, account, f"P3-{account}", "10.00"))
+    wrong["data"]["amount"] = "-1"
+    batch = await ledger.client.post("/v1/events", json=[good, wrong], headers=AUTH)
+    assert batch.status_code == 422
+    body = batch.json()
+    assert body["detail"] == f"event 1 ({wrong['id']}): amount: must be positive"
+    assert body["errors"] == [
+        {
+            "field": "body.1.data.amount",
+            "message": "must be positive",
+            "index": 1,
+            "id": wrong["id"],
+        }
+    ]
+    state = await ledger.account(account)
+    assert state["installments"][0]["paid"] == "250.0000"  # the good one was not applied either
+
 
 async def test_missed_instalments_are_announced_once_across_a_restart(
     ledger: Ledger, kafka: str

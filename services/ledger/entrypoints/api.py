@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
@@ -16,7 +16,7 @@ from services.ledger.service_layer import Ledger
 from shared.auth import require
 from shared.consumer import ConsumerSpec, PermanentError, apply_events, inbox_name
 from shared.envelope import CloudEvent, describe_errors
-from shared.events import REGISTRY, Id
+from shared.events import REGISTRY, Id, PaymentPosted
 from shared.http import count_rejected, problem
 from shared.topics import CORE_BANKING
 
@@ -130,8 +130,15 @@ class Standing(BaseModel):
 
 
 class IngestResult(BaseModel):
-    id: str
-    status: str  # applied | duplicate
+    id: str = Field(description="The event's id (ce_id)")
+    status: Literal["applied", "duplicate"] = Field(
+        description="applied: it had its effect now; duplicate: it had none (see reason)"
+    )
+    reason: Literal["id", "payment_id"] | None = Field(
+        None,
+        description="Why a duplicate had no effect: its event id was seen before (by this API "
+        "or on core-banking.events), or it posts a payment_id already applied",
+    )
 
 
 def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
@@ -235,25 +242,71 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
                     subject=item.subject,
                 )
             )
+        refused = False
         async with request.app.state.runtime.uow() as uow:
+            known = await views.applied_payments(
+                uow.session,
+                [e.data.payment_id for e in events if isinstance(e.data, PaymentPosted)],
+            )
             try:
                 applied = await apply_events(uow, inbox, spec, events)
-            except PermanentError as exc:
-                count_rejected(request)
-                return problem(422, "Unprocessable Content", str(exc))
-            # The other services learn of upstream events from core-banking.events: forward
-            # what was applied there, unchanged (same ce_id), in the same transaction. The
-            # ledger's own consumer finds those ids in its inbox and skips them.
-            for event, fresh in zip(events, applied, strict=True):
-                if fresh:
-                    uow.publish(event)
-            await uow.commit()
-        return [
-            IngestResult(id=e.id, status="applied" if fresh else "duplicate")
-            for e, fresh in zip(events, applied, strict=True)
-        ]
+            except PermanentError:
+                refused = True  # rolled back as the unit of work closes, before the search
+            if not refused:
+                # The other services learn of upstream events from core-banking.events:
+                # forward what was applied there, unchanged (same ce_id), in the same
+                # transaction. The ledger's own consumer finds those ids in its inbox and
+                # skips them.
+                for event, fresh in zip(events, applied, strict=True):
+                    if fresh:
+                        uow.publish(event)
+                await uow.commit()
+        if refused:
+            count_rejected(request)
+            index, reason = await _culprit(request, inbox, spec, events)
+            return _refused(index, events[index].id, reason)
+        results = []
+        for event, fresh in zip(events, applied, strict=True):
+            payment = event.data.payment_id if isinstance(event.data, PaymentPosted) else None
+            if not fresh:
+                results.append(IngestResult(id=event.id, status="duplicate", reason="id"))
+            elif payment is not None and payment in known:
+                results.append(IngestResult(id=event.id, status="duplicate", reason="payment_id"))
+            else:
+                results.append(IngestResult(id=event.id, status="applied"))
+                if payment is not None:
+                    known.add(payment)  # a second event for it in this batch changes nothing
+        return results
 
     return api
+
+
+async def _culprit(
+    request: Request, inbox: str, spec: ConsumerSpec, events: list[CloudEvent]
+) -> tuple[int, str]:
+    """Which event of a refused batch a business rule refuses, and why: the batch is replayed
+    one event at a time in a transaction that is rolled back (each event sees those before it,
+    as in the batch)."""
+    async with request.app.state.runtime.uow() as probe:
+        for index, event in enumerate(events):
+            try:
+                await apply_events(probe, inbox, spec, [event])
+            except PermanentError as exc:
+                return index, str(exc)
+    return len(events) - 1, "refused by a business rule"
+
+
+def _refused(index: int, event_id: str, reason: str) -> JSONResponse:
+    field, _, message = reason.partition(": ")
+    if not message:
+        field, message = "", reason
+    path = f"body.{index}.data.{field}" if field else f"body.{index}.data"
+    return problem(
+        422,
+        "Unprocessable Content",
+        f"event {index} ({event_id}): {reason}",
+        errors=[{"field": path, "message": message, "index": index, "id": event_id}],
+    )
 
 
 def _invalid(index: int, field: str, reason: str) -> JSONResponse:
