@@ -9,7 +9,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from shared import metrics
 
@@ -27,9 +26,6 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    if exc.status_code == 413 and MAX_BODY_SIZE_SCOPE_KEY in request.scope:
-        # refused by its Content-Length, or as soon as a chunked body passed the limit
-        detail = f"request body over the limit of {request.scope[MAX_BODY_SIZE_SCOPE_KEY]} bytes"
     response = problem(exc.status_code, _title(exc.status_code), detail)
     if exc.headers:
         response.headers.update(exc.headers)
@@ -79,11 +75,63 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
-    @app.middleware("http")
-    async def refuse_nul(request: Request, call_next: Any) -> Any:
-        # No identifier holds a NUL, and PostgreSQL refuses one in text: turn it away here
-        # instead of failing in the database.
-        if "\x00" in request.url.path or "%00" in request.url.query:
+    app.add_middleware(RefuseNul)
+
+
+class RefuseNul:
+    """No identifier holds a NUL, and PostgreSQL refuses one in text: turn it away here instead
+    of failing in the database. (Pure ASGI, like every middleware here: Starlette's
+    BaseHTTPMiddleware would wrap a body-limit refusal raised while reading into an error.)"""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            request = Request(scope, receive)
             count_rejected(request)
-            return problem(400, "Bad Request", "a NUL character in the path or query")
-        return await call_next(request)
+            response = problem(400, "Bad Request", "a NUL character in the path or query")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the limit of {limit} bytes")
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with 413 problem+json before reading it: at
+    once by its declared Content-Length, or, for a chunked body, as soon as what has arrived
+    passes the limit (the rest is never read; the handler's read fails with the 413).
+    FastAPI's own ``max_body_size`` answers the first case in plain text."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = problem(413, "Content Too Large", BodyTooLarge(self.max_bytes).detail)
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)

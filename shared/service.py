@@ -18,14 +18,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from swagger_ui_bundle import swagger_ui_path
 
 from shared import migrations
 from shared.auth import KeyRing, require
@@ -33,12 +30,12 @@ from shared.clock import Clock, ControlledClock, Listener, WallClock
 from shared.clock_follower import ClockFollower
 from shared.consumer import ConsumerRunner, ConsumerSpec, safe_reason
 from shared.db import UnitOfWork, UnitOfWorkFactory, asyncpg_dsn, make_engine, uow_factory
-from shared.http import install_problem_handlers, problem
+from shared.http import BodyLimit, install_problem_handlers, problem
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
-DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, from the swagger-ui-bundle package
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, from fastapi-offline
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +320,32 @@ def _idle(snapshot: dict[str, Any]) -> bool:
     )
 
 
+class WritesAfterTheClock:
+    """Before a controlled clock's first ``clock.set``, requests that would change state (and
+    stamp events with a placeholder time) get 503 with Retry-After; reads go through."""
+
+    def __init__(self, app: Any, clock: ControlledClock) -> None:
+        self.app = app
+        self.clock = clock
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and not self.clock.started.is_set()
+            and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+            and scope["path"].startswith("/v1/")
+        ):
+            refused = problem(
+                503,
+                "Service Unavailable",
+                "the controlled clock has not been set yet (no clock.set on system.clock)",
+            )
+            refused.headers["Retry-After"] = "1"
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -334,51 +357,23 @@ def create_app(runtime: ServiceRuntime, *, manage_runtime: bool = True) -> FastA
             if manage_runtime:
                 await runtime.stop()
 
-    app = FastAPI(
+    # Its /docs page serves Swagger UI's files from the package, not a CDN: bank networks are
+    # often offline. No ReDoc page: its bundle still fetches its badge from a CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
         title=f"Arrears {runtime.name}",
         description=runtime.definition.description,
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=runtime.settings.max_body_bytes,
-        # the docs pages below serve Swagger UI's own files: bank networks are often offline
-        docs_url=None,
-        redoc_url=None,
+        static_url=DOCS_ASSETS,
     )
     app.state.runtime = runtime
-    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
-
-    @app.middleware("http")
-    async def no_writes_before_the_clock(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        clock = runtime.clock
-        if (
-            isinstance(clock, ControlledClock)
-            and not clock.started.is_set()
-            and request.method not in ("GET", "HEAD", "OPTIONS")
-            and request.url.path.startswith("/v1/")
-        ):
-            refused = problem(
-                503,
-                "Service Unavailable",
-                "the controlled clock has not been set yet (no clock.set on system.clock)",
-            )
-            refused.headers["Retry-After"] = "1"
-            return refused
-        return await call_next(request)
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title=f"{app.title} - API",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
-        )
-
     app.state.keyring = KeyRing(runtime.settings.api_keys)
     install_problem_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+
+    if isinstance(runtime.clock, ControlledClock):
+        app.add_middleware(WritesAfterTheClock, clock=runtime.clock)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -88,12 +88,16 @@ def router(notifier: Notifier, max_body: int) -> APIRouter:
             return problem(429, "Too Many Requests", "rate limit exceeded for this partner")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
-            return problem(413, "Content Too Large", f"body over {max_body} bytes")
+            return problem(
+                413, "Content Too Large", f"request body over the limit of {max_body} bytes"
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:
-                return problem(413, "Content Too Large", f"body over {max_body} bytes")
+                return problem(
+                    413, "Content Too Large", f"request body over the limit of {max_body} bytes"
+                )
             chunks.append(chunk)
         body = b"".join(chunks)
         secrets = [s.get_secret_value() for s in found.webhook_secrets]
