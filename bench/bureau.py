@@ -20,6 +20,7 @@ import random
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ async def load(dsn: str, n: int, chunk: int = 100_000) -> None:
                     min(5, (dpd - 30) // 30)
                 ]
                 passes = rng.random() < 0.9
+                overdue = rng.randrange(100, 5000)
                 accounts.append(
                     (
                         f"A{i:07d}",
@@ -68,7 +70,11 @@ async def load(dsn: str, n: int, chunk: int = 100_000) -> None:
                         "USD" if us else "CNY",
                         bucket,
                         dpd,
-                        rng.randrange(100, 5000),
+                        overdue,
+                        overdue * 3,  # the whole balance, instalments not yet due included
+                        Decimal(overdue * 3),
+                        [NOW.date() - timedelta(days=dpd - 30 * k) for k in range(6)],
+                        [Decimal(overdue * 3) / 6] * 6,
                         NOW.date() - timedelta(days=dpd),
                         date(2025, 1, 1),
                         NOW - timedelta(days=20) if passes and us else None,
@@ -99,6 +105,10 @@ async def load(dsn: str, n: int, chunk: int = 100_000) -> None:
                     "bucket",
                     "days_past_due",
                     "overdue",
+                    "balance",
+                    "principal",
+                    "schedule_dues",
+                    "schedule_amounts",
                     "first_delinquency",
                     "opened_on",
                     "conversation_at",

@@ -298,7 +298,8 @@ class Bureau:
         )
 
     async def payments_received(self, uow: UnitOfWork, payments: Sequence[PaymentReceived]) -> None:
-        """A run of payments in two statements; per account the last one's overdue stands."""
+        """A run of payments in three statements; per account the last one's amounts stand,
+        and each payment is kept (for the period's actual payment and the last payment)."""
         last = {p.account_id: p for p in payments}
         params = {
             "a": list(last),
@@ -306,7 +307,6 @@ class Bureau:
             "o": [p.total_overdue for p in last.values()],
             "cur": [p.currency for p in last.values()],
             "now": self._clock.now(),
-            "on": self._clock.now().date(),
         }
         await uow.session.execute(
             text("""
@@ -319,7 +319,7 @@ class Bureau:
         )
         await uow.session.execute(
             text("""
-                UPDATE account SET overdue = t.o, last_payment_on = :on, currency = t.cur,
+                UPDATE account SET overdue = t.o, currency = t.cur,
                                    balance = coalesce(t.b, account.balance),
                                    next_due_date = CASE WHEN t.b IS NULL
                                                         THEN account.next_due_date ELSE t.nd END,

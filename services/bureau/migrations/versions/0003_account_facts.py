@@ -31,7 +31,8 @@ UPGRADE = """
       ADD COLUMN next_due_date    date,      -- the next unpaid instalment, as the ledger said
       ADD COLUMN next_due_amount  numeric(19, 4),
       ADD COLUMN history          jsonb NOT NULL DEFAULT '{}',  -- "YYYY-MM" -> profile value
-      DROP COLUMN ratings;
+      DROP COLUMN ratings,
+      DROP COLUMN last_payment_on;           -- from the payments now, net of reversals
     ALTER TABLE customer ADD COLUMN timezone text;
     CREATE TABLE payment (
       payment_id  text PRIMARY KEY,
@@ -52,7 +53,8 @@ DOWNGRADE = """
       DROP COLUMN balance, DROP COLUMN plan_dues, DROP COLUMN plan_amounts,
       DROP COLUMN closed_rating, DROP COLUMN history, DROP COLUMN next_due_date,
       DROP COLUMN next_due_amount,
-      ADD COLUMN ratings jsonb NOT NULL DEFAULT '{}'
+      ADD COLUMN ratings jsonb NOT NULL DEFAULT '{}',
+      ADD COLUMN last_payment_on date
 """
 
 
