@@ -193,3 +193,27 @@ async def test_controlled_clock_follows_system_clock_and_resumes_at_the_latest_t
         assert restarted.clock.now() == base + timedelta(days=2)
     finally:
         await restarted.stop()
+
+
+async def test_before_the_first_clock_set_nothing_is_consumed_worked_or_written() -> None:
+    # No broker or database needed: a controlled service that never saw a clock.set.
+    settings = LedgerSettings(
+        ARREARS_CLOCK="controlled", database_url="postgresql+asyncpg://x:y@127.0.0.1:1/none"
+    )
+    runtime = ServiceRuntime(settings, build_ledger)
+    app = create_app(runtime, manage_runtime=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as c:
+        refused = await c.post("/v1/events", json=[], headers=DEV_AUTH)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "clock has not been set" in refused.json()["detail"]
+        assert (await c.get("/healthz")).status_code == 200  # reads go through
+        # consumers and workers wait for the first move (they would stamp a placeholder time)
+        waiting = asyncio.create_task(runtime.clock_set())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        assert isinstance(runtime.clock, ControlledClock)
+        await runtime.clock.set(datetime(2026, 12, 2, tzinfo=UTC))
+        assert await asyncio.wait_for(waiting, 2)
+        after = await c.post("/v1/events", json=[], headers=DEV_AUTH)
+        assert after.status_code == 422  # past the gate: an empty batch is refused as such
