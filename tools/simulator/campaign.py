@@ -133,8 +133,8 @@ class Campaign:
     # --- set-up --------------------------------------------------------------------------------
 
     async def publish_book(self) -> None:
-        """Customers and their loans with what is still owed, before the first clock move (so
-        nothing is judged overdue until the clock reaches the campaign)."""
+        """Customers and their loans with what is still owed, with the clock at the campaign's
+        first instant (so they are judged as the first step would judge them)."""
         start = self.params.start.date()
         events: list[CloudEvent] = []
         opened = datetime.combine(start, dtime(0), UTC) - timedelta(days=1)
@@ -229,6 +229,11 @@ class Campaign:
                     await self.system.partner("GET", "/control/messages?since=1000000000")
                 )["next"]
                 t = time.monotonic()
+                # The clock first: until its first clock.set a service consumes nothing (it
+                # would stamp its events with a placeholder time); at the campaign's first
+                # instant the book is judged as the first step would judge it.
+                await self.system.set_clock(steps[0])
+                self.clock = steps[0]
                 await self.publish_book()
                 await self._learn()
                 self.stats.timed("book", t)
