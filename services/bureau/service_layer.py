@@ -96,7 +96,14 @@ FACTS_SQL = text("""
                        WHERE p.account_id = a.account_id AND p.reversed_at IS NULL
                          AND p.posted_at < :now
                        ORDER BY p.posted_at DESC, p.payment_id DESC LIMIT 1) last ON true
-    WHERE (a.days_past_due >= 30 OR a.reported_status IS NOT NULL)
+    -- in scope: 30 days behind as this service last heard, reported before, or behind since
+    -- a first delinquency 30 days ago: days past due count from the oldest unpaid due date,
+    -- never earlier than the first delinquency, so this holds every account the ledger has
+    -- at 30 or more now, even one whose bucket change at this very clock move is on its way
+    WHERE (a.days_past_due >= 30 OR a.reported_status IS NOT NULL
+           OR (a.bucket <> 'current'
+               AND a.first_delinquency <= (CAST(:now AS timestamptz)
+                                           AT TIME ZONE coalesce(c.timezone, 'UTC'))::date - 30))
       AND a.account_id > :after
       AND NOT EXISTS (SELECT 1 FROM report r
                       WHERE r.cycle_id = :cycle AND r.account_id = a.account_id)

@@ -39,8 +39,11 @@ def test_every_services_api_docs_render_offline_in_chromium(
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         try:
-            for name in SERVICES:
-                base = system_under_test.endpoints.services[name]
+            pages = {
+                f"Arrears {name}": system_under_test.endpoints.services[name] for name in SERVICES
+            }
+            pages["Arrears partner stand-in"] = system_under_test.endpoints.partners
+            for title, base in pages.items():
                 page = browser.new_page()
                 outside: list[str] = []
 
@@ -57,10 +60,10 @@ def test_every_services_api_docs_render_offline_in_chromium(
                 page.goto(f"{base}/docs")
                 page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
                 page.wait_for_selector(".opblock", timeout=20_000)
-                assert f"Arrears {name}" in page.inner_text(".swagger-ui .info .title")
+                assert title in page.inner_text(".swagger-ui .info .title")
                 assert page.locator(".opblock").count() >= 3  # the operations are listed
                 assert not outside, outside
-                page.screenshot(path=str(tmp_path / f"{name}-docs.png"), full_page=False)
+                page.screenshot(path=str(tmp_path / f"{title}.png"), full_page=False)
                 page.close()
         finally:
             browser.close()

@@ -34,6 +34,9 @@ UPGRADE = """
       DROP COLUMN ratings,
       DROP COLUMN last_payment_on;           -- from the payments now, net of reversals
     ALTER TABLE customer ADD COLUMN timezone text;
+    DROP INDEX account_in_scope;
+    CREATE INDEX account_in_scope ON account (account_id)
+      WHERE days_past_due >= 30 OR reported_status IS NOT NULL OR bucket <> 'current';
     CREATE TABLE payment (
       payment_id  text PRIMARY KEY,
       account_id  text NOT NULL,
@@ -48,6 +51,9 @@ UPGRADE = """
 DOWNGRADE = """
     DROP TABLE payment;
     ALTER TABLE customer DROP COLUMN timezone;
+    DROP INDEX account_in_scope;
+    CREATE INDEX account_in_scope ON account (account_id)
+      WHERE days_past_due >= 30 OR reported_status IS NOT NULL;
     ALTER TABLE account
       DROP COLUMN principal, DROP COLUMN schedule_dues, DROP COLUMN schedule_amounts,
       DROP COLUMN balance, DROP COLUMN plan_dues, DROP COLUMN plan_amounts,
