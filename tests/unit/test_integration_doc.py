@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter
 
+from services.bureau.domain.reporting import Identity, identity_complete
+from services.bureau.service_layer import Bureau
+from services.bureau.settings import BureauSettings
 from services.notifier.domain import signing
+from services.notifier.domain.replies import intent
+from services.notifier.service_layer import DELIVERY_STATUS, DISPOSITIONS
 from services.notifier.settings import Partner
 from services.scheduler.domain.compliance import Allowed, Party, Proposal, decide
 from services.scheduler.domain.packs import load_packs
+from shared.clock import ControlledClock
+from shared.events import CustomerUpserted
 from tests.support.integration_doc import example, examples
 
 
@@ -25,8 +32,9 @@ def the_pages_signer() -> Callable[[str, bytes, int], str]:
 
 def test_every_example_the_page_marks_is_there() -> None:
     assert set(examples()) == {
-        "upstream-records", "ingest-request", "ingest-responses", "partner-config",
-        "signature-python", "signature-vector", "window", "clock-record",
+        "upstream-records", "cn-customer", "ingest-request", "ingest-responses",
+        "partner-config", "signature-python", "signature-vector", "statuses", "replies",
+        "window", "clock-record", "cycles",
     }  # fmt: skip
 
 
@@ -75,3 +83,39 @@ def test_window_ends_are_as_the_page_says() -> None:
         assert verdict.not_before > instant(hms)
         assert verdict.not_before.astimezone(zone).time() == time(8)
         assert "CN.window.local-hours" in verdict.deferred_by
+
+
+def test_the_pages_customers_pass_the_bureaus_identity_gate() -> None:
+    us = example("upstream-records")[0]["value"]
+    cn = example("cn-customer")
+    for country, value in (("US", us), ("CN", cn)):
+        CustomerUpserted.model_validate(value)  # a valid event as written
+        identity = Identity(
+            value["full_name"],
+            value["national_id"],
+            date.fromisoformat(value["birth_date"]),
+            value["postal_address"],
+        )
+        assert identity_complete(country, identity), country
+
+
+def test_the_pages_status_vocabulary_is_the_notifiers() -> None:
+    statuses = example("statuses")
+    assert set(statuses["delivery"]) == set(DELIVERY_STATUS)
+    assert set(statuses["dispositions"]) == DISPOSITIONS
+
+
+def test_the_pages_reply_keywords_mean_what_it_says() -> None:
+    for meaning, texts in example("replies").items():
+        for text in texts:
+            assert intent(text) == meaning, text
+
+
+def test_bureau_cycles_are_named_by_the_utc_month_as_the_page_says() -> None:
+    bureau = Bureau(
+        ControlledClock(datetime(2026, 12, 1, tzinfo=UTC)),
+        BureauSettings(database_url="postgresql+asyncpg://x:y@127.0.0.1:1/none"),
+    )
+    for case in example("cycles"):
+        at = datetime.fromisoformat(case["clock"]).astimezone(UTC)
+        assert bureau.cycle_id(at) == case["cycle"]

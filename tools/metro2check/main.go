@@ -170,7 +170,7 @@ func main() {
 	trailer := trailerLayout()
 	var decoded []map[string]string
 	counts := map[string]int{}
-	bases, ssns, births := 0, 0, 0
+	bases, ssns, births, phones, ecoaZ := 0, 0, 0, 0, 0
 	if len(lines) < 2 {
 		c.fail(0, "a file needs at least a header and a trailer")
 	}
@@ -224,6 +224,21 @@ func main() {
 			}
 			want("TotalSocialNumbersBaseSegments", ssns)
 			want("TotalDatesBirthBaseSegments", births)
+			// no J1/J2 or other segments are written: their totals are zero, and the
+			// all-segments totals are the base segments'
+			want("TotalSocialNumbersAllSegments", ssns)
+			want("TotalDatesBirthAllSegments", births)
+			want("TotalTelephoneNumbersAllSegments", phones)
+			want("TotalStatusCodeDF", counts["DF"])
+			want("TotalECOACodeZ", ecoaZ)
+			for _, name := range []string{"TotalConsumerSegmentsJ1", "TotalConsumerSegmentsJ2",
+				"TotalEmploymentSegments", "TotalOriginalCreditorSegments",
+				"TotalPurchasedToSegments", "TotalMortgageInformationSegments",
+				"TotalPaymentInformationSegments", "TotalChangeSegments",
+				"TotalSocialNumbersJ1Segments", "TotalSocialNumbersJ2Segments",
+				"TotalDatesBirthJ1Segments", "TotalDatesBirthJ2Segments"} {
+				want(name, 0)
+			}
 			decoded = append(decoded, t)
 		default:
 			bases++
@@ -236,6 +251,12 @@ func main() {
 			}
 			if b["DateBirth"] != "00000000" {
 				births++
+			}
+			if b["TelephoneNumber"] != "0000000000" {
+				phones++
+			}
+			if b["ECOACode"] == "Z" {
+				ecoaZ++
 			}
 			if b["ProcessingIndicator"] != "1" {
 				c.fail(n, "ProcessingIndicator must be 1")
