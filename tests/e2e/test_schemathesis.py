@@ -33,7 +33,8 @@ bureau = schemathesis.openapi.from_path(DOCS / "bureau.json")
 
 
 def answers_well(case: Case, running: RunningStack, service: str) -> None:
-    response = case.call(base_url=running.endpoints.services[service], headers=AUTH, timeout=30)
+    # longer than the longest wait an operation may be asked for (/v1/ops/progress?wait=30)
+    response = case.call(base_url=running.endpoints.services[service], headers=AUTH, timeout=45)
     where = f"{case.method} {case.formatted_path} -> {response.status_code}"
     assert response.status_code < 500, where + " " + response.text[:500]
     if response.status_code >= 400:
