@@ -881,37 +881,24 @@ class Ledger:
         found = {row.payment_id: row for row in rows}
         for receipt in receipts:
             row = found[receipt.payment_id]
+            amounts = {
+                "account_id": row.account_id,
+                "customer_id": row.customer_id,
+                "payment_id": row.payment_id,
+                "amount": row.amount,
+                "currency": row.currency,
+                "total_overdue": row.overdue,
+                "balance": row.balance,
+                "posted_at": row.posted_at,
+                "days_past_due": row.days_past_due,
+                "next_due_date": row.next_due_date,
+                "next_due_amount": row.next_due_amount,
+            }
             event: Payload
             if isinstance(receipt, PaymentReversed):
-                event = PaymentReversalApplied(
-                    account_id=row.account_id,
-                    customer_id=row.customer_id,
-                    payment_id=row.payment_id,
-                    amount=row.amount,
-                    currency=row.currency,
-                    total_overdue=row.overdue,
-                    balance=row.balance,
-                    posted_at=row.posted_at,
-                    reversed_at=row.reversed_at,
-                    days_past_due=row.days_past_due,
-                    next_due_date=row.next_due_date,
-                    next_due_amount=row.next_due_amount,
-                )
+                event = PaymentReversalApplied(**amounts, reversed_at=row.reversed_at)
             else:
-                event = PaymentReceived(
-                    account_id=row.account_id,
-                    customer_id=row.customer_id,
-                    payment_id=row.payment_id,
-                    amount=row.amount,
-                    currency=row.currency,
-                    total_overdue=row.overdue,
-                    balance=row.balance,
-                    posted_at=row.posted_at,
-                    posted_on=row.posted_on,
-                    days_past_due=row.days_past_due,
-                    next_due_date=row.next_due_date,
-                    next_due_amount=row.next_due_amount,
-                )
+                event = PaymentReceived(**amounts, posted_on=row.posted_on)
             self._publish(uow, row.customer_id, row.account_id, event)
 
     # --- helpers -------------------------------------------------------------------------------
