@@ -121,6 +121,22 @@ async def scheduler(kafka: str, infra: Infra) -> AsyncIterator[Scheduler]:
     await runtime.stop()
 
 
+def four_days_late(customer: str, account: str, at: datetime, **more: Any) -> PaymentMissed:
+    """The ledger's payment.missed for a first instalment of 1000 four days late."""
+    return PaymentMissed(
+        account_id=account,
+        customer_id=customer,
+        installment_no=1,
+        due_date=at.date() - timedelta(days=4),
+        amount_due=Decimal("1000.00"),
+        total_overdue=Decimal("1000.00"),
+        currency="CNY",
+        days_past_due=4,
+        bucket="1-29",
+        **more,
+    )
+
+
 async def delinquent_customer(
     s: Scheduler, at: datetime, *, opted_out_sms: bool = False, country: str = "CN"
 ) -> tuple[str, str]:
@@ -158,17 +174,7 @@ async def delinquent_customer(
             ],
         )
     await asyncio.sleep(1)  # the customer's facts are in before the ledger's news
-    missed = PaymentMissed(
-        account_id=account,
-        customer_id=customer,
-        installment_no=1,
-        due_date=at.date() - timedelta(days=4),
-        amount_due=Decimal("1000.00"),
-        total_overdue=Decimal("1000.00"),
-        currency="CNY",
-        days_past_due=4,
-        bucket="1-29",
-    )
+    missed = four_days_late(customer, account, at)
     await produce(s.kafka, topics.LEDGER, [event(missed, customer, at, "/arrears/ledger")])
     return customer, account
 
@@ -420,16 +426,10 @@ async def test_a_contact_fired_days_after_the_miss_states_what_is_owed_then(
     assert (first.data.days_past_due, first.data.total_overdue) == (4, Decimal(1000))  # type: ignore[attr-defined]
     # The ledger's last word: 4 days behind with 1000 overdue, and 500 more due in two days
     # (it falls overdue then without an event: one comes only once it is missed).
-    missed = PaymentMissed(
-        account_id=account,
-        customer_id=customer,
-        installment_no=1,
-        due_date=at.date() - timedelta(days=4),
-        amount_due=Decimal("1000.00"),
-        total_overdue=Decimal("1000.00"),
-        currency="CNY",
-        days_past_due=4,
-        bucket="1-29",
+    missed = four_days_late(
+        customer,
+        account,
+        at,
         next_due_date=at.date() + timedelta(days=2),
         next_due_amount=Decimal("500.00"),
     )
