@@ -787,10 +787,7 @@ class Ledger:
                     days_past_due=row["days_past_due"],
                     bucket=row["bucket"],
                     product=row["product"],
-                    balance=row["outstanding"],
-                    first_delinquency=row["first_delinquency"],
-                    next_due_date=row["next_due"],
-                    next_due_amount=row["next_due_amount"],
+                    **_standing(row),
                 ),
             )
         for row in (r for r in rows if r["kind"] == "changed"):
@@ -810,10 +807,7 @@ class Ledger:
                         total_overdue=row["overdue"],
                         currency=row["currency"],
                         product=row["product"],
-                        balance=row["outstanding"],
-                        first_delinquency=row["first_delinquency"],
-                        next_due_date=row["next_due"],
-                        next_due_amount=row["next_due_amount"],
+                        **_standing(row),
                     ),
                 )
             if row["old_in_arrears"] and not row["in_arrears"]:
@@ -825,10 +819,7 @@ class Ledger:
                         account_id=row["account_id"],
                         customer_id=row["customer_id"],
                         flags=active,
-                        balance=row["outstanding"],
-                        first_delinquency=row["first_delinquency"],
-                        next_due_date=row["next_due"],
-                        next_due_amount=row["next_due_amount"],
+                        **_standing(row),
                     ),
                 )
         return sum(1 for r in rows if r["kind"] == "changed")
@@ -934,6 +925,16 @@ class Ledger:
             if row.active:
                 flags.add(row.customer_id, row.account_id, row.flag)
         return flags
+
+
+def _standing(row: RowMapping) -> dict[str, Any]:
+    """The standing an evaluated row's events carry (shared.events.Standing's fields)."""
+    return {
+        "balance": row["outstanding"],
+        "first_delinquency": row["first_delinquency"],
+        "next_due_date": row["next_due"],
+        "next_due_amount": row["next_due_amount"],
+    }
 
 
 class ActiveFlags:
