@@ -40,7 +40,7 @@ from shared.events import (
 )
 from shared.service import ServiceRuntime, create_app
 from tests.support.databases import migrated_database
-from tests.support.factories import produce, read_topic
+from tests.support.factories import produce, read_topic, skip_history
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -119,6 +119,7 @@ async def bureau(kafka: str, infra: Infra, tmp_path: Path) -> AsyncIterator[Bure
         drop_dir=tmp_path / "drop",
     )
     runtime = ServiceRuntime(settings, build)
+    await skip_history(kafka, runtime)
     await runtime.start()
     app = create_app(runtime, manage_runtime=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c:

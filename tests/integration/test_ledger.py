@@ -36,7 +36,7 @@ from shared.events import (
 )
 from shared.service import ServiceRuntime, create_app
 from tests.support.databases import migrated_database
-from tests.support.factories import produce, read_topic
+from tests.support.factories import produce, read_topic, skip_history
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -111,6 +111,7 @@ async def ledger(kafka: str, infra: Infra) -> AsyncIterator[Ledger]:
     start = max(date(2026, 12, 1), (latest.astimezone(ZoneInfo(TZ)).date() if latest else date.min))
     base = start + timedelta(days=2)
     runtime = ServiceRuntime(settings, build)
+    await skip_history(kafka, runtime)
     await runtime.start()
     app = create_app(runtime, manage_runtime=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as c:

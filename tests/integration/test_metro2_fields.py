@@ -50,7 +50,7 @@ from shared.events import (
 from shared.service import ServiceRuntime, create_app
 from tests.integration.test_ledger import Ledger, upstream
 from tests.support.databases import migrated_database
-from tests.support.factories import produce
+from tests.support.factories import produce, skip_history
 from tests.support.infra import Infra
 from tools.simulator.bureau_fields import differences, expected, follows, rating
 
@@ -155,6 +155,7 @@ async def world(ledger: Ledger, infra: Infra, tmp_path: Path) -> AsyncIterator[W
         ledger_api_key=SecretStr(DEV_KEY),
     )
     runtime = ServiceRuntime(settings, build_bureau)
+    await skip_history(ledger.kafka, runtime)
     await runtime.start()
     app = create_app(runtime, manage_runtime=False)
     try:

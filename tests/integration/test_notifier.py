@@ -31,7 +31,7 @@ from shared.fingerprint import fingerprint
 from shared.service import ServiceRuntime, create_app
 from shared.settings import DEV_FINGERPRINT_KEY
 from tests.support.databases import migrated_database
-from tests.support.factories import produce, read_topic
+from tests.support.factories import produce, read_topic, skip_history
 from tests.support.infra import Infra
 from tools.partners.app import Standin
 from tools.partners.app import create_app as standin_app
@@ -135,6 +135,7 @@ async def world(kafka: str, infra: Infra) -> AsyncIterator[World]:
     )
     standin = Standin("test-partner", f"http://127.0.0.1:{notifier_port}", SECRET, API_KEY)
     runtime = ServiceRuntime(settings, build)
+    await skip_history(kafka, runtime)
     await runtime.start()
     servers = [
         await serve(standin_app(standin), standin_port),

@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from shared.envelope import CloudEvent, encode, new_event
 from shared.events import PaymentPosted
 from shared.kafka import ensure_topics, make_producer
+from shared.service import ServiceRuntime
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 _seq = itertools.count(1)
@@ -110,3 +112,32 @@ def headers_of(record: Any) -> dict[str, str]:
 
 def encode_all(events: Sequence[CloudEvent]) -> list[Record]:
     return [encode(e) for e in events]
+
+
+async def skip_history(bootstrap: str, runtime: ServiceRuntime) -> None:
+    """Commit each of ``runtime``'s consumer groups at its topics' current ends, before it starts.
+
+    Test modules share one broker and the services' group names: without this a service would
+    first work through every record earlier modules left on its topics, and a test's wait for its
+    own records would measure that backlog instead.
+    """
+    for spec in runtime.definition.consumers:
+        group = f"{runtime.settings.consumer_group}.{spec.name}"
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # loads the metadata partitions_for_topic reads
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in spec.topics
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            if not partitions:  # topics not created yet: nothing to skip
+                continue
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
+        finally:
+            await consumer.stop()
