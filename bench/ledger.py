@@ -37,7 +37,7 @@ from sqlalchemy import text
 
 from bench.report import report
 from services.ledger.bootstrap import grace_days
-from services.ledger.service_layer import Ledger, batch_event_handlers, event_handlers
+from services.ledger.handlers import Ledger, handlers
 from services.ledger.settings import LedgerSettings
 from shared.clock import ControlledClock
 from shared.consumer import ConsumerRunner, ConsumerSpec
@@ -206,7 +206,7 @@ async def consume_into_ledger(bootstrap: str, url: str, topic: str, total: int) 
     consumer = make_consumer(bootstrap, f"ledger-{uuid.uuid4().hex[:6]}", topic)
     await consumer.start()
     runner = ConsumerRunner(
-        ConsumerSpec("events", (topic,), event_handlers(ledger), batch_event_handlers(ledger)),
+        ConsumerSpec.of("events", (topic,), handlers(ledger), ledger.settle),
         service="bench",
         consumer=consumer,
         producer=producer,

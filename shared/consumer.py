@@ -15,39 +15,96 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from shared import metrics, topics
 from shared.db import UnitOfWork, UnitOfWorkFactory
 from shared.envelope import CloudEvent, InvalidEvent, decode
+from shared.events import Payload, name_of
 from shared.logging import describe_error, event_context
 from shared.outbox import claim
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[None]]
-BatchHandler = Callable[[UnitOfWork, Sequence[CloudEvent]], Awaitable[None]]
+P = TypeVar("P", bound=Payload)
 
 
-def on_data(command: Callable[[UnitOfWork, Any], Awaitable[None]]) -> Handler:
-    """A handler that passes the event's payload to a use case."""
+@dataclass
+class Touched:
+    """What a transaction's handlers changed that their service settles once, just before the
+    commit: the accounts to re-evaluate together in one set-based pass (insertion-ordered), and
+    the events whose announcement must wait for that pass (a payment's new balance, say)."""
 
-    async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
-        await command(uow, event.data)
+    accounts: dict[str, None] = field(default_factory=dict)
+    receipts: list[Payload] = field(default_factory=list)
 
-    return handle
+    @classmethod
+    def of(cls, account_ids: Iterable[str] = (), receipts: Iterable[Payload] = ()) -> Touched:
+        return cls(dict.fromkeys(account_ids), list(receipts))
+
+    def add(self, other: Touched | None) -> None:
+        if other is not None:
+            self.accounts.update(other.accounts)
+            self.receipts.extend(other.receipts)
+
+    def __bool__(self) -> bool:
+        return bool(self.accounts or self.receipts)
 
 
-def on_batch(command: Callable[[UnitOfWork, list[Any]], Awaitable[None]]) -> BatchHandler:
-    """A batch handler that passes a run's payloads, in order, to a use case."""
+# Envelope-level handlers, by ce_type: what the runner calls. Services register theirs by payload
+# class through :class:`Handlers`, which derives the ce_type and hands over the typed payload.
+Handler = Callable[[UnitOfWork, CloudEvent], Awaitable[Touched | None]]
+BatchHandler = Callable[[UnitOfWork, Sequence[CloudEvent]], Awaitable[Touched | None]]
+Settle = Callable[[UnitOfWork, Touched], Awaitable[None]]
 
-    async def handle(uow: UnitOfWork, events: Sequence[CloudEvent]) -> None:
-        await command(uow, [e.data for e in events])
 
-    return handle
+class Handlers:
+    """A service's event handlers, registered by payload class.
+
+    ``each(PaymentMissed, f)`` calls ``f(uow, data, event)`` with ``data`` already a
+    ``PaymentMissed`` (checked, not cast); ``runs(PaymentPosted, f)`` calls ``f(uow, [data, ...])``
+    with a run of consecutive events of that type, so one statement can serve many rows.
+    """
+
+    def __init__(self) -> None:
+        self.one: dict[str, Handler] = {}
+        self.batch: dict[str, BatchHandler] = {}
+
+    def each(
+        self,
+        payload: type[P],
+        handle: Callable[[UnitOfWork, P, CloudEvent], Awaitable[Touched | None]],
+    ) -> None:
+        async def call(uow: UnitOfWork, event: CloudEvent) -> Touched | None:
+            return await handle(uow, _payload(event, payload), event)
+
+        self.one[self._name(payload)] = call
+
+    def runs(
+        self,
+        payload: type[P],
+        handle: Callable[[UnitOfWork, list[P]], Awaitable[Touched | None]],
+    ) -> None:
+        async def call(uow: UnitOfWork, events: Sequence[CloudEvent]) -> Touched | None:
+            return await handle(uow, [_payload(e, payload) for e in events])
+
+        self.batch[self._name(payload)] = call
+
+    def _name(self, payload: type[Payload]) -> str:
+        name = name_of(payload)
+        if name in self.one or name in self.batch:
+            raise RuntimeError(f"{name} has two handlers")
+        return name
+
+
+def _payload(event: CloudEvent, payload: type[P]) -> P:
+    data = event.data
+    if not isinstance(data, payload):  # the registry decodes each ce_type into its one class
+        raise PermanentError(f"{event.type}: payload is not a {payload.__name__}")
+    return data
 
 
 class PermanentError(Exception):
@@ -62,7 +119,8 @@ class ConsumerSpec:
     a service reads a whole topic but cares about only some of its types. A *batch handler*
     takes a run of consecutive events of its type at once (one statement for many rows, say).
     ``batchable`` specs share one transaction across a batch; turn it off for a handler whose
-    effects on one record could be undone by a failure on another.
+    effects on one record could be undone by a failure on another. ``settle`` is the service's
+    step after a transaction's handlers and before its commit, given everything they touched.
     """
 
     name: str
@@ -70,6 +128,19 @@ class ConsumerSpec:
     handlers: Mapping[str, Handler] = field(default_factory=dict)
     batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
     batchable: bool = True
+    settle: Settle | None = None
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        topics: tuple[str, ...],
+        handlers: Handlers,
+        settle: Settle | None = None,
+        *,
+        batchable: bool = True,
+    ) -> ConsumerSpec:
+        return cls(name, topics, handlers.one, handlers.batch, batchable, settle)
 
     def handles(self, event_type: str) -> bool:
         return event_type in self.handlers or event_type in self.batch_handlers
@@ -255,8 +326,9 @@ def inbox_name(service: str, spec: ConsumerSpec) -> str:
 async def apply_events(
     uow: UnitOfWork, inbox: str, spec: ConsumerSpec, events: Sequence[CloudEvent]
 ) -> list[bool]:
-    """Claim the events' ids in ``inbox`` and run the handlers of those not seen before, in the
-    caller's unit of work (which commits). Returns, per event, whether it was applied. Kafka and
+    """Claim the events' ids in ``inbox``, run the handlers of those not seen before and then the
+    spec's settle step over what they touched, in the caller's unit of work (which commits).
+    Returns, per event, whether it was applied. Kafka and
     HTTP ingest share this, so an event arriving both ways has one effect."""
     fresh = await claim(uow.session, inbox, list({e.id for e in events}))
     applied: list[bool] = []
@@ -267,14 +339,17 @@ async def apply_events(
         applied.append(is_new)
         if is_new:
             todo.append(event)
+    touched = Touched()
     for run in runs_keeping_key_order(todo):
         batch_handler = spec.batch_handlers.get(run[0].type)
         if batch_handler is not None:
-            await batch_handler(uow, run)
+            touched.add(await batch_handler(uow, run))
             continue
         for event in run:
             with event_context(event):
-                await spec.handlers[event.type](uow, event)
+                touched.add(await spec.handlers[event.type](uow, event))
+    if touched and spec.settle is not None:
+        await spec.settle(uow, touched)
     return applied
 
 

@@ -7,7 +7,7 @@ when) ``uow.commit`` runs.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -40,7 +40,6 @@ class UnitOfWork:
         self._sessions = sessions
         self._events: list[CloudEvent] = []
         self._session: AsyncSession | None = None
-        self._before_commit: dict[str, Callable[[], Awaitable[None]]] = {}
         self._after_commit: list[Callable[[], None]] = []
 
     @property
@@ -52,7 +51,6 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._events = []
-        self._before_commit = {}
         self._after_commit = []
         return self
 
@@ -69,17 +67,10 @@ class UnitOfWork:
             await self._session.close()
             self._session = None
             self._events = []
-            self._before_commit = {}
             self._after_commit = []
 
     def publish(self, event: CloudEvent) -> None:
         self._events.append(event)
-
-    def before_commit(self, key: str, step: Callable[[], Awaitable[None]]) -> None:
-        """Run ``step`` once, just before this unit of work commits (the first registration
-        under ``key`` wins): work several handlers share, such as re-evaluating every account a
-        batch touched in one statement instead of one per event."""
-        self._before_commit.setdefault(key, step)
 
     def after_commit(self, step: Callable[[], None]) -> None:
         """Call ``step`` once this unit of work has committed (waking a worker that should see
@@ -87,9 +78,6 @@ class UnitOfWork:
         self._after_commit.append(step)
 
     async def commit(self) -> None:
-        while self._before_commit:
-            key = next(iter(self._before_commit))
-            await self._before_commit.pop(key)()
         await self.flush_events()
         await self.session.commit()
         steps, self._after_commit = self._after_commit, []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -93,6 +94,46 @@ def _plausible_instant(value: Any) -> Any:
 Instant = Annotated[AwareDatetime, AfterValidator(_plausible_instant)]
 
 Channel = Literal["sms", "email", "voice", "letter", "field_visit"]
+
+
+class Outcome(StrEnum):
+    """What came of one contact attempt (``contact.attempted``'s outcome): the one vocabulary
+    every service reads. Its classes are the sets below."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    RETURNED = "returned"
+    EXPIRED = "expired"
+    NO_ANSWER = "no_answer"
+    RIGHT_PARTY = "right_party"
+    WRONG_PARTY = "wrong_party"
+    REFUSED = "refused"
+    PROMISE_TO_PAY = "promise_to_pay"
+    DISPUTE = "dispute"
+    PLAN_ACCEPTED = "plan_accepted"
+
+
+# Someone answered the call (a cap that counts conversations counts these).
+CONNECTED: frozenset[Outcome] = frozenset(
+    {
+        Outcome.RIGHT_PARTY,
+        Outcome.WRONG_PARTY,
+        Outcome.REFUSED,
+        Outcome.PROMISE_TO_PAY,
+        Outcome.DISPUTE,
+        Outcome.PLAN_ACCEPTED,
+    }
+)
+# ... and it was the customer: a conversation with the debtor.
+RIGHT_PARTY: frozenset[Outcome] = CONNECTED - {Outcome.WRONG_PARTY}
+# The attempt reached nobody it was meant for.
+FAILURES: frozenset[Outcome] = frozenset(
+    {Outcome.FAILED, Outcome.BOUNCED, Outcome.RETURNED, Outcome.NO_ANSWER, Outcome.WRONG_PARTY}
+)
+# What a partner may report for a call or visit (its webhook's dispositions).
+DISPOSITIONS: frozenset[Outcome] = CONNECTED | {Outcome.NO_ANSWER}
 Flag = Literal["bankruptcy", "deceased", "fraud", "hardship", "legal_hold"]
 
 
@@ -126,11 +167,16 @@ def event_type(name: str, topic: str) -> Any:
     return register
 
 
-def type_of(payload: Payload) -> str:
-    name: str = getattr(type(payload), "__event_type__", "")
+def name_of(model: type[Payload]) -> str:
+    """The ce_type a payload class is registered under."""
+    name: str = getattr(model, "__event_type__", "")
     if not name:
-        raise TypeError(f"{type(payload).__name__} is not a registered event payload")
+        raise TypeError(f"{model.__name__} is not a registered event payload")
     return name
+
+
+def type_of(payload: Payload) -> str:
+    return name_of(type(payload))
 
 
 # --- core-banking.events (the input contract) --------------------------------------------------
@@ -354,13 +400,12 @@ class ContactSuppressed(Payload):
 
 @event_type("contact.attempted", topics.NOTIFIER)
 class ContactAttempted(Payload):
-    """``outcome``: sent, delivered, failed, bounced, returned, expired, no_answer, right_party,
-    wrong_party, refused, promise_to_pay, dispute, plan_accepted."""
+    """``outcome``: one of :class:`Outcome`."""
 
     contact_id: Id
     account_id: Id
     channel: Channel
-    outcome: Id
+    outcome: Outcome
     attempted_at: Instant
     # project extensions (optional)
     customer_id: Id | None = None

@@ -77,6 +77,16 @@ class _Worker:
     closers: list[Any] = field(default_factory=list)
 
 
+async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    """A FastAPI dependency: the request's unit of work, closed (rolled back unless committed)
+    once the response is sent."""
+    async with request.app.state.runtime.uow() as uow:
+        yield uow
+
+
+Uow = Annotated[UnitOfWork, Depends(unit_of_work)]
+
+
 class ServiceRuntime:
     def __init__(self, settings: ServiceSettings, build: Build) -> None:
         self.settings = settings

@@ -11,7 +11,7 @@ import httpx
 
 import services.bureau
 from services.bureau.entrypoints.api import router
-from services.bureau.service_layer import Bureau, batch_event_handlers, event_handlers
+from services.bureau.service_layer import Bureau, handlers
 from services.bureau.settings import BureauSettings
 from shared import topics
 from shared.clock import Clock
@@ -26,11 +26,8 @@ log = logging.getLogger(__name__)
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     assert isinstance(settings, BureauSettings)
     bureau = Bureau(clock, settings)
-    events = ConsumerSpec(
-        name="events",
-        topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING),
-        handlers=event_handlers(bureau),
-        batch_handlers=batch_event_handlers(bureau),
+    events = ConsumerSpec.of(
+        "events", (topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING), handlers(bureau)
     )
     moved = asyncio.Event()
     running = asyncio.Event()

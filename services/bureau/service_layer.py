@@ -19,12 +19,12 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from sqlalchemy import text
@@ -41,10 +41,11 @@ from services.bureau.domain.reporting import (
 )
 from services.bureau.settings import BureauSettings
 from shared.clock import Clock
-from shared.consumer import BatchHandler, Handler, on_batch, on_data
+from shared.consumer import Handlers
 from shared.db import UnitOfWork, UnitOfWorkFactory
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
+    RIGHT_PARTY,
     AccountCured,
     AccountFlagged,
     ContactAttempted,
@@ -71,7 +72,6 @@ from shared.events import Standing as StandingEvent
 log = logging.getLogger(__name__)
 SOURCE = "/arrears/bureau"
 CHUNK = 5000
-CONVERSATIONS = {"right_party", "refused", "promise_to_pay", "dispute", "plan_accepted"}
 WRITTEN = {"letter", "email"}  # a delivered one is a mailed or electronic communication
 
 FACTS_SQL = text("""
@@ -453,7 +453,7 @@ class Bureau:
     async def contact_attempted(
         self, uow: UnitOfWork, customer_id: str, data: ContactAttempted
     ) -> None:
-        if data.outcome in CONVERSATIONS:
+        if data.outcome in RIGHT_PARTY:
             await self.update(
                 uow, data.account_id, customer_id, "conversation_at = :at", at=data.attempted_at
             )
@@ -1085,53 +1085,60 @@ def _drop(source: str, folder: Path) -> str:
     return target.name
 
 
-def event_handlers(bureau: Bureau) -> dict[str, Handler]:
-    def keyed(command: Callable[[UnitOfWork, str, Any], Awaitable[None]]) -> Handler:
-        async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
-            await command(uow, event.key, event.data)
+def handlers(bureau: Bureau) -> Handlers:
+    """What the bureau does with each payload it reads."""
+    registry = Handlers()
+    registry.runs(CustomerUpserted, bureau.upsert_customers)
+    registry.runs(LoanOpened, bureau.loans_opened)
+    registry.runs(PaymentReceived, bureau.payments_received)
 
-        return handle
-
-    async def flagged(uow: UnitOfWork, event: CloudEvent) -> None:
-        data = cast(AccountFlagged, event.data)
+    async def flagged(uow: UnitOfWork, data: AccountFlagged, event: CloudEvent) -> None:
         await bureau.flag(uow, data, data.customer_id or event.key)
 
-    def plan(active: bool) -> Handler:
-        async def handle(uow: UnitOfWork, event: CloudEvent) -> None:
-            data = cast(PlanActivated | PlanBroken | PlanCompleted, event.data)
-            activated = data if isinstance(data, PlanActivated) else None
-            await bureau.plan(uow, data.account_id, data.customer_id, active, activated)
+    async def missed(uow: UnitOfWork, data: PaymentMissed, _: CloudEvent) -> None:
+        await bureau.payment_missed(uow, data)
 
-        return handle
+    async def changed(uow: UnitOfWork, data: DelinquencyChanged, _: CloudEvent) -> None:
+        await bureau.delinquency_changed(uow, data)
 
-    async def dispute_opened(uow: UnitOfWork, event: CloudEvent) -> None:
-        await bureau.dispute(uow, cast(DisputeOpened, event.data).account_id, event.key, "open")
+    async def cured(uow: UnitOfWork, data: AccountCured, _: CloudEvent) -> None:
+        await bureau.cured(uow, data)
 
-    async def dispute_resolved(uow: UnitOfWork, event: CloudEvent) -> None:
-        data = cast(DisputeResolved, event.data)
+    async def reversal(uow: UnitOfWork, data: PaymentReversalApplied, _: CloudEvent) -> None:
+        await bureau.reversal_applied(uow, data)
+
+    async def activated(uow: UnitOfWork, data: PlanActivated, _: CloudEvent) -> None:
+        await bureau.plan(uow, data.account_id, data.customer_id, True, data)
+
+    async def ended(uow: UnitOfWork, data: PlanBroken | PlanCompleted, _: CloudEvent) -> None:
+        await bureau.plan(uow, data.account_id, data.customer_id, False, None)
+
+    async def notice(
+        uow: UnitOfWork, data: NoticeDelivered | NoticeReturned, event: CloudEvent
+    ) -> None:
+        await bureau.notice(uow, event.key, data)
+
+    async def attempted(uow: UnitOfWork, data: ContactAttempted, event: CloudEvent) -> None:
+        await bureau.contact_attempted(uow, event.key, data)
+
+    async def dispute_opened(uow: UnitOfWork, data: DisputeOpened, event: CloudEvent) -> None:
+        await bureau.dispute(uow, data.account_id, event.key, "open")
+
+    async def dispute_resolved(uow: UnitOfWork, data: DisputeResolved, event: CloudEvent) -> None:
         state = "resolved_disagrees" if data.consumer_disagrees else "resolved"
         await bureau.dispute(uow, data.account_id, event.key, state)
 
-    return {
-        "account.flagged": flagged,
-        "payment.missed": on_data(bureau.payment_missed),
-        "delinquency.changed": on_data(bureau.delinquency_changed),
-        "account.cured": on_data(bureau.cured),
-        "payment.reversal_applied": on_data(bureau.reversal_applied),
-        "plan.activated": plan(True),
-        "plan.broken": plan(False),
-        "plan.completed": plan(False),
-        "notice.delivered": keyed(bureau.notice),
-        "notice.returned": keyed(bureau.notice),
-        "contact.attempted": keyed(bureau.contact_attempted),
-        "dispute.opened": dispute_opened,
-        "dispute.resolved": dispute_resolved,
-    }
-
-
-def batch_event_handlers(bureau: Bureau) -> dict[str, BatchHandler]:
-    return {
-        "customer.upserted": on_batch(bureau.upsert_customers),
-        "loan.opened": on_batch(bureau.loans_opened),
-        "payment.received": on_batch(bureau.payments_received),
-    }
+    registry.each(AccountFlagged, flagged)
+    registry.each(PaymentMissed, missed)
+    registry.each(DelinquencyChanged, changed)
+    registry.each(AccountCured, cured)
+    registry.each(PaymentReversalApplied, reversal)
+    registry.each(PlanActivated, activated)
+    registry.each(PlanBroken, ended)
+    registry.each(PlanCompleted, ended)
+    registry.each(NoticeDelivered, notice)
+    registry.each(NoticeReturned, notice)
+    registry.each(ContactAttempted, attempted)
+    registry.each(DisputeOpened, dispute_opened)
+    registry.each(DisputeResolved, dispute_resolved)
+    return registry

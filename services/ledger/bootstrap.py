@@ -8,7 +8,7 @@ from pathlib import Path
 
 import services.ledger
 from services.ledger.entrypoints.api import router
-from services.ledger.service_layer import Ledger, batch_event_handlers, event_handlers
+from services.ledger.handlers import Ledger, handlers
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
@@ -26,11 +26,8 @@ def grace_days() -> dict[str, int]:
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     ledger = Ledger(clock, grace_days())
-    events = ConsumerSpec(
-        name="events",
-        topics=(topics.CORE_BANKING, topics.NOTIFIER),
-        handlers=event_handlers(ledger),
-        batch_handlers=batch_event_handlers(ledger),
+    events = ConsumerSpec.of(
+        "events", (topics.CORE_BANKING, topics.NOTIFIER), handlers(ledger), ledger.settle
     )
 
     async def evaluate_delinquency(uow: UnitOfWork, now: datetime) -> None:

@@ -5,12 +5,7 @@ from __future__ import annotations
 import services.notifier
 from services.notifier.domain.templates import Renderer
 from services.notifier.entrypoints.api import router
-from services.notifier.service_layer import (
-    Notifier,
-    batch_event_handlers,
-    event_handlers,
-    sender,
-)
+from services.notifier.service_layer import Notifier, handlers, sender
 from services.notifier.settings import NotifierSettings
 from shared import topics
 from shared.clock import Clock
@@ -29,13 +24,8 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
         settings.creditor_name,
         settings.retry_max_seconds,
     )
-    events = ConsumerSpec(
-        name="events",
-        # core-banking for the customers' contact data, which only the notifier holds
-        topics=(topics.SCHEDULER, topics.CORE_BANKING),
-        handlers=event_handlers(notifier),
-        batch_handlers=batch_event_handlers(notifier),
-    )
+    # core-banking for the customers' contact data, which only the notifier holds
+    events = ConsumerSpec.of("events", (topics.SCHEDULER, topics.CORE_BANKING), handlers(notifier))
     return ServiceDefinition(
         description=services.notifier.__doc__ or "",
         consumers=[events],

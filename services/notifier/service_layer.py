@@ -35,10 +35,11 @@ from services.notifier.domain.offers import Terms, plan_installments
 from services.notifier.domain.templates import Renderer, UnknownTemplate, offer_text
 from services.notifier.settings import Partner
 from shared.clock import Clock
-from shared.consumer import BatchHandler, Handler, PermanentError, on_batch
+from shared.consumer import Handlers, PermanentError
 from shared.db import UnitOfWork, UnitOfWorkFactory
 from shared.envelope import new_event
 from shared.events import (
+    DISPOSITIONS,
     ContactAttempted,
     ContactRequested,
     CustomerOptedOut,
@@ -63,15 +64,6 @@ OFFER_REPLY_WINDOW = timedelta(days=30)
 # Partner statuses (webhooks) and what they mean for the delivery.
 DELIVERY_STATUS = {"delivered": "delivered", "failed": "failed", "bounced": "failed"}
 DELIVERY_STATUS["returned"] = "returned"
-DISPOSITIONS = {
-    "no_answer",
-    "right_party",
-    "wrong_party",
-    "refused",
-    "promise_to_pay",
-    "dispute",
-    "plan_accepted",
-}
 STATUSES = set(DELIVERY_STATUS) | DISPOSITIONS
 
 
@@ -743,12 +735,9 @@ def sender(
     return run
 
 
-def event_handlers(notifier: Notifier) -> dict[str, Handler]:
-    return {}
-
-
-def batch_event_handlers(notifier: Notifier) -> dict[str, BatchHandler]:
-    return {
-        "customer.upserted": on_batch(notifier.upsert_customers),
-        "contact.requested": on_batch(notifier.record_requests),
-    }
+def handlers(notifier: Notifier) -> Handlers:
+    """What the notifier does with each payload it reads."""
+    registry = Handlers()
+    registry.runs(CustomerUpserted, notifier.upsert_customers)
+    registry.runs(ContactRequested, notifier.record_requests)
+    return registry

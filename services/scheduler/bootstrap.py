@@ -12,7 +12,7 @@ from services.scheduler import strategies
 from services.scheduler.domain import scoring
 from services.scheduler.domain.packs import load_packs
 from services.scheduler.entrypoints.api import router
-from services.scheduler.service_layer import Scheduler, batch_event_handlers, event_handlers
+from services.scheduler.service_layer import Scheduler, handlers
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
@@ -35,11 +35,11 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     model = load_model()
     shipped = strategies.load_files()
     scheduler = Scheduler(clock, packs, model, settings.fingerprint_key, default_country)
-    events = ConsumerSpec(
-        name="events",
-        topics=(topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING),
-        handlers=event_handlers(scheduler),
-        batch_handlers=batch_event_handlers(scheduler),
+    events = ConsumerSpec.of(
+        "events",
+        (topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING),
+        handlers(scheduler),
+        scheduler.settle,
     )
 
     async def seed_strategies(uow: UnitOfWork, now: datetime) -> None:

@@ -13,15 +13,14 @@ import hashlib
 import json
 import logging
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import text
 
-from services.scheduler.domain import compliance, scoring
+from services.scheduler.domain import compliance, policies, scoring
 from services.scheduler.domain.compliance import (
     Allowed,
     Contact,
@@ -41,10 +40,12 @@ from services.scheduler.domain.strategy import (
     treatment_for,
 )
 from shared.clock import Clock
-from shared.consumer import BatchHandler, Handler, on_batch, on_data
+from shared.consumer import Handlers, Touched
 from shared.db import UnitOfWork
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
+    FAILURES,
+    RIGHT_PARTY,
     AccountCured,
     AccountFlagged,
     ContactAttempted,
@@ -70,10 +71,10 @@ from shared.events import (
 from shared.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
+P = TypeVar("P")
 SOURCE = "/arrears/scheduler"
 NAMESPACE = uuid.UUID("6f1c2a40-3b1e-4c55-9f0e-0d8f9c1b7a11")
 FIRE_BATCH = 2000
-HISTORY_DAYS = 8  # enough contact history for every cap in the packs (7 days + a day of zones)
 # why a treatment's pending steps are cancelled or held: a settle or pause rule of the pack
 Why = Literal["nothing_overdue", "part_payment", "restart", "plan_kept", "promise_pending"]
 CHANNEL_ADDRESS = {
@@ -116,13 +117,11 @@ class Scheduler:
             raise ValueError(f"no compliance pack for the default country {default_country}")
         self._clock = clock
         self._packs = dict(packs)
+        self._history_days = compliance.history_days(self._packs.values())
         self._model = model
         self._key = fingerprint_key
         self._default_country = default_country
         self._strategies: dict[tuple[str, int], Strategy] = {}  # parsed once per version
-        self._touched: weakref.WeakKeyDictionary[UnitOfWork, dict[str, None]] = (
-            weakref.WeakKeyDictionary()
-        )
 
     # --- state from core-banking.events ------------------------------------------------------
 
@@ -179,7 +178,7 @@ class Scheduler:
 
     # --- state and treatments from ledger.events ---------------------------------------------
 
-    async def payments_missed(self, uow: UnitOfWork, events: Sequence[PaymentMissed]) -> None:
+    async def payments_missed(self, uow: UnitOfWork, events: Sequence[PaymentMissed]) -> Touched:
         """Record where each account stands, and start a treatment for an account not in one."""
         latest = list({e.account_id: e for e in events}.values())
         await self._upsert_accounts(
@@ -209,9 +208,11 @@ class Scheduler:
             )
         )
         starting = [e.account_id for e in latest if e.account_id not in in_treatment]
-        await self._start_treatments(uow, starting, trigger="payment.missed")
+        return await self._start_treatments(uow, starting, trigger="payment.missed")
 
-    async def delinquency_changed(self, uow: UnitOfWork, data: DelinquencyChanged) -> None:
+    async def delinquency_changed(
+        self, uow: UnitOfWork, data: DelinquencyChanged
+    ) -> Touched | None:
         await self._upsert_accounts(
             uow,
             [
@@ -228,9 +229,6 @@ class Scheduler:
                 )
             ],
         )
-        if data.bucket == "current":
-            await self._cancel(uow, data.account_id, "nothing_overdue", "delinquency.changed")
-            return
         current = (
             await uow.session.execute(
                 text("SELECT bucket FROM treatment WHERE account_id = :a"), {"a": data.account_id}
@@ -240,9 +238,14 @@ class Scheduler:
             text("SELECT count(*) FROM timer WHERE account_id = :a AND status = 'pending'"),
             {"a": data.account_id},
         )
-        # A new bucket may call for another path: start it (its step 1 cancels the old ones).
-        if current != data.bucket or not pending:
-            await self._start_treatments(uow, [data.account_id], trigger="delinquency.changed")
+        intent = policies.after_bucket_change(data.bucket, current, pending or 0)
+        if isinstance(intent, policies.Cancel):
+            await self._cancel(uow, data.account_id, "nothing_overdue", "delinquency.changed")
+        elif isinstance(intent, policies.Restart):
+            return await self._start_treatments(
+                uow, [data.account_id], trigger="delinquency.changed"
+            )
+        return None
 
     async def payments_received(self, uow: UnitOfWork, payments: Sequence[PaymentReceived]) -> None:
         """A run of payments at once, with the effect of one after the other: a payment that
@@ -286,22 +289,30 @@ class Scheduler:
                 "now": now,
             },
         )
+        rules = await self._rules_of(uow, sorted(last), "part_payment")
         cleared: list[str] = []
         for payment in payments:
-            if payment.total_overdue == 0:
+            intent = policies.after_payment(
+                payment.total_overdue,
+                rules[payment.account_id],  # type: ignore[arg-type]
+                now,
+            )
+            if isinstance(intent, policies.Cancel):
                 cleared.append(payment.account_id)
                 continue
             if cleared:
                 await self._cancel_many(uow, cleared, "nothing_overdue", "payment.received")
                 cleared = []
-            await self._breather(uow, payment.account_id, now)
+            await self._hold(uow, payment.account_id, intent, "payment.received")
+            await self._rescore(uow, [payment.account_id])
         if cleared:
             await self._cancel_many(uow, cleared, "nothing_overdue", "payment.received")
 
-    async def _breather(self, uow: UnitOfWork, account_id: str, now: datetime) -> None:
-        """Partly paid: give the customer a breather (the pack's days) before the next step."""
-        rule = (await self._rules_of(uow, [account_id], "part_payment"))[account_id]
-        until = now + timedelta(days=getattr(rule, "days", None) or 3)
+    async def _hold(
+        self, uow: UnitOfWork, account_id: str, hold: policies.Defer, trigger: str
+    ) -> None:
+        """Carry out a policy's deferral: every pending step due before ``hold.until`` moves
+        there, each with a decision citing the rule."""
         moved = await uow.session.execute(
             text("""
                 UPDATE timer SET due_at = CAST(:until AS timestamptz)
@@ -309,7 +320,7 @@ class Scheduler:
                   AND due_at < CAST(:until AS timestamptz)
                 RETURNING contact_id
             """),
-            {"a": account_id, "until": until},
+            {"a": account_id, "until": hold.until},
         )
         for (contact_id,) in moved:
             await self._decide(
@@ -317,10 +328,9 @@ class Scheduler:
                 account_id,
                 "deferred",
                 contact_id,
-                [rule.id],
-                {"until": until, "trigger": "payment.received"},
+                [hold.rule],
+                {"until": hold.until, "trigger": trigger},
             )
-        await self._rescore(uow, [account_id])
 
     async def contacts_attempted(
         self, uow: UnitOfWork, attempts: Sequence[ContactAttempted]
@@ -366,10 +376,10 @@ class Scheduler:
         await self._set_account(uow, data.account_id, "plan_kept = true")
         await self._cancel(uow, data.account_id, "plan_kept", "plan.activated")
 
-    async def plan_broken(self, uow: UnitOfWork, data: PlanBroken) -> None:
+    async def plan_broken(self, uow: UnitOfWork, data: PlanBroken) -> Touched:
         await self._set_account(uow, data.account_id, "plan_kept = false")
         await self._rescore(uow, [data.account_id])
-        await self._start_treatments(uow, [data.account_id], trigger="plan.broken")
+        return await self._start_treatments(uow, [data.account_id], trigger="plan.broken")
 
     async def plan_completed(self, uow: UnitOfWork, data: PlanCompleted) -> None:
         await self._set_account(uow, data.account_id, "plan_kept = false")
@@ -380,27 +390,9 @@ class Scheduler:
             text("UPDATE account SET promise_due = :d WHERE account_id = :a"),
             {"d": data.due_date, "a": data.account_id},
         )
-        # Nothing until the day after the promised date; the engine checks it again then.
-        until = datetime.combine(data.due_date + timedelta(days=1), datetime.min.time(), UTC)
-        moved = await uow.session.execute(
-            text("""
-                UPDATE timer SET due_at = CAST(:until AS timestamptz)
-                WHERE account_id = :a AND status = 'pending'
-                  AND due_at < CAST(:until AS timestamptz)
-                RETURNING contact_id
-            """),
-            {"a": data.account_id, "until": until},
-        )
         rule = (await self._rules_of(uow, [data.account_id], "promise_pending"))[data.account_id]
-        for (contact_id,) in moved:
-            await self._decide(
-                uow,
-                data.account_id,
-                "deferred",
-                contact_id,
-                [rule.id],
-                {"until": until, "trigger": "promise.made"},
-            )
+        hold = policies.promise_hold(data.due_date, rule)  # type: ignore[arg-type]
+        await self._hold(uow, data.account_id, hold, "promise.made")
 
     async def promise_kept(self, uow: UnitOfWork, data: PromiseKept) -> None:
         await self._set_account(
@@ -408,7 +400,7 @@ class Scheduler:
         )
         await self._rescore(uow, [data.account_id])
 
-    async def promise_broken(self, uow: UnitOfWork, data: PromiseBroken) -> None:
+    async def promise_broken(self, uow: UnitOfWork, data: PromiseBroken) -> Touched:
         await self._set_account(
             uow, data.account_id, "promise_due = NULL, broken_promises = broken_promises + 1"
         )
@@ -421,10 +413,10 @@ class Scheduler:
             """),
             {"a": data.account_id, "now": now},
         )
-        if not resumed.all():
-            await self._start_treatments(uow, [data.account_id], trigger="promise.broken")
-        else:
-            self._touch(uow, data.account_id)
+        intent = policies.after_broken_promise(len(resumed.all()))
+        if isinstance(intent, policies.Restart):
+            return await self._start_treatments(uow, [data.account_id], trigger="promise.broken")
+        return Touched.of([data.account_id])  # the resumed steps fire in the settle step
 
     # --- state from notifier.events ----------------------------------------------------------
 
@@ -459,11 +451,13 @@ class Scheduler:
 
     async def _start_treatments(
         self, uow: UnitOfWork, account_ids: Sequence[str], trigger: str
-    ) -> None:
+    ) -> Touched:
         """Score, assign a variant, pick the treatment for each account's segment and arm its
-        timers (replacing any pending ones). Accounts no published strategy covers get none."""
+        timers (replacing any pending ones). Accounts no published strategy covers get none.
+        Returns the accounts, for the settle step to fire what is due at once (a day-0 step goes
+        out with the event that started it)."""
         if not account_ids:
-            return
+            return Touched()
         now = self._clock.now()
         scores = await self._rescore(uow, account_ids)
         facts = await self._facts(uow, account_ids)
@@ -610,8 +604,7 @@ class Scheduler:
                 | {"now": now},
             )
         await self._write_decisions(uow, decisions)
-        for account_id in account_ids:
-            self._touch(uow, account_id)
+        return Touched.of(account_ids)
 
     def _choose(
         self, strategies: Sequence[Strategy], account_id: str, facts: AccountFacts
@@ -932,7 +925,7 @@ class Scheduler:
                 FROM contact_log
                 WHERE customer_id = ANY(CAST(:ids AS text[])) AND requested_at >= :since
             """),
-            {"ids": list(customer_ids), "since": now - timedelta(days=HISTORY_DAYS)},
+            {"ids": list(customer_ids), "since": now - timedelta(days=self._history_days)},
         )
         history: dict[str, list[Contact]] = {}
         for r in rows:
@@ -1012,15 +1005,15 @@ class Scheduler:
                           AND l.outcome = ANY(CAST(:talks AS text[]))) AS talks,
                        (SELECT count(*) FROM contact_log l
                         WHERE l.account_id = a.account_id
-                          AND l.outcome IN ('failed', 'bounced', 'returned', 'no_answer',
-                                            'wrong_party')) AS failures
+                          AND l.outcome = ANY(CAST(:failures AS text[]))) AS failures
                 FROM account a LEFT JOIN customer c USING (customer_id)
                 WHERE a.account_id = ANY(CAST(:ids AS text[]))
             """),
             {
                 "ids": list(account_ids),
                 "since": now - timedelta(days=90),
-                "talks": sorted(compliance.RIGHT_PARTY),
+                "talks": sorted(RIGHT_PARTY),
+                "failures": sorted(FAILURES),
             },
         )
         scores = {}
@@ -1162,16 +1155,10 @@ class Scheduler:
             },
         )
 
-    def _touch(self, uow: UnitOfWork, account_id: str) -> None:
-        """Fire what is already due for ``account_id`` before the unit of work commits (a day-0
-        step goes out with the event that started it), together with the batch's others."""
-        self._touched.setdefault(uow, {})[account_id] = None
-
-        async def fire() -> None:
-            accounts = list(self._touched.pop(uow, {}))
-            await self.fire_due(uow, accounts)
-
-        uow.before_commit("scheduler.fire", fire)
+    async def settle(self, uow: UnitOfWork, touched: Touched) -> None:
+        """After a transaction's handlers: fire what is already due for the accounts they
+        touched, in one pass (a day-0 step goes out with the event that started it)."""
+        await self.fire_due(uow, list(touched.accounts))
 
     def _publish(self, uow: UnitOfWork, customer_id: str, account_id: str, data: Payload) -> None:
         uow.publish(
@@ -1181,42 +1168,43 @@ class Scheduler:
         )
 
 
-def event_handlers(scheduler: Scheduler) -> dict[str, Handler]:
-    """ce_type -> handler for the types handled one at a time."""
-    commands: dict[str, Callable[[UnitOfWork, Any], Awaitable[None]]] = {
-        "delinquency.changed": scheduler.delinquency_changed,
-        "account.cured": scheduler.account_cured,
-        "plan.activated": scheduler.plan_activated,
-        "plan.broken": scheduler.plan_broken,
-        "plan.completed": scheduler.plan_completed,
-        "promise.made": scheduler.promise_made,
-        "promise.kept": scheduler.promise_kept,
-        "promise.broken": scheduler.promise_broken,
-        "customer.opted_out": scheduler.opted_out,
-        "customer.cease_requested": scheduler.cease_requested,
-    }
+def handlers(scheduler: Scheduler) -> Handlers:
+    """What the scheduler does with each payload it reads."""
+    registry = Handlers()
+    registry.runs(CustomerUpserted, scheduler.upsert_customers)
+    registry.runs(PaymentMissed, scheduler.payments_missed)
+    registry.runs(PaymentReceived, scheduler.payments_received)
+    registry.runs(ContactAttempted, scheduler.contacts_attempted)
 
-    async def account_flagged(uow: UnitOfWork, event: CloudEvent) -> None:
-        data = cast(AccountFlagged, event.data)
+    def data_only(
+        command: Callable[[UnitOfWork, P], Awaitable[Touched | None]],
+    ) -> Callable[[UnitOfWork, P, CloudEvent], Awaitable[Touched | None]]:
+        async def handle(uow: UnitOfWork, data: P, _: CloudEvent) -> Touched | None:
+            return await command(uow, data)
+
+        return handle
+
+    registry.each(DelinquencyChanged, data_only(scheduler.delinquency_changed))
+    registry.each(AccountCured, data_only(scheduler.account_cured))
+    registry.each(PlanActivated, data_only(scheduler.plan_activated))
+    registry.each(PlanBroken, data_only(scheduler.plan_broken))
+    registry.each(PlanCompleted, data_only(scheduler.plan_completed))
+    registry.each(PromiseMade, data_only(scheduler.promise_made))
+    registry.each(PromiseKept, data_only(scheduler.promise_kept))
+    registry.each(PromiseBroken, data_only(scheduler.promise_broken))
+    registry.each(CustomerOptedOut, data_only(scheduler.opted_out))
+    registry.each(CustomerCeaseRequested, data_only(scheduler.cease_requested))
+
+    async def account_flagged(uow: UnitOfWork, data: AccountFlagged, event: CloudEvent) -> None:
         await scheduler.flag(uow, data, data.customer_id or event.key)
 
-    async def dispute_opened(uow: UnitOfWork, event: CloudEvent) -> None:
-        await scheduler.dispute(uow, cast(DisputeOpened, event.data).account_id, True)
+    async def dispute_opened(uow: UnitOfWork, data: DisputeOpened, _: CloudEvent) -> None:
+        await scheduler.dispute(uow, data.account_id, True)
 
-    async def dispute_resolved(uow: UnitOfWork, event: CloudEvent) -> None:
-        await scheduler.dispute(uow, cast(DisputeResolved, event.data).account_id, False)
+    async def dispute_resolved(uow: UnitOfWork, data: DisputeResolved, _: CloudEvent) -> None:
+        await scheduler.dispute(uow, data.account_id, False)
 
-    return {name: on_data(command) for name, command in commands.items()} | {
-        "account.flagged": account_flagged,
-        "dispute.opened": dispute_opened,
-        "dispute.resolved": dispute_resolved,
-    }
-
-
-def batch_event_handlers(scheduler: Scheduler) -> dict[str, BatchHandler]:
-    return {
-        "customer.upserted": on_batch(scheduler.upsert_customers),
-        "payment.missed": on_batch(scheduler.payments_missed),
-        "payment.received": on_batch(scheduler.payments_received),
-        "contact.attempted": on_batch(scheduler.contacts_attempted),
-    }
+    registry.each(AccountFlagged, account_flagged)
+    registry.each(DisputeOpened, dispute_opened)
+    registry.each(DisputeResolved, dispute_resolved)
+    return registry

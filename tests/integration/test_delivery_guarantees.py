@@ -20,9 +20,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import topics
-from shared.consumer import ConsumerRunner, ConsumerSpec, PermanentError
+from shared.consumer import (
+    ConsumerRunner,
+    ConsumerSpec,
+    Handlers,
+    PermanentError,
+    Touched,
+    apply_events,
+)
 from shared.db import UnitOfWork, asyncpg_dsn, uow_factory
 from shared.envelope import CloudEvent, encode
+from shared.events import PaymentPosted
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
 from tests.support.factories import (
@@ -127,6 +135,33 @@ async def test_event_committed_with_its_change_travels_outbox_to_kafka_to_inbox_
     counts = {ce_id: n for ce_id, n in rows if ce_id in wanted}
     assert counts == dict.fromkeys(wanted, 1)
     assert claimed >= 25
+
+
+async def test_settle_runs_once_after_a_transactions_handlers_with_everything_they_touched(
+    backbone_engine: AsyncEngine,
+) -> None:
+    """The settle step is called by apply_events (the runner and HTTP ingest alike), visibly
+    after the handlers and before the caller's commit; duplicates touch nothing."""
+    settled: list[Touched] = []
+    registry = Handlers()
+
+    async def post(uow: UnitOfWork, data: PaymentPosted, event: CloudEvent) -> Touched:
+        await record_effect(uow, event)
+        return Touched.of([data.account_id], [data])
+
+    async def settle(uow: UnitOfWork, touched: Touched) -> None:
+        settled.append(touched)
+
+    registry.each(PaymentPosted, post)
+    spec = ConsumerSpec.of("settle", (topics.CORE_BANKING,), registry, settle)
+    events = [payment_posted(customer=f"S{i % 2}") for i in range(3)]
+    async with uow_factory(backbone_engine)() as uow:
+        assert await apply_events(uow, "test:settle", spec, events) == [True] * 3
+        assert await apply_events(uow, "test:settle", spec, events) == [False] * 3
+        await uow.commit()
+    (once,) = settled
+    assert list(once.accounts) == ["A-S0", "A-S1"]
+    assert [r.payment_id for r in once.receipts] == [e.data.payment_id for e in events]  # type: ignore[attr-defined]
 
 
 async def test_rolled_back_change_publishes_nothing(backbone_engine: AsyncEngine) -> None:

@@ -17,8 +17,10 @@ from services.ledger.domain.delinquency import (
     next_bucket_start,
     next_bucket_start_sql,
 )
-from services.ledger.service_layer import STATE_SQL, Ledger
+from services.ledger.handlers import Ledger
+from services.ledger.repository.evaluation import STATE_SQL
 from shared.clock import ControlledClock
+from shared.consumer import Touched
 from shared.db import make_engine, uow_factory
 from shared.events import (
     CustomerUpserted,
@@ -113,18 +115,19 @@ async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_
     late = customers[::10]  # their loans are evaluated in UTC until they arrive
     async with units() as uow:
         await ledger.upsert_customers(uow, [c for c in customers if c not in late])
-        await ledger.open_loans(uow, loans)
+        await ledger.settle(uow, await ledger.open_loans(uow, loans))
         await uow.commit()
     payments = 0
     try:
         for step in range(120):
             await clock.set(clock.now() + timedelta(hours=rng.choice([5, 24, 24, 24, 49])))
             async with units() as uow:
+                touched = Touched()
                 if step == 8:
                     await ledger.upsert_customers(uow, late)
                 if rng.random() < 0.5:  # some customers pay, some payments bounce
                     paying = rng.sample(loans, 10)
-                    await ledger.post_payments(
+                    posted = await ledger.post_payments(
                         uow,
                         [
                             PaymentPosted(
@@ -137,20 +140,24 @@ async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_
                             for loan in paying
                         ],
                     )
+                    touched.add(posted)
                     if payments > 20 and rng.random() < 0.3:
                         victim = f"RP{rng.randrange(1, payments)}"
                         owner = await uow.session.scalar(
                             text("SELECT account_id FROM payment WHERE payment_id = :p"),
                             {"p": victim},
                         )
-                        await ledger.reverse_payment(
-                            uow,
-                            PaymentReversed(account_id=owner, payment_id=victim, reason="NSF"),
+                        touched.add(
+                            await ledger.reverse_payment(
+                                uow,
+                                PaymentReversed(account_id=owner, payment_id=victim, reason="NSF"),
+                            )
                         )
                 if rng.random() < 0.1:
                     moved = rng.choice(customers)
                     moved = moved.model_copy(update={"timezone": rng.choice(ZONES)})
                     await ledger.upsert_customers(uow, [moved])
+                await ledger.settle(uow, touched)  # as the consumer runner does before commit
                 await uow.commit()
             async with units() as uow:
                 await ledger.evaluate(uow)

@@ -178,3 +178,25 @@ def test_a_nul_character_in_any_text_field_is_refused() -> None:
     poisoned = value.replace(b'"currency":"CNY"', b'"currency":"CNY","payment_id":"P\\u0000"')
     with pytest.raises(InvalidEvent, match="payment_id"):
         decode(key, poisoned, headers)
+
+
+def test_contact_attempted_takes_only_the_one_outcome_vocabulary() -> None:
+    from pydantic import ValidationError
+
+    from shared.events import CONNECTED, FAILURES, RIGHT_PARTY, ContactAttempted, Outcome
+
+    base = {
+        "contact_id": "K1",
+        "account_id": "A1",
+        "channel": "voice",
+        "attempted_at": "2026-12-02T09:00:00Z",
+    }
+    assert (
+        ContactAttempted.model_validate(base | {"outcome": "no_answer"}).outcome
+        is Outcome.NO_ANSWER
+    )
+    with pytest.raises(ValidationError):
+        ContactAttempted.model_validate(base | {"outcome": "teleported"})
+    assert RIGHT_PARTY < CONNECTED  # the customer answered is a kind of someone answered
+    assert Outcome.WRONG_PARTY in CONNECTED & FAILURES  # someone answered, not the customer
+    assert not RIGHT_PARTY & FAILURES

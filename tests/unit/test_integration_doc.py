@@ -14,12 +14,12 @@ from services.bureau.service_layer import Bureau
 from services.bureau.settings import BureauSettings
 from services.notifier.domain import signing
 from services.notifier.domain.replies import intent
-from services.notifier.service_layer import DELIVERY_STATUS, DISPOSITIONS
+from services.notifier.service_layer import DELIVERY_STATUS
 from services.notifier.settings import Partner
 from services.scheduler.domain.compliance import Allowed, Party, Proposal, decide
 from services.scheduler.domain.packs import load_packs
 from shared.clock import ControlledClock
-from shared.events import CustomerUpserted
+from shared.events import DISPOSITIONS, CustomerUpserted
 from tests.support.integration_doc import example, examples
 
 

@@ -127,29 +127,3 @@ def test_engines_keep_bound_parameters_out_of_error_messages() -> None:
 
     engine = make_engine("postgresql+asyncpg://u:p@127.0.0.1:1/db")
     assert engine.sync_engine.hide_parameters
-
-
-async def test_before_commit_steps_run_once_per_key_before_the_commit() -> None:
-    from shared.db import UnitOfWork
-
-    calls: list[str] = []
-
-    class Session:
-        async def commit(self) -> None:
-            calls.append("commit")
-
-        async def rollback(self) -> None:
-            pass
-
-        async def close(self) -> None:
-            pass
-
-    async def step() -> None:
-        calls.append("step")
-
-    uow = UnitOfWork(lambda: Session())  # type: ignore[arg-type]
-    async with uow:
-        uow.before_commit("k", step)
-        uow.before_commit("k", step)
-        await uow.commit()
-    assert calls == ["step", "commit"]

@@ -10,8 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.scheduler.domain.compliance import (
-    CONNECTED,
-    RIGHT_PARTY,
     Allowed,
     Contact,
     Forbidden,
@@ -21,6 +19,7 @@ from services.scheduler.domain.compliance import (
     is_holiday,
 )
 from services.scheduler.domain.packs import load_packs
+from shared.events import CONNECTED, RIGHT_PARTY
 
 PACKS = load_packs()
 CN, US = PACKS["CN"], PACKS["US"]

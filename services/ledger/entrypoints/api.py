@@ -11,13 +11,14 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from services.ledger import views
-from services.ledger.service_layer import Ledger
+from services.ledger.handlers import Ledger
+from services.ledger.repository import views
 from shared.auth import require
 from shared.consumer import ConsumerSpec, PermanentError, apply_events, inbox_name
 from shared.envelope import CloudEvent, describe_errors
 from shared.events import REGISTRY, Id, PaymentPosted
 from shared.http import count_rejected, problem
+from shared.service import Uow
 from shared.topics import CORE_BANKING
 
 MAX_BATCH = 500
@@ -152,11 +153,8 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
         responses=not_found,
         dependencies=[Depends(require("ledger:read"))],
     )
-    async def get_account(account_id: str, request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            found = await views.account(
-                uow.session, account_id, await ledger.state(uow, account_id)
-            )
+    async def get_account(account_id: str, uow: Uow) -> Any:
+        found = await views.account(uow.session, account_id, await ledger.state(uow, account_id))
         return found if found else problem(404, "Not Found", "no such account")
 
     @api.get(
@@ -165,20 +163,18 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
         responses=not_found,
         dependencies=[Depends(require("ledger:read"))],
     )
-    async def get_history(account_id: str, request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            if await views.customer_of(uow.session, account_id) is None:
-                return problem(404, "Not Found", "no such account")
-            return await views.history(uow.session, account_id)
+    async def get_history(account_id: str, uow: Uow) -> Any:
+        if await views.customer_of(uow.session, account_id) is None:
+            return problem(404, "Not Found", "no such account")
+        return await views.history(uow.session, account_id)
 
     @api.get(
         "/customers/{customer_id}/accounts",
         response_model=list[AccountSummary],
         dependencies=[Depends(require("ledger:read"))],
     )
-    async def get_customer_accounts(customer_id: str, request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            return await views.customer_accounts(uow.session, customer_id)
+    async def get_customer_accounts(customer_id: str, uow: Uow) -> Any:
+        return await views.customer_accounts(uow.session, customer_id)
 
     @api.post(
         "/accounts/standing",
@@ -186,18 +182,17 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
         summary="Where many accounts stand now (for reconciliation); unknown ids are left out",
         dependencies=[Depends(require("ledger:read"))],
     )
-    async def post_standing(request: Request, body: StandingRequest) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            rows = await ledger.standings(uow, body.account_ids)
+    async def post_standing(body: StandingRequest, uow: Uow) -> Any:
+        rows = await ledger.standings(uow, body.account_ids)
         return [
             Standing(
-                account_id=r["account_id"],
-                currency=r["currency"],
-                overdue=r["overdue"],
-                balance=r["outstanding"],
-                days_past_due=r["dpd"],
-                bucket=r["bucket"],
-                first_delinquency=r["first_delinquency"],
+                account_id=r.account_id,
+                currency=r.currency,
+                overdue=r.overdue,
+                balance=r.outstanding,
+                days_past_due=r.dpd,
+                bucket=r.bucket,
+                first_delinquency=r.first_delinquency,
             )
             for r in rows
         ]
@@ -218,6 +213,7 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
     async def post_events(
         request: Request,
         batch: Annotated[list[StructuredEvent], Body(min_length=1, max_length=MAX_BATCH)],
+        uow: Uow,
     ) -> Any:
         events: list[CloudEvent] = []
         for index, item in enumerate(batch):
@@ -243,24 +239,22 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
                 )
             )
         refused = False
-        async with request.app.state.runtime.uow() as uow:
-            known = await views.applied_payments(
-                uow.session,
-                [e.data.payment_id for e in events if isinstance(e.data, PaymentPosted)],
-            )
-            try:
-                applied = await apply_events(uow, inbox, spec, events)
-            except PermanentError:
-                refused = True  # rolled back as the unit of work closes, before the search
-            if not refused:
-                # The other services learn of upstream events from core-banking.events:
-                # forward what was applied there, unchanged (same ce_id), in the same
-                # transaction. The ledger's own consumer finds those ids in its inbox and
-                # skips them.
-                for event, fresh in zip(events, applied, strict=True):
-                    if fresh:
-                        uow.publish(event)
-                await uow.commit()
+        known = await views.applied_payments(
+            uow.session, [e.data.payment_id for e in events if isinstance(e.data, PaymentPosted)]
+        )
+        try:
+            applied = await apply_events(uow, inbox, spec, events)
+        except PermanentError:
+            refused = True
+            await uow.session.rollback()  # before the search for the culprit
+        if not refused:
+            # The other services learn of upstream events from core-banking.events: forward
+            # what was applied there, unchanged (same ce_id), in the same transaction. The
+            # ledger's own consumer finds those ids in its inbox and skips them.
+            for event, fresh in zip(events, applied, strict=True):
+                if fresh:
+                    uow.publish(event)
+            await uow.commit()
         if refused:
             count_rejected(request)
             index, reason = await _culprit(request, inbox, spec, events)

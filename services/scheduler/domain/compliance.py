@@ -15,7 +15,7 @@ Rules come in three kinds:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -25,14 +25,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.events import CONNECTED, RIGHT_PARTY
+
 Channel = Literal["sms", "email", "voice", "letter", "field_visit"]
 CHANNELS: tuple[Channel, ...] = ("sms", "email", "voice", "letter", "field_visit")
 
-# Call outcomes (from contact.attempted) that mean someone answered, and that it was the customer.
-CONNECTED = frozenset(
-    {"right_party", "wrong_party", "refused", "promise_to_pay", "dispute", "plan_accepted"}
-)
-RIGHT_PARTY = frozenset({"right_party", "refused", "promise_to_pay", "dispute", "plan_accepted"})
 
 HORIZON_DAYS = 45  # how far ahead a window is looked for before the contact is given up
 
@@ -160,6 +157,21 @@ class Pack(BaseModel):
         if found is None:
             raise ValueError(f"the {self.country} pack has no pause rule for {when}")
         return found
+
+    def lookback_days(self) -> int:
+        """How many days of contact history the pack's rules read: its longest window, plus a
+        day because a local day spans up to 26 hours of UTC."""
+        windows = [1]  # daily caps look at today
+        windows += [
+            r.days for r in self.rules if isinstance(r, RollingCap | QuietAfterConversation)
+        ]
+        return max(windows) + 1
+
+
+def history_days(packs: Iterable[Pack]) -> int:
+    """The contact history the scheduler loads: enough for the longest rule of any pack, so a
+    new rule with a longer window cannot silently outgrow it."""
+    return max(pack.lookback_days() for pack in packs)
 
 
 # --- the facts the engine decides on ---------------------------------------------------------

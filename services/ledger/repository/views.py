@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.ledger.repository.evaluation import StateRow
+
 ACCOUNT_SQL = text("""
 SELECT a.account_id, a.customer_id, a.product, a.currency, a.principal, a.opened_on,
        a.days_past_due, a.bucket, a.overdue, a.in_arrears, a.evaluated_at,
@@ -18,18 +20,20 @@ GROUP BY a.account_id
 """)
 
 
-async def account(session: AsyncSession, account_id: str, standing: Any) -> dict[str, Any] | None:
+async def account(
+    session: AsyncSession, account_id: str, standing: StateRow | None
+) -> dict[str, Any] | None:
     row = (await session.execute(ACCOUNT_SQL, {"a": account_id})).mappings().first()
     if row is None:
         return None
     result = dict(row)
     if standing is not None:  # days past due are derived at the time of asking
         result |= {
-            "days_past_due": standing["dpd"],
-            "bucket": standing["bucket"],
-            "overdue": standing["overdue"],
-            "in_arrears": standing["in_arrears"],
-            "first_delinquency": standing["first_delinquency"],
+            "days_past_due": standing.dpd,
+            "bucket": standing.bucket,
+            "overdue": standing.overdue,
+            "in_arrears": standing.in_arrears,
+            "first_delinquency": standing.first_delinquency,
         }
     result["installments"] = [
         dict(r)
