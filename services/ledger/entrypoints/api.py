@@ -213,7 +213,6 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
     async def post_events(
         request: Request,
         batch: Annotated[list[StructuredEvent], Body(min_length=1, max_length=MAX_BATCH)],
-        uow: Uow,
     ) -> Any:
         events: list[CloudEvent] = []
         for index, item in enumerate(batch):
@@ -239,22 +238,26 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
                 )
             )
         refused = False
-        known = await views.applied_payments(
-            uow.session, [e.data.payment_id for e in events if isinstance(e.data, PaymentPosted)]
-        )
-        try:
-            applied = await apply_events(uow, inbox, spec, events)
-        except PermanentError:
-            refused = True
-            await uow.session.rollback()  # before the search for the culprit
-        if not refused:
-            # The other services learn of upstream events from core-banking.events: forward
-            # what was applied there, unchanged (same ce_id), in the same transaction. The
-            # ledger's own consumer finds those ids in its inbox and skips them.
-            for event, fresh in zip(events, applied, strict=True):
-                if fresh:
-                    uow.publish(event)
-            await uow.commit()
+        # Its own units of work (not the dependency's): one for the batch, one to find the
+        # culprit of a refused batch; a body refused as invalid never reaches the database.
+        async with request.app.state.runtime.uow() as uow:
+            known = await views.applied_payments(
+                uow.session,
+                [e.data.payment_id for e in events if isinstance(e.data, PaymentPosted)],
+            )
+            try:
+                applied = await apply_events(uow, inbox, spec, events)
+            except PermanentError:
+                refused = True  # rolled back as the unit of work closes, before the search
+            if not refused:
+                # The other services learn of upstream events from core-banking.events:
+                # forward what was applied there, unchanged (same ce_id), in the same
+                # transaction. The ledger's own consumer finds those ids in its inbox and
+                # skips them.
+                for event, fresh in zip(events, applied, strict=True):
+                    if fresh:
+                        uow.publish(event)
+                await uow.commit()
         if refused:
             count_rejected(request)
             index, reason = await _culprit(request, inbox, spec, events)
