@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -89,8 +89,7 @@ accounts_st = st.lists(
 op_st = st.one_of(
     st.tuples(st.just("pay"), st.integers(0, 3), st.sampled_from(["10.00", "100.00", "500.00"])),
     st.tuples(st.just("reverse"), st.integers(0, 50), st.just("")),
-    # Plans are left out for now: with them the test finds the SQL and the domain disagreeing
-    # about an account whose plan settles (see the closing note of session 7); to be resolved.
+    st.tuples(st.just("plan"), st.integers(0, 3), st.sampled_from(["50.00", "200.00"])),
     st.tuples(st.just("promise"), st.integers(0, 3), st.sampled_from(["50.00", "300.00"])),
 )
 moves_st = st.lists(
@@ -111,11 +110,21 @@ async def spec_engine(infra: Infra) -> AsyncIterator[AsyncEngine]:
 
 
 @settings(
-    max_examples=30,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(accounts=accounts_st, moves=moves_st)
+# Found by this test: a plan broken nine days after it froze a count of 0 left the account at 0
+# days past due with the instalment unpaid, and the SQL then forgot the paused days (it reset
+# them once out of arrears rather than once nothing is overdue), so the count jumped to 9.
+@example(
+    accounts=[
+        ("Pacific/Kiritimati", "credit_card", 1, 0, 7, "100.00"),
+        ("Pacific/Kiritimati", "credit_card", 1, 1, 7, "100.00"),
+    ],
+    moves=[(1, [("plan", 1, "50.00")]), (216, [])],
+)
 async def test_the_ledgers_sql_evaluation_equals_the_domain_after_every_move(
     spec_engine: AsyncEngine,
     accounts: list[tuple[str, str, int, int, int, str]],
@@ -293,6 +302,7 @@ async def _check(engine: AsyncEngine, clock: ControlledClock, ledger: Ledger, mo
         assert missed == set(standing.newly_missed), where
         if before[account_id]["due"]:  # reviewed now: its next review day is the domain's
             assert got["review_on"] == standing.review_on, where
+            assert got["paused_days"] == standing.paused_days, where
         assert got["plans"] == plans, where
         assert got["promises"] == promises, where
 
@@ -356,6 +366,7 @@ async def _snapshot(engine: AsyncEngine, now: datetime) -> dict[str, dict[str, A
                 "first_delinquency": a["first_delinquency"],
                 # 'infinity': nothing can change by the passing of time alone
                 "review_on": None if review_on is None or review_on.year > 9000 else review_on,
+                "paused_days": a["paused_days"],
                 "instalments": [],
                 "receipts": [],
                 "active_plans": {},

@@ -61,6 +61,7 @@ class Standing:
     next_due_amount: Decimal | None
     review_on: date | None  # None: nothing can change by the passing of time alone
     newly_missed: tuple[int, ...]  # instalments past due and grace, not announced before
+    paused_days: int  # kept while anything is overdue, forgotten once nothing is
 
 
 def stand(instalments: Sequence[Instalment], before: Before, today: date, grace: int) -> Standing:
@@ -111,6 +112,9 @@ def stand(instalments: Sequence[Instalment], before: Before, today: date, grace:
             for i in sorted(instalments, key=lambda i: i.number)
             if i.unpaid and not i.missed and (today - i.due_date).days > grace
         ),
+        # Not "once out of arrears": right after a plan ends, its paused days can bring the
+        # count to 0 while the old instalment is still unpaid, and must go on counting.
+        paused_days=before.paused_days if owed_now > 0 else 0,
     )
 
 

@@ -147,7 +147,9 @@ changed AS (
   UPDATE account a
   SET days_past_due = n.dpd, bucket = n.bucket, overdue = n.overdue,
       in_arrears = n.in_arrears, evaluated_at = CAST(:now AS timestamptz),
-      paused_days = CASE WHEN n.in_arrears THEN a.paused_days ELSE 0 END,
+      -- forgotten only once nothing is overdue: right after a plan ends the paused days can
+      -- bring the count to 0 with the old instalment still unpaid (standing.stand)
+      paused_days = CASE WHEN n.overdue > 0 THEN a.paused_days ELSE 0 END,
       review_at = n.review_on::timestamp AT TIME ZONE n.tz,
       first_delinquency = n.first_delinquency
   FROM next n
