@@ -83,6 +83,16 @@ class Handlers:
 
         self.one[self._name(payload)] = call
 
+    def on(
+        self, payload: type[P], command: Callable[[UnitOfWork, P], Awaitable[Touched | None]]
+    ) -> None:
+        """``each`` for a use case that needs only the payload, not the envelope."""
+
+        async def handle(uow: UnitOfWork, data: P, _: CloudEvent) -> Touched | None:
+            return await command(uow, data)
+
+        self.each(payload, handle)
+
     def runs(
         self,
         payload: type[P],

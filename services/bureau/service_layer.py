@@ -1095,18 +1095,6 @@ def handlers(bureau: Bureau) -> Handlers:
     async def flagged(uow: UnitOfWork, data: AccountFlagged, event: CloudEvent) -> None:
         await bureau.flag(uow, data, data.customer_id or event.key)
 
-    async def missed(uow: UnitOfWork, data: PaymentMissed, _: CloudEvent) -> None:
-        await bureau.payment_missed(uow, data)
-
-    async def changed(uow: UnitOfWork, data: DelinquencyChanged, _: CloudEvent) -> None:
-        await bureau.delinquency_changed(uow, data)
-
-    async def cured(uow: UnitOfWork, data: AccountCured, _: CloudEvent) -> None:
-        await bureau.cured(uow, data)
-
-    async def reversal(uow: UnitOfWork, data: PaymentReversalApplied, _: CloudEvent) -> None:
-        await bureau.reversal_applied(uow, data)
-
     async def activated(uow: UnitOfWork, data: PlanActivated, _: CloudEvent) -> None:
         await bureau.plan(uow, data.account_id, data.customer_id, True, data)
 
@@ -1129,10 +1117,10 @@ def handlers(bureau: Bureau) -> Handlers:
         await bureau.dispute(uow, data.account_id, event.key, state)
 
     registry.each(AccountFlagged, flagged)
-    registry.each(PaymentMissed, missed)
-    registry.each(DelinquencyChanged, changed)
-    registry.each(AccountCured, cured)
-    registry.each(PaymentReversalApplied, reversal)
+    registry.on(PaymentMissed, bureau.payment_missed)
+    registry.on(DelinquencyChanged, bureau.delinquency_changed)
+    registry.on(AccountCured, bureau.cured)
+    registry.on(PaymentReversalApplied, bureau.reversal_applied)
     registry.each(PlanActivated, activated)
     registry.each(PlanBroken, ended)
     registry.each(PlanCompleted, ended)

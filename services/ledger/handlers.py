@@ -416,20 +416,11 @@ def handlers(ledger: Ledger) -> Handlers:
     registry.runs(LoanOpened, ledger.open_loans)
     registry.runs(PaymentPosted, ledger.post_payments)
 
-    async def reversed_(uow: UnitOfWork, data: PaymentReversed, _: CloudEvent) -> Touched | None:
-        return await ledger.reverse_payment(uow, data)
-
-    async def flagged(uow: UnitOfWork, data: AccountFlagged, _: CloudEvent) -> None:
-        await ledger.flag(uow, data)
-
-    async def plan_agreed(uow: UnitOfWork, data: PlanAgreed, _: CloudEvent) -> None:
-        await ledger.agree_plan(uow, data)
-
     async def promise_made(uow: UnitOfWork, data: PromiseMade, event: CloudEvent) -> Touched:
         return await ledger.record_promise(uow, data, event.id)
 
-    registry.each(PaymentReversed, reversed_)
-    registry.each(AccountFlagged, flagged)
-    registry.each(PlanAgreed, plan_agreed)
+    registry.on(PaymentReversed, ledger.reverse_payment)
+    registry.on(AccountFlagged, ledger.flag)
+    registry.on(PlanAgreed, ledger.agree_plan)
     registry.each(PromiseMade, promise_made)
     return registry

@@ -13,10 +13,10 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from sqlalchemy import text
 
@@ -71,7 +71,6 @@ from shared.events import (
 from shared.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
-P = TypeVar("P")
 SOURCE = "/arrears/scheduler"
 NAMESPACE = uuid.UUID("6f1c2a40-3b1e-4c55-9f0e-0d8f9c1b7a11")
 FIRE_BATCH = 2000
@@ -1176,24 +1175,16 @@ def handlers(scheduler: Scheduler) -> Handlers:
     registry.runs(PaymentReceived, scheduler.payments_received)
     registry.runs(ContactAttempted, scheduler.contacts_attempted)
 
-    def data_only(
-        command: Callable[[UnitOfWork, P], Awaitable[Touched | None]],
-    ) -> Callable[[UnitOfWork, P, CloudEvent], Awaitable[Touched | None]]:
-        async def handle(uow: UnitOfWork, data: P, _: CloudEvent) -> Touched | None:
-            return await command(uow, data)
-
-        return handle
-
-    registry.each(DelinquencyChanged, data_only(scheduler.delinquency_changed))
-    registry.each(AccountCured, data_only(scheduler.account_cured))
-    registry.each(PlanActivated, data_only(scheduler.plan_activated))
-    registry.each(PlanBroken, data_only(scheduler.plan_broken))
-    registry.each(PlanCompleted, data_only(scheduler.plan_completed))
-    registry.each(PromiseMade, data_only(scheduler.promise_made))
-    registry.each(PromiseKept, data_only(scheduler.promise_kept))
-    registry.each(PromiseBroken, data_only(scheduler.promise_broken))
-    registry.each(CustomerOptedOut, data_only(scheduler.opted_out))
-    registry.each(CustomerCeaseRequested, data_only(scheduler.cease_requested))
+    registry.on(DelinquencyChanged, scheduler.delinquency_changed)
+    registry.on(AccountCured, scheduler.account_cured)
+    registry.on(PlanActivated, scheduler.plan_activated)
+    registry.on(PlanBroken, scheduler.plan_broken)
+    registry.on(PlanCompleted, scheduler.plan_completed)
+    registry.on(PromiseMade, scheduler.promise_made)
+    registry.on(PromiseKept, scheduler.promise_kept)
+    registry.on(PromiseBroken, scheduler.promise_broken)
+    registry.on(CustomerOptedOut, scheduler.opted_out)
+    registry.on(CustomerCeaseRequested, scheduler.cease_requested)
 
     async def account_flagged(uow: UnitOfWork, data: AccountFlagged, event: CloudEvent) -> None:
         await scheduler.flag(uow, data, data.customer_id or event.key)

@@ -303,8 +303,8 @@ async def _check(engine: AsyncEngine, clock: ControlledClock, ledger: Ledger, mo
         if before[account_id]["due"]:  # reviewed now: its next review day is the domain's
             assert got["review_on"] == standing.review_on, where
             assert got["paused_days"] == standing.paused_days, where
-        assert got["plans"] == plans, where
-        assert got["promises"] == promises, where
+        assert got["plans_status"] == plans, where
+        assert got["promises_status"] == promises, where
 
 
 def _expected(facts: dict[str, Any]) -> tuple[Standing, dict[str, str], dict[str, str]]:
@@ -411,7 +411,4 @@ async def _snapshot(engine: AsyncEngine, now: datetime) -> dict[str, dict[str, A
                     r.made_at,
                     r.due_date,
                 )
-    for facts in found.values():
-        facts["plans"] = facts["plans_status"]
-        facts["promises"] = facts["promises_status"]
     return found

@@ -443,8 +443,3 @@ async def receipts(
 ) -> dict[str, ReceiptRow]:
     rows = await session.execute(RECEIPTS_SQL, {"payments": list(payment_ids), "now": now})
     return {r.payment_id: ReceiptRow(**r._mapping) for r in rows}
-
-
-def columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
-    """Row dicts as one list per key: the parameters of an ``unnest`` bulk statement."""
-    return {key: [row[key] for row in rows] for key in keys}
