@@ -12,7 +12,8 @@ from services.scheduler import strategies
 from services.scheduler.domain import scoring
 from services.scheduler.domain.packs import load_packs
 from services.scheduler.entrypoints.api import router
-from services.scheduler.service_layer import Scheduler, handlers
+from services.scheduler.handlers import Scheduler, handlers
+from services.scheduler.treatments import Treatments
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
@@ -34,7 +35,8 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     packs = load_packs()
     model = load_model()
     shipped = strategies.load_files()
-    scheduler = Scheduler(clock, packs, model, settings.fingerprint_key, default_country)
+    treatments = Treatments(clock, packs, model, default_country)
+    scheduler = Scheduler(clock, treatments, settings.fingerprint_key)
     events = ConsumerSpec.of(
         "events",
         (topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING),
@@ -47,7 +49,7 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
 
     async def fire_timers(uow: UnitOfWork, now: datetime) -> None:
         for _ in range(MAX_BATCHES_PER_MOVE):
-            if not await scheduler.fire_due(uow):
+            if not await treatments.fire_due(uow):
                 break
             await uow.flush_events()
 

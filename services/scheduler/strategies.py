@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import text
 
 from services.scheduler.domain import compliance, scoring
 from services.scheduler.domain.compliance import Allowed, Pack, Party, Proposal
@@ -19,10 +18,11 @@ from services.scheduler.domain.strategy import (
     AccountFacts,
     Strategy,
     assign_variant,
+    checksum,
     plan,
     treatment_for,
 )
-from services.scheduler.service_layer import checksum
+from services.scheduler.repository import strategies as repository
 from shared.db import UnitOfWork
 
 FILES = Path(__file__).resolve().parent / "strategies"
@@ -48,13 +48,7 @@ async def seed(uow: UnitOfWork, strategies: Sequence[Strategy], now: datetime) -
     published yet or it is newer than the published one. Versions are never overwritten."""
     for strategy in strategies:
         await store(uow, strategy, now, conflict_ok=True)
-        published = await uow.session.scalar(
-            text("""
-                SELECT version FROM strategy_version
-                WHERE strategy_id = :s AND status = 'published'
-            """),
-            {"s": strategy.id},
-        )
+        published = await repository.published_version(uow.session, strategy.id)
         if published is None or published < strategy.version:
             await publish(uow, strategy.id, strategy.version, now)
 
@@ -65,10 +59,7 @@ async def store(
     """Store a new version as a draft. The same content again is a no-op; other content under a
     version that exists is refused (versions are immutable)."""
     digest = checksum(strategy)
-    existing = await uow.session.scalar(
-        text("SELECT checksum FROM strategy_version WHERE strategy_id = :s AND version = :v"),
-        {"s": strategy.id, "v": strategy.version},
-    )
+    existing = await repository.checksum_of(uow.session, strategy.id, strategy.version)
     if existing is not None:
         if existing != digest and not conflict_ok:
             raise StrategyConflict(
@@ -76,80 +67,36 @@ async def store(
                 "versions are immutable, submit a new version"
             )
         return "unchanged"
-    await uow.session.execute(
-        text("""
-            INSERT INTO strategy_version (strategy_id, version, status, body, checksum, created_at)
-            VALUES (:s, :v, 'draft', CAST(:body AS jsonb), :digest, :now)
-            ON CONFLICT (strategy_id, version) DO NOTHING  -- replicas seeding at once
-        """),
-        {
-            "s": strategy.id,
-            "v": strategy.version,
-            "body": strategy.model_dump_json(),
-            "digest": digest,
-            "now": now,
-        },
+    await repository.insert_draft(
+        uow.session, strategy.id, strategy.version, strategy.model_dump_json(), digest, now
     )
     return "created"
 
 
 async def publish(uow: UnitOfWork, strategy_id: str, version: int, now: datetime) -> None:
     """Make this version the published one; the previously published version is retired."""
-    status = await uow.session.scalar(
-        text("""
-            SELECT status FROM strategy_version WHERE strategy_id = :s AND version = :v
-            FOR UPDATE
-        """),
-        {"s": strategy_id, "v": version},
-    )
+    status = await repository.lock_status(uow.session, strategy_id, version)
     if status is None:
         raise KeyError(f"{strategy_id} version {version}")
-    if status == "published":
-        return
-    await uow.session.execute(
-        text("""
-            UPDATE strategy_version SET status = 'retired', retired_at = :now
-            WHERE strategy_id = :s AND status = 'published'
-        """),
-        {"s": strategy_id, "now": now},
-    )
-    await uow.session.execute(
-        text("""
-            UPDATE strategy_version SET status = 'published', published_at = :now,
-                                        retired_at = NULL
-            WHERE strategy_id = :s AND version = :v
-        """),
-        {"s": strategy_id, "v": version, "now": now},
-    )
+    if status != "published":
+        await repository.publish(uow.session, strategy_id, version, now)
 
 
 async def retire(uow: UnitOfWork, strategy_id: str, version: int, now: datetime) -> None:
-    found = await uow.session.execute(
-        text("""
-            UPDATE strategy_version SET status = 'retired', retired_at = :now
-            WHERE strategy_id = :s AND version = :v RETURNING 1
-        """),
-        {"s": strategy_id, "v": version, "now": now},
-    )
-    if found.first() is None:
+    if not await repository.retire(uow.session, strategy_id, version, now):
         raise KeyError(f"{strategy_id} version {version}")
 
 
 async def versions(uow: UnitOfWork) -> list[dict[str, Any]]:
-    rows = await uow.session.execute(
-        text("""
-            SELECT strategy_id, version, status, checksum, created_at, published_at, retired_at
-            FROM strategy_version ORDER BY strategy_id, version
-        """)
-    )
-    return [dict(r) for r in rows.mappings()]
+    return await repository.versions(uow.session)
+
+
+async def published_version(uow: UnitOfWork, strategy_id: str) -> int | None:
+    return await repository.published_version(uow.session, strategy_id)
 
 
 async def body(uow: UnitOfWork, strategy_id: str, version: int) -> Strategy | None:
-    raw = await uow.session.scalar(
-        text("SELECT body FROM strategy_version WHERE strategy_id = :s AND version = :v"),
-        {"s": strategy_id, "v": version},
-    )
+    raw = await repository.body(uow.session, strategy_id, version)
     return None if raw is None else Strategy.model_validate(raw)
 
 

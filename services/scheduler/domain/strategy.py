@@ -161,3 +161,8 @@ def plan(treatment: Treatment, start: datetime) -> list[PlannedStep]:
 
 def schema() -> dict[str, object]:
     return Strategy.model_json_schema()
+
+
+def checksum(strategy: Strategy) -> str:
+    """A version's content, as stored: the same file seeded twice is recognised."""
+    return hashlib.sha256(strategy.model_dump_json().encode()).hexdigest()

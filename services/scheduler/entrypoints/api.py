@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
-from sqlalchemy import text
 
 from services.scheduler import strategies
 from services.scheduler.domain import scoring
 from services.scheduler.domain.compliance import CHANNELS, Pack
 from services.scheduler.domain.strategy import BUCKETS, Strategy
+from services.scheduler.repository import timers
 from shared.auth import require
 from shared.clock import Clock
 from shared.http import problem, validation_problem
@@ -100,14 +100,7 @@ def router(
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     ) -> Any:
         async with request.app.state.runtime.uow() as uow:
-            rows = await uow.session.execute(
-                text("""
-                    SELECT id, at, kind, contact_id, reasons, inputs FROM decision
-                    WHERE account_id = :a AND id > :after ORDER BY id LIMIT :limit
-                """),
-                {"a": account_id, "after": after, "limit": limit},
-            )
-            return [dict(r) for r in rows.mappings()]
+            return await timers.decisions_of(uow.session, account_id, after, limit)
 
     @api.get(
         "/reports/decisions",
@@ -119,21 +112,7 @@ def router(
         request: Request, since: date | None = None, until: date | None = None
     ) -> Any:
         async with request.app.state.runtime.uow() as uow:
-            rows = await uow.session.execute(
-                text("""
-                    SELECT (d.at AT TIME ZONE 'UTC')::date AS day, d.kind,
-                           r.reason, t.variant, count(*) AS count
-                    FROM decision d
-                    LEFT JOIN timer t ON t.contact_id = d.contact_id
-                    LEFT JOIN LATERAL unnest(nullif(d.reasons, '{}')) AS r(reason) ON true
-                    WHERE d.kind NOT IN ('segment', 'variant')
-                      AND (CAST(:since AS date) IS NULL OR d.at >= CAST(:since AS date))
-                      AND (CAST(:until AS date) IS NULL OR d.at < CAST(:until AS date) + 1)
-                    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-                """),
-                {"since": since, "until": until},
-            )
-            return [dict(r) for r in rows.mappings()]
+            return await timers.decision_counts(uow.session, since, until)
 
     @api.get(
         "/strategies",
@@ -234,13 +213,7 @@ def router(
     )
     async def dry_run(strategy_id: str, request: Request, body: DryRunRequest) -> Any:
         async with request.app.state.runtime.uow() as uow:
-            version = body.version or await uow.session.scalar(
-                text("""
-                    SELECT version FROM strategy_version
-                    WHERE strategy_id = :s AND status = 'published'
-                """),
-                {"s": strategy_id},
-            )
+            version = body.version or await strategies.published_version(uow, strategy_id)
             found = None if version is None else await strategies.body(uow, strategy_id, version)
         if found is None:
             return problem(404, "Not Found", "no such strategy, or none of it is published")
