@@ -5,7 +5,8 @@ from __future__ import annotations
 import services.notifier
 from services.notifier.domain.templates import Renderer
 from services.notifier.entrypoints.api import router
-from services.notifier.service_layer import Notifier, handlers, sender
+from services.notifier.handlers import Notifier, handlers
+from services.notifier.sender import Sender, sender
 from services.notifier.settings import NotifierSettings
 from shared import topics
 from shared.clock import Clock
@@ -16,13 +17,10 @@ from shared.settings import ServiceSettings
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     assert isinstance(settings, NotifierSettings)
-    notifier = Notifier(
-        clock,
-        Renderer(),
-        settings.partners,
-        settings.fingerprint_key,
-        settings.creditor_name,
-        settings.retry_max_seconds,
+    renderer = Renderer()
+    notifier = Notifier(clock, renderer, settings.partners, settings.fingerprint_key)
+    send = Sender(
+        clock, renderer, settings.partners, settings.creditor_name, settings.retry_max_seconds
     )
     # core-banking for the customers' contact data, which only the notifier holds
     events = ConsumerSpec.of("events", (topics.SCHEDULER, topics.CORE_BANKING), handlers(notifier))
@@ -30,7 +28,9 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
         description=services.notifier.__doc__ or "",
         consumers=[events],
         routers=[router(notifier, settings.max_webhook_bytes)],
-        workers=[sender(notifier, settings.send_concurrency, settings.send_poll_seconds)],
+        workers=[
+            sender(send, notifier.wake, settings.send_concurrency, settings.send_poll_seconds)
+        ],
         pending=notifier.unsent,
         clock_jobs=[notifier.clock_moved],
     )

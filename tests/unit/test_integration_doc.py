@@ -14,7 +14,7 @@ from services.bureau.service_layer import Bureau
 from services.bureau.settings import BureauSettings
 from services.notifier.domain import signing
 from services.notifier.domain.replies import intent
-from services.notifier.service_layer import DELIVERY_STATUS
+from services.notifier.domain.status import DELIVERY_STATUS
 from services.notifier.settings import Partner
 from services.scheduler.domain.compliance import Allowed, Party, Proposal, decide
 from services.scheduler.domain.packs import load_packs

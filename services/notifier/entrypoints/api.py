@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from services.notifier.domain import signing
-from services.notifier.service_layer import STATUSES, InboundReply, Notifier, StatusReport
+from services.notifier.domain.status import STATUSES
+from services.notifier.handlers import InboundReply, Notifier, StatusReport
 from shared.auth import require
 from shared.db import UnitOfWork
 from shared.events import Id, Text

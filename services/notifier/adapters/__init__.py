@@ -1,0 +1,1 @@
+"""What the notifier talks to outside Arrears: the partner channels."""
