@@ -28,7 +28,7 @@ import asyncpg
 
 from bench.ledger import in_own_process
 from bench.report import report
-from services.bureau.service_layer import Bureau
+from services.bureau.cycle import Cycles
 from services.bureau.settings import BureauSettings
 from shared.clock import ControlledClock
 from shared.db import asyncpg_dsn, make_engine, uow_factory
@@ -148,7 +148,7 @@ async def cycle(url: str, folder: str) -> dict[str, Any]:
     )
     engine = make_engine(url)
     started = time.perf_counter()
-    cycle_id = await Bureau(ControlledClock(NOW), settings).run_cycle(uow_factory(engine))
+    cycle_id = await Cycles(ControlledClock(NOW), settings).run_cycle(uow_factory(engine))
     elapsed = time.perf_counter() - started
     async with engine.connect() as conn:
         found = await conn.exec_driver_sql("SELECT kind, count(*) FROM report GROUP BY kind")

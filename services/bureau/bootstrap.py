@@ -10,8 +10,9 @@ from datetime import datetime
 import httpx
 
 import services.bureau
+from services.bureau.cycle import Cycles
 from services.bureau.entrypoints.api import router
-from services.bureau.service_layer import Bureau, handlers
+from services.bureau.handlers import Bureau, handlers
 from services.bureau.settings import BureauSettings
 from shared import topics
 from shared.clock import Clock
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     assert isinstance(settings, BureauSettings)
-    bureau = Bureau(clock, settings)
+    bureau = Bureau(clock)
+    reporting = Cycles(clock, settings)
     events = ConsumerSpec.of(
         "events", (topics.LEDGER, topics.NOTIFIER, topics.CORE_BANKING), handlers(bureau)
     )
@@ -49,7 +51,7 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
                 running.set()
                 moved.clear()
                 try:
-                    await bureau.run_cycle(units, http)
+                    await reporting.run_cycle(units, http)
                     failures = 0
                 except Exception:
                     # Resumed at the same clock instant, not at the next move: a cycle decided

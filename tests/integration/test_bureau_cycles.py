@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.bureau import service_layer
+from services.bureau import cycle as cycle_module
 from services.bureau.bootstrap import build
-from services.bureau.service_layer import Bureau
+from services.bureau.cycle import Cycles
+from services.bureau.handlers import Bureau
 from services.bureau.settings import BureauSettings
 from shared.clock import ControlledClock
 from shared.db import asyncpg_dsn, make_engine, uow_factory
@@ -115,18 +116,18 @@ async def test_a_cycle_that_dies_half_way_resumes_and_reports_each_account_once(
     )
     engine = make_engine(url)
     units = uow_factory(engine)
-    bureau = Bureau(ControlledClock(NOW), settings)
-    monkeypatch.setattr(service_layer, "CHUNK", 10)
+    bureau = Cycles(ControlledClock(NOW), settings)
+    monkeypatch.setattr(cycle_module, "CHUNK", 10)
     calls = {"n": 0}
-    real = Bureau._decide_chunk
+    real = Cycles._decide_chunk
 
-    async def dies_on_the_third_chunk(self: Bureau, *args: Any, **kwargs: Any) -> str | None:
+    async def dies_on_the_third_chunk(self: Cycles, *args: Any, **kwargs: Any) -> str | None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed")
         return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Bureau, "_decide_chunk", dies_on_the_third_chunk)
+    monkeypatch.setattr(Cycles, "_decide_chunk", dies_on_the_third_chunk)
     try:
         with pytest.raises(RuntimeError, match="killed"):
             await bureau.run_cycle(units)
@@ -199,7 +200,7 @@ async def test_a_rejected_record_is_held_until_its_data_changes(
     engine = make_engine(url)
     units = uow_factory(engine)
     clock = ControlledClock(NOW)
-    bureau = Bureau(clock, settings)
+    bureau = Cycles(clock, settings)
     try:
         async with httpx.AsyncClient() as http:
             while not server.started:
@@ -209,7 +210,7 @@ async def test_a_rejected_record_is_held_until_its_data_changes(
             await bureau.run_cycle(units, http)
             await clock.set(NOW + timedelta(days=2))
             async with units() as uow:  # the customer's data changes
-                await bureau.upsert_customers(
+                await Bureau(clock).upsert_customers(
                     uow,
                     [
                         CustomerUpserted(
@@ -264,15 +265,15 @@ async def test_a_cycle_that_fails_resumes_at_the_same_instant_without_waiting_fo
     engine = make_engine(url)
     units = uow_factory(engine)
     failures = {"n": 0}
-    real = Bureau._decide_chunk
+    real = Cycles._decide_chunk
 
-    async def database_restarts_once(self: Bureau, *args: Any, **kwargs: Any) -> str | None:
+    async def database_restarts_once(self: Cycles, *args: Any, **kwargs: Any) -> str | None:
         if failures["n"] == 0:
             failures["n"] += 1
             raise ConnectionResetError("the database went away")
         return await real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Bureau, "_decide_chunk", database_restarts_once)
+    monkeypatch.setattr(Cycles, "_decide_chunk", database_restarts_once)
     stop = asyncio.Event()
     worker = asyncio.ensure_future(definition.workers[0](units, stop))
     try:

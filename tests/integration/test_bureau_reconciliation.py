@@ -12,7 +12,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from services.bureau.service_layer import Bureau
+from services.bureau.cycle import Cycles
+from services.bureau.handlers import Bureau
 from services.bureau.settings import BureauSettings
 from shared.auth import DEV_KEY
 from shared.clock import ControlledClock
@@ -52,7 +53,8 @@ async def test_a_record_the_ledger_does_not_confirm_is_blocked(
     )
     engine = make_engine(url)
     units = uow_factory(engine)
-    bureau = Bureau(ControlledClock(ledger.runtime.clock.now()), settings)
+    clock = ControlledClock(ledger.runtime.clock.now())
+    bureau, reporting = Bureau(clock), Cycles(clock, settings)
     now = ledger.runtime.clock.now()
     async with units() as uow:
         await bureau.upsert_customers(
@@ -95,7 +97,7 @@ async def test_a_record_the_ledger_does_not_confirm_is_blocked(
 
     app = create_app(ledger.runtime, manage_runtime=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        await bureau.run_cycle(units, http)
+        await reporting.run_cycle(units, http)
     async with engine.connect() as conn:
         found = await conn.exec_driver_sql(
             "SELECT account_id, kind, reasons FROM report ORDER BY account_id"

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter
 
+from services.bureau.cycle import Cycles
 from services.bureau.domain.reporting import Identity, identity_complete
-from services.bureau.service_layer import Bureau
 from services.bureau.settings import BureauSettings
 from services.notifier.domain import signing
 from services.notifier.domain.replies import intent
@@ -112,7 +112,7 @@ def test_the_pages_reply_keywords_mean_what_it_says() -> None:
 
 
 def test_bureau_cycles_are_named_by_the_utc_month_as_the_page_says() -> None:
-    bureau = Bureau(
+    bureau = Cycles(
         ControlledClock(datetime(2026, 12, 1, tzinfo=UTC)),
         BureauSettings(database_url="postgresql+asyncpg://x:y@127.0.0.1:1/none"),
     )

@@ -153,3 +153,24 @@ def test_the_breaker_opens_after_repeated_failures_and_lets_a_trial_through_late
     assert breaker.allows(12.5)  # half-open
     breaker.succeeded()
     assert breaker.state == "closed"
+
+
+def test_a_partner_disposition_means_delivered_and_names_the_events_it_implies() -> None:
+    from decimal import Decimal
+
+    from services.notifier.domain.status import meaning
+
+    promised = meaning("promise_to_pay", "sent", "reminder_soft", Decimal("50.00"), True)
+    assert (promised.delivery_status, promised.promise, promised.dispute) == (
+        "delivered",
+        True,
+        False,
+    )
+    assert not meaning("promise_to_pay", "sent", "reminder_soft", None, True).promise
+    assert meaning("dispute", "sent", "reminder_soft", None, False).dispute
+    assert meaning("plan_accepted", "sent", "offer", None, False).plan
+    assert meaning("bounced", "sent", "reminder_soft", None, False).delivery_status == "failed"
+    assert meaning("sent", "sending", "reminder_soft", None, False).delivery_status == "sending"
+    assert meaning("returned", "sent", "bureau_pre_notice", None, False).notice == "returned"
+    assert meaning("delivered", "sent", "validation_notice", None, False).notice == "delivered"
+    assert meaning("delivered", "sent", "reminder_soft", None, False).notice is None

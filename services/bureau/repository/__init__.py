@@ -1,0 +1,1 @@
+"""All of the bureau's SQL: accounts' reporting state, cycles, records and files."""
