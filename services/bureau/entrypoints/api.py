@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, JSONResponse
 
 from services.bureau.repository import cycles as store
 from shared.auth import require
 from shared.http import problem
+from shared.service import Uow
 
 READ = [Depends(require("bureau:read"))]
 
@@ -25,9 +26,8 @@ def router() -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["bureau"])
 
     @api.get("/cycles", summary="Every reporting cycle and its status", dependencies=READ)
-    async def cycles(request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            return _json(await store.cycles(uow.session))
+    async def cycles(uow: Uow) -> Any:
+        return _json(await store.cycles(uow.session))
 
     @api.get(
         "/cycles/{cycle_id}",
@@ -35,9 +35,8 @@ def router() -> APIRouter:
         responses={404: {"description": "No such cycle"}},
         dependencies=READ,
     )
-    async def cycle(cycle_id: str, request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            found = await store.cycle_summary(uow.session, cycle_id)
+    async def cycle(cycle_id: str, uow: Uow) -> Any:
+        found = await store.cycle_summary(uow.session, cycle_id)
         if found is None:
             return problem(404, "Not Found", "no such cycle")
         return _json(found)
@@ -48,9 +47,8 @@ def router() -> APIRouter:
         responses={404: {"description": "No such file"}},
         dependencies=READ,
     )
-    async def file(cycle_id: str, request: Request, country: str = "US") -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            path = await store.file_path(uow.session, cycle_id, country)
+    async def file(cycle_id: str, uow: Uow, country: str = "US") -> Any:
+        path = await store.file_path(uow.session, cycle_id, country)
         if path is None or not await asyncio.to_thread(Path(path).exists):
             return problem(404, "Not Found", "no file for this cycle and country")
         return FileResponse(path, media_type="text/plain", filename=Path(path).name)
@@ -60,8 +58,7 @@ def router() -> APIRouter:
         summary="Each cycle's record for an account, with its gate results",
         dependencies=READ,
     )
-    async def reports(account_id: str, request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            return _json(await store.reports_of(uow.session, account_id))
+    async def reports(account_id: str, uow: Uow) -> Any:
+        return _json(await store.reports_of(uow.session, account_id))
 
     return api

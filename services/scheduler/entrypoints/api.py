@@ -20,6 +20,7 @@ from services.scheduler.repository import timers
 from shared.auth import require
 from shared.clock import Clock
 from shared.http import problem, validation_problem
+from shared.service import Uow
 
 READ = [Depends(require("scheduler:read"))]
 # a version number as the database stores it (integer): anything larger cannot exist
@@ -95,12 +96,11 @@ def router(
     )
     async def decisions(
         account_id: str,
-        request: Request,
+        uow: Uow,
         after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     ) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            return await timers.decisions_of(uow.session, account_id, after, limit)
+        return await timers.decisions_of(uow.session, account_id, after, limit)
 
     @api.get(
         "/reports/decisions",
@@ -109,10 +109,9 @@ def router(
         dependencies=READ,
     )
     async def decision_counts(
-        request: Request, since: date | None = None, until: date | None = None
+        uow: Uow, since: date | None = None, until: date | None = None
     ) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            return await timers.decision_counts(uow.session, since, until)
+        return await timers.decision_counts(uow.session, since, until)
 
     @api.get(
         "/strategies",
@@ -120,9 +119,8 @@ def router(
         summary="Every stored strategy version and its status",
         dependencies=READ,
     )
-    async def list_versions(request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            return await strategies.versions(uow)
+    async def list_versions(uow: Uow) -> Any:
+        return await strategies.versions(uow)
 
     @api.get(
         "/strategies/{strategy_id}/versions/{version}",
@@ -130,9 +128,8 @@ def router(
         responses={404: {"description": "No such version"}},
         dependencies=READ,
     )
-    async def get_version(strategy_id: str, version: VersionNo, request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            found = await strategies.body(uow, strategy_id, version)
+    async def get_version(strategy_id: str, version: VersionNo, uow: Uow) -> Any:
+        found = await strategies.body(uow, strategy_id, version)
         if found is None:
             return problem(404, "Not Found", "no such strategy version")
         return found.model_dump(mode="json")
@@ -161,16 +158,17 @@ def router(
         },
         dependencies=WRITE,
     )
-    async def create(request: Request, document: Annotated[dict[str, Any], Body()]) -> Any:
+    async def create(
+        request: Request, uow: Uow, document: Annotated[dict[str, Any], Body()]
+    ) -> Any:
         parsed = _parse(request, document)
         if isinstance(parsed, JSONResponse):
             return parsed
-        async with request.app.state.runtime.uow() as uow:
-            try:
-                result = await strategies.store(uow, parsed, clock.now())
-            except strategies.StrategyConflict as exc:
-                return problem(409, "Conflict", str(exc))
-            await uow.commit()
+        try:
+            result = await strategies.store(uow, parsed, clock.now())
+        except strategies.StrategyConflict as exc:
+            return problem(409, "Conflict", str(exc))
+        await uow.commit()
         return Stored(strategy_id=parsed.id, version=parsed.version, result=result)
 
     @api.post(
@@ -180,14 +178,13 @@ def router(
         responses={404: {"description": "No such version"}},
         dependencies=WRITE,
     )
-    async def publish(strategy_id: str, version: VersionNo, request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            try:
-                await strategies.publish(uow, strategy_id, version, clock.now())
-            except KeyError:
-                return problem(404, "Not Found", "no such strategy version")
-            await uow.commit()
-            return [v for v in await strategies.versions(uow) if v["strategy_id"] == strategy_id]
+    async def publish(strategy_id: str, version: VersionNo, uow: Uow) -> Any:
+        try:
+            await strategies.publish(uow, strategy_id, version, clock.now())
+        except KeyError:
+            return problem(404, "Not Found", "no such strategy version")
+        await uow.commit()
+        return [v for v in await strategies.versions(uow) if v["strategy_id"] == strategy_id]
 
     @api.post(
         "/strategies/{strategy_id}/versions/{version}/retire",
@@ -196,14 +193,13 @@ def router(
         responses={404: {"description": "No such version"}},
         dependencies=WRITE,
     )
-    async def retire(strategy_id: str, version: VersionNo, request: Request) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            try:
-                await strategies.retire(uow, strategy_id, version, clock.now())
-            except KeyError:
-                return problem(404, "Not Found", "no such strategy version")
-            await uow.commit()
-            return [v for v in await strategies.versions(uow) if v["strategy_id"] == strategy_id]
+    async def retire(strategy_id: str, version: VersionNo, uow: Uow) -> Any:
+        try:
+            await strategies.retire(uow, strategy_id, version, clock.now())
+        except KeyError:
+            return problem(404, "Not Found", "no such strategy version")
+        await uow.commit()
+        return [v for v in await strategies.versions(uow) if v["strategy_id"] == strategy_id]
 
     @api.post(
         "/strategies/{strategy_id}/dry-run",
@@ -211,10 +207,9 @@ def router(
         responses={404: {"description": "No such strategy or version"}},
         dependencies=READ,
     )
-    async def dry_run(strategy_id: str, request: Request, body: DryRunRequest) -> Any:
-        async with request.app.state.runtime.uow() as uow:
-            version = body.version or await strategies.published_version(uow, strategy_id)
-            found = None if version is None else await strategies.body(uow, strategy_id, version)
+    async def dry_run(strategy_id: str, uow: Uow, body: DryRunRequest) -> Any:
+        version = body.version or await strategies.published_version(uow, strategy_id)
+        found = None if version is None else await strategies.body(uow, strategy_id, version)
         if found is None:
             return problem(404, "Not Found", "no such strategy, or none of it is published")
         account = strategies.DryRunAccount(
