@@ -11,25 +11,21 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from services.ledger.announcements import ActiveFlags, announcements, receipt_event
 from services.ledger.domain.allocation import LedgerError, allocate, apply, validate_schedule
 from services.ledger.repository import book, evaluation
-from services.ledger.repository.evaluation import Evaluated, ReceiptRow, Settled
+from services.ledger.repository.rows import Evaluated, Settled, StateRow
 from shared.clock import Clock
 from shared.consumer import Handlers, PermanentError, Touched
 from shared.db import UnitOfWork
 from shared.envelope import CloudEvent, new_event
 from shared.events import (
-    AccountCured,
     AccountEvent,
     AccountFlagged,
     CustomerUpserted,
-    DelinquencyChanged,
     LoanOpened,
     Payload,
-    PaymentMissed,
     PaymentPosted,
-    PaymentReceived,
-    PaymentReversalApplied,
     PaymentReversed,
     PlanActivated,
     PlanAgreed,
@@ -227,12 +223,10 @@ class Ledger:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    async def state(self, uow: UnitOfWork, account_id: str) -> evaluation.StateRow | None:
+    async def state(self, uow: UnitOfWork, account_id: str) -> StateRow | None:
         return await evaluation.state(uow.session, self._clock.now(), account_id)
 
-    async def standings(
-        self, uow: UnitOfWork, account_ids: Sequence[str]
-    ) -> list[evaluation.StateRow]:
+    async def standings(self, uow: UnitOfWork, account_ids: Sequence[str]) -> list[StateRow]:
         return await evaluation.standings(uow.session, self._clock.now(), account_ids)
 
     # --- the settle step and delinquency ------------------------------------------------------
@@ -323,90 +317,6 @@ class Ledger:
                 if row.active:
                     flags.add(row.customer_id, row.account_id, row.flag)
         return flags
-
-
-def announcements(row: Evaluated, flags: list[str]) -> list[Payload]:
-    """What one evaluated row tells the other services: a missed instalment, a bucket change,
-    a cure (an account current again after being in arrears)."""
-    standing = {
-        "balance": row.outstanding,
-        "first_delinquency": row.first_delinquency,
-        "next_due_date": row.next_due,
-        "next_due_amount": row.next_due_amount,
-    }
-    common = {"account_id": row.account_id, "customer_id": row.customer_id, "flags": flags}
-    if row.kind == "missed":
-        assert row.installment_no is not None
-        assert row.due_date is not None
-        assert row.amount_due is not None
-        return [
-            PaymentMissed(
-                **common,
-                installment_no=row.installment_no,
-                due_date=row.due_date,
-                amount_due=row.amount_due,
-                total_overdue=row.overdue,
-                currency=row.currency,
-                days_past_due=row.days_past_due,
-                bucket=row.bucket,
-                product=row.product,
-                **standing,
-            )
-        ]
-    events: list[Payload] = []
-    if row.old_bucket != row.bucket:
-        events.append(
-            DelinquencyChanged(
-                **common,
-                previous_bucket=row.old_bucket,
-                bucket=row.bucket,
-                days_past_due=row.days_past_due,
-                total_overdue=row.overdue,
-                currency=row.currency,
-                product=row.product,
-                **standing,
-            )
-        )
-    if row.old_in_arrears and not row.in_arrears:
-        events.append(AccountCured(**common, **standing))
-    return events
-
-
-def receipt_event(
-    row: ReceiptRow, receipt: PaymentPosted | PaymentReversed
-) -> PaymentReceived | PaymentReversalApplied:
-    amounts = {
-        "account_id": row.account_id,
-        "customer_id": row.customer_id,
-        "payment_id": row.payment_id,
-        "amount": row.amount,
-        "currency": row.currency,
-        "total_overdue": row.overdue,
-        "balance": row.balance,
-        "posted_at": row.posted_at,
-        "days_past_due": row.days_past_due,
-        "next_due_date": row.next_due_date,
-        "next_due_amount": row.next_due_amount,
-    }
-    if isinstance(receipt, PaymentReversed):
-        return PaymentReversalApplied(**amounts, reversed_at=row.reversed_at)
-    return PaymentReceived(**amounts, posted_on=row.posted_on)
-
-
-class ActiveFlags:
-    """Active flags per customer; a customer-wide flag (no account) applies to every account."""
-
-    def __init__(self) -> None:
-        self._by_customer: dict[str, list[tuple[str | None, str]]] = {}
-
-    def add(self, customer_id: str, account_id: str | None, flag: str) -> None:
-        self._by_customer.setdefault(customer_id, []).append((account_id, flag))
-
-    def of(self, customer_id: str, account_id: str) -> list[str]:
-        entries = self._by_customer.get(customer_id)
-        if not entries:
-            return []
-        return sorted({flag for account, flag in entries if account in (None, account_id)})
 
 
 def handlers(ledger: Ledger) -> Handlers:

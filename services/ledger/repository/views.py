@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ledger.repository.evaluation import StateRow
+from services.ledger.repository.rows import StateRow
 
 ACCOUNT_SQL = text("""
 SELECT a.account_id, a.customer_id, a.product, a.currency, a.principal, a.opened_on,
