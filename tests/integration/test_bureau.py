@@ -40,7 +40,7 @@ from shared.events import (
 )
 from shared.service import ServiceRuntime, create_app
 from tests.support.databases import migrated_database
-from tests.support.factories import produce, read_topic, skip_history
+from tests.support.factories import caught_up, produce, read_topic, skip_history
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -66,7 +66,7 @@ class Bureau:
 
     async def cycle(self, day: date) -> str:
         """Moves the clock to noon (UTC) of ``day`` and waits for that day's cycle to finish."""
-        await asyncio.sleep(1.5)  # the events sent before are applied
+        await caught_up(self.kafka, self.runtime)  # the events sent before are applied
         await self.set_clock(datetime.combine(day, time(12), UTC))
         cycle = day.isoformat()
         async with asyncio.timeout(30):
@@ -161,7 +161,7 @@ async def delinquent(b: Bureau, country: str, dpd: int = 35) -> tuple[str, str]:
             ],
         ),
     )
-    await asyncio.sleep(0.5)
+    await caught_up(b.kafka, b.runtime)
     await b.send(
         topics.LEDGER,
         customer,
@@ -257,7 +257,7 @@ async def test_us_returned_notice_and_bankruptcy_block_the_report(bureau: Bureau
     )
     await bureau.applied(returned, "notice_returned_at", sent + timedelta(days=4))
     await bureau.applied(bankrupt, "conversation_at", sent)
-    await asyncio.sleep(1)  # and the flag
+    await caught_up(bureau.kafka, bureau.runtime)  # and the flag
     await bureau.cycle(day)
     assert kinds(await bureau.reports(returned)) == [("blocked", ["US.bureau.notice-returned"])]
     assert kinds(await bureau.reports(bankrupt)) == [("blocked", ["US.bureau.bankruptcy"])]

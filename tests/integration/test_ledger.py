@@ -36,7 +36,7 @@ from shared.events import (
 )
 from shared.service import ServiceRuntime, create_app
 from tests.support.databases import migrated_database
-from tests.support.factories import produce, read_topic, skip_history
+from tests.support.factories import caught_up, produce, read_topic, skip_history
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -322,7 +322,7 @@ async def test_http_ingest_shares_handlers_and_deduplication_with_kafka(ledger: 
             if forwarded:
                 break
             await asyncio.sleep(0.3)
-    await asyncio.sleep(1)
+    await caught_up(ledger.kafka, ledger.runtime)  # a second forward would be out by now
     records = await read_topic(ledger.kafka, topics.CORE_BANKING, timeout=5)
     assert len([r for r in records if ("ce_id", posted.id.encode()) in r.headers]) == 1
 

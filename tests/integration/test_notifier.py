@@ -31,7 +31,7 @@ from shared.fingerprint import fingerprint
 from shared.service import ServiceRuntime, create_app
 from shared.settings import DEV_FINGERPRINT_KEY
 from tests.support.databases import migrated_database
-from tests.support.factories import produce, read_topic, skip_history
+from tests.support.factories import caught_up, produce, read_topic, skip_history
 from tests.support.infra import Infra
 from tools.partners.app import Standin
 from tools.partners.app import create_app as standin_app
@@ -230,7 +230,7 @@ async def notifier_events(
 
 async def test_redelivery_and_lost_answers_never_send_twice_at_the_partner(world: World) -> None:
     who = await customer(world)
-    await asyncio.sleep(1)
+    await caught_up(world.kafka, world.runtime)
     # The partner records each send but answers after the notifier's 1 s timeout, for a while:
     # the notifier retries with the same Idempotency-Key and the partner sends nothing again.
     await world.partner.post("/control", json={"slow_answer_for_seconds": 4, "callbacks": False})
@@ -253,7 +253,7 @@ async def test_redelivery_and_lost_answers_never_send_twice_at_the_partner(world
 
 async def test_a_thirty_second_partner_outage_loses_nothing(world: World) -> None:
     who = await customer(world)
-    await asyncio.sleep(1)
+    await caught_up(world.kafka, world.runtime)
     await world.partner.post("/control", json={"fail_for_seconds": 30, "fail_status": 503})
     requests = [request(world, who, channel="sms") for _ in range(10)]
     await ask(world, *requests)
@@ -271,7 +271,7 @@ async def test_a_thirty_second_partner_outage_loses_nothing(world: World) -> Non
 
 async def test_a_request_past_not_after_is_never_sent(world: World) -> None:
     who = await customer(world)
-    await asyncio.sleep(1)
+    await caught_up(world.kafka, world.runtime)
     late = request(world, who, window=timedelta(minutes=10))
     await world.partner.post("/control", json={"fail_for_seconds": 6})
     await ask(world, late)
@@ -334,7 +334,7 @@ async def test_either_secret_works_during_a_rotation(world: World) -> None:
 
 async def test_a_replayed_event_id_has_one_effect(world: World) -> None:
     who = await customer(world)
-    await asyncio.sleep(1)
+    await caught_up(world.kafka, world.runtime)
     await world.partner.post("/control", json={"callbacks": False})
     sent = request(world, who, channel="voice", template="call_reminder")
     await ask(world, sent)
@@ -376,7 +376,7 @@ async def test_malformed_bodies_get_a_422_naming_the_field(world: World) -> None
 
 async def test_stop_in_chinese_and_english_opts_out_that_address_only(world: World) -> None:
     who = await customer(world)
-    await asyncio.sleep(1)
+    await caught_up(world.kafka, world.runtime)
     sms = await world.signed(
         "inbound",
         {"event_id": f"r-{uuid.uuid4()}", "channel": "sms", "from": PHONE, "text": "退订"},
@@ -400,7 +400,7 @@ async def test_a_plan_offer_accepted_by_reply_becomes_plan_agreed_for_the_ledger
     world: World,
 ) -> None:
     who = await customer(world)
-    await asyncio.sleep(1)
+    await caught_up(world.kafka, world.runtime)
     offer = ContactOffer(offer_id="o-1", kind="installments", installments=3)
     offered = request(world, who, template="plan_offer", offer=offer)
     await ask(world, offered)
@@ -418,7 +418,7 @@ async def test_a_plan_offer_accepted_by_reply_becomes_plan_agreed_for_the_ledger
 
 async def test_a_dispute_reply_opens_a_dispute_on_the_last_contacted_account(world: World) -> None:
     who = await customer(world)
-    await asyncio.sleep(1)
+    await caught_up(world.kafka, world.runtime)
     contacted = request(world, who)
     await ask(world, contacted)
     await world.until_status(contacted.account_id, {"sent", "delivered"})

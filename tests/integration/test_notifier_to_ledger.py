@@ -13,7 +13,7 @@ from shared import topics
 from shared.events import ContactOffer, CustomerUpserted
 from tests.integration.test_ledger import Ledger, open_loan
 from tests.integration.test_notifier import PHONE, World, ask, event, request
-from tests.support.factories import produce
+from tests.support.factories import caught_up, produce
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -37,7 +37,7 @@ async def test_an_accepted_plan_offer_reaches_the_ledger_as_an_active_plan(
         country="CN",
     )
     await produce(world.kafka, topics.CORE_BANKING, [event(contact_data, customer, world.now())])
-    await asyncio.sleep(1)
+    await caught_up(world.kafka, world.runtime)
 
     offer = ContactOffer(offer_id="o-2", kind="installments", installments=2)
     offered = request(

@@ -38,7 +38,7 @@ from shared.fingerprint import fingerprint
 from shared.service import ServiceRuntime, create_app
 from shared.settings import DEV_FINGERPRINT_KEY
 from tests.support.databases import migrated_database
-from tests.support.factories import produce, read_topic, skip_history
+from tests.support.factories import caught_up, produce, read_topic, skip_history
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -69,7 +69,7 @@ class Scheduler:
         async with asyncio.timeout(15):
             while self.runtime.clock.now() < instant:
                 await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # the timer job runs on the move
+        await self.runtime.progress(wait=15, clock=instant)  # the timer job runs on the move
 
     async def decisions(self, account_id: str) -> list[dict[str, Any]]:
         response = await self.client.get(f"/v1/accounts/{account_id}/decisions", headers=AUTH)
@@ -174,7 +174,7 @@ async def delinquent_customer(
                 )
             ],
         )
-    await asyncio.sleep(1)  # the customer's facts are in before the ledger's news
+    await caught_up(s.kafka, s.runtime)  # the customer's facts are in before the ledger's news
     missed = four_days_late(customer, account, at)
     await produce(s.kafka, topics.LEDGER, [event(missed, customer, at, "/arrears/ledger")])
     return customer, account
@@ -230,7 +230,7 @@ async def test_a_payment_that_clears_the_arrears_cancels_pending_steps(
     assert all(d["inputs"]["trigger"] == "payment.received" for d in cancelled)
 
     await scheduler.set_clock(scheduler.local(day + timedelta(days=15), 12))
-    await asyncio.sleep(1)
+    await caught_up(scheduler.kafka, scheduler.runtime)
     assert len(await contacts(scheduler.kafka, account)) == 1
 
 
@@ -356,7 +356,7 @@ async def test_a_bankruptcy_flag_suppresses_the_next_steps_with_its_rule_id(
 
     flag = AccountFlagged(customer_id=customer, flag="bankruptcy", active=True)
     await produce(scheduler.kafka, topics.CORE_BANKING, [event(flag, customer, at)])
-    await asyncio.sleep(1)
+    await caught_up(scheduler.kafka, scheduler.runtime)
     await scheduler.set_clock(scheduler.local(day + timedelta(days=15), 12))
     found = await until_contacts(scheduler.kafka, account, 2)
     later = found[1:]
@@ -390,7 +390,7 @@ async def test_a_dispute_from_the_notifier_stops_contact_with_its_rule_id(
     await produce(
         scheduler.kafka, topics.NOTIFIER, [event(opened, customer, at, "/arrears/notifier")]
     )
-    await asyncio.sleep(1)
+    await caught_up(scheduler.kafka, scheduler.runtime)
     await scheduler.set_clock(scheduler.local(day + timedelta(days=15), 12))
     later = (await until_contacts(scheduler.kafka, account, 2))[1:]
     assert all(e.type == "contact.suppressed" for e in later)
@@ -435,7 +435,7 @@ async def test_a_contact_fired_days_after_the_miss_states_what_is_owed_then(
         next_due_amount=Decimal("500.00"),
     )
     await produce(scheduler.kafka, topics.LEDGER, [event(missed, customer, at, "/arrears/ledger")])
-    await asyncio.sleep(1)
+    await caught_up(scheduler.kafka, scheduler.runtime)
     # The strategy's next steps go out days later: each says how late and how much as of then.
     await scheduler.set_clock(scheduler.local(day + timedelta(days=3), 10))
     later = await until_contacts(scheduler.kafka, account, 2)

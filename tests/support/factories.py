@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from shared.envelope import CloudEvent, encode, new_event
@@ -141,3 +142,46 @@ async def skip_history(bootstrap: str, runtime: ServiceRuntime) -> None:
             await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
         finally:
             await consumer.stop()
+
+
+async def caught_up(bootstrap: str, runtime: ServiceRuntime, timeout: float = 30.0) -> None:
+    """Wait until ``runtime`` has applied and committed every record on its topics as they
+    stand now, and its outbox is drained: a condition to wait on instead of a fixed sleep."""
+    groups = {
+        f"{runtime.settings.consumer_group}.{spec.name}": spec.topics
+        for spec in runtime.definition.consumers
+    }
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await probe.start()
+    await admin.start()
+    try:
+        await probe.topics()
+        ends: dict[str, dict[TopicPartition, int]] = {}
+        for group, names in groups.items():
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in names
+                for p in sorted(probe.partitions_for_topic(topic) or ())
+            ]
+            ends[group] = {
+                tp: end for tp, end in (await probe.end_offsets(partitions)).items() if end
+            }
+        async with asyncio.timeout(timeout):
+            for group, wanted in ends.items():
+                while True:
+                    committed = await admin.list_consumer_group_offsets(group)
+                    if all(
+                        tp in committed and committed[tp].offset >= end
+                        for tp, end in wanted.items()
+                    ):
+                        break
+                    await asyncio.sleep(0.05)
+            while True:  # and what that published has left its outbox
+                snapshot = await runtime.progress()
+                if not snapshot["outbox_pending"] and not snapshot["clock_busy"]:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+        await probe.stop()
