@@ -36,7 +36,7 @@ from shared.events import (
 )
 from shared.service import ServiceRuntime, create_app
 from tests.support.databases import migrated_database
-from tests.support.factories import caught_up, produce, read_topic, skip_history
+from tests.support.factories import caught_up, latest_clock, produce, read_topic, skip_history
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -90,12 +90,6 @@ class Ledger:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
-
-
-async def latest_clock(kafka: str) -> datetime | None:
-    records = await read_topic(kafka, topics.CLOCK, timeout=5)
-    instants = [decode(r.key, r.value, r.headers).data.now for r in records]  # type: ignore[attr-defined]
-    return max(instants) if instants else None
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -38,7 +38,7 @@ from shared.fingerprint import fingerprint
 from shared.service import ServiceRuntime, create_app
 from shared.settings import DEV_FINGERPRINT_KEY
 from tests.support.databases import migrated_database
-from tests.support.factories import caught_up, produce, read_topic, skip_history
+from tests.support.factories import caught_up, clock_caught_up, produce, read_topic, skip_history
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -116,6 +116,7 @@ async def scheduler(kafka: str, infra: Infra) -> AsyncIterator[Scheduler]:
     runtime = ServiceRuntime(settings, build)
     await skip_history(kafka, runtime)
     await runtime.start()
+    await clock_caught_up(kafka, runtime)  # the days the tests pick come after the session's clock
     app = create_app(runtime, manage_runtime=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
         yield Scheduler(runtime, c, kafka)

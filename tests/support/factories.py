@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
-from shared.envelope import CloudEvent, encode, new_event
+from shared import topics
+from shared.envelope import CloudEvent, decode, encode, new_event
 from shared.events import PaymentPosted
 from shared.kafka import ensure_topics, make_producer
 from shared.service import ServiceRuntime
@@ -123,52 +124,58 @@ async def skip_history(bootstrap: str, runtime: ServiceRuntime) -> None:
     own records would measure that backlog instead.
     """
     for spec in runtime.definition.consumers:
+        ends = await end_offsets(bootstrap, spec.topics)
+        if not ends:  # topics not created yet: nothing to skip
+            continue
         group = f"{runtime.settings.consumer_group}.{spec.name}"
-        consumer = AIOKafkaConsumer(
+        committer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
         )
-        await consumer.start()
+        await committer.start()
         try:
-            await consumer.topics()  # loads the metadata partitions_for_topic reads
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in spec.topics
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            if not partitions:  # topics not created yet: nothing to skip
-                continue
-            consumer.assign(partitions)
-            ends = await consumer.end_offsets(partitions)
-            await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
+            committer.assign(list(ends))
+            await committer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
         finally:
-            await consumer.stop()
+            await committer.stop()
+
+
+async def end_offsets(bootstrap: str, names: Sequence[str]) -> dict[TopicPartition, int]:
+    """Every partition of the existing topics among ``names``, with its end offset now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = [name for name in names if name in set(await admin.list_topics())]
+    finally:
+        await admin.close()
+    if not existing:
+        return {}
+    # Without a group, a consumer is assigned every partition of its topics once metadata is in.
+    probe = AIOKafkaConsumer(*existing, bootstrap_servers=bootstrap, group_id=None)
+    await probe.start()
+    try:
+        async with asyncio.timeout(15):
+            while {tp.topic for tp in probe.assignment()} != set(existing):
+                await asyncio.sleep(0.05)
+        ends: dict[TopicPartition, int] = await probe.end_offsets(sorted(probe.assignment()))
+        return ends
+    finally:
+        await probe.stop()
 
 
 async def caught_up(bootstrap: str, runtime: ServiceRuntime, timeout: float = 30.0) -> None:
     """Wait until ``runtime`` has applied and committed every record on its topics as they
     stand now, and its outbox is drained: a condition to wait on instead of a fixed sleep."""
-    groups = {
-        f"{runtime.settings.consumer_group}.{spec.name}": spec.topics
-        for spec in runtime.definition.consumers
-    }
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await probe.start()
     await admin.start()
     try:
-        await probe.topics()
-        ends: dict[str, dict[TopicPartition, int]] = {}
-        for group, names in groups.items():
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in names
-                for p in sorted(probe.partitions_for_topic(topic) or ())
-            ]
-            ends[group] = {
-                tp: end for tp, end in (await probe.end_offsets(partitions)).items() if end
-            }
         async with asyncio.timeout(timeout):
-            for group, wanted in ends.items():
+            for spec in runtime.definition.consumers:
+                group = f"{runtime.settings.consumer_group}.{spec.name}"
+                wanted = {
+                    tp: end
+                    for tp, end in (await end_offsets(bootstrap, spec.topics)).items()
+                    if end
+                }
                 while True:
                     committed = await admin.list_consumer_group_offsets(group)
                     if all(
@@ -184,4 +191,24 @@ async def caught_up(bootstrap: str, runtime: ServiceRuntime, timeout: float = 30
                 await asyncio.sleep(0.05)
     finally:
         await admin.close()
-        await probe.stop()
+
+
+async def latest_clock(bootstrap: str) -> datetime | None:
+    """The latest instant on the clock topic: the session's modules share it, and a controlled
+    clock never goes back, so a test's day must come after it."""
+    records = await read_topic(bootstrap, topics.CLOCK, timeout=5)
+    instants = [decode(r.key, r.value, r.headers).data.now for r in records]  # type: ignore[attr-defined]
+    return max(instants) if instants else None
+
+
+async def clock_caught_up(bootstrap: str, runtime: ServiceRuntime, timeout: float = 15.0) -> None:
+    """Wait until ``runtime``'s controlled clock has applied the clock topic's last record (its
+    follower starts from it, on its own time)."""
+    records = await read_topic(bootstrap, topics.CLOCK, timeout=5)
+    if not records:
+        return
+    last = records[-1]
+    instant = decode(last.key, last.value, last.headers).data.now  # type: ignore[attr-defined]
+    async with asyncio.timeout(timeout):
+        while runtime.clock.now() < instant:
+            await asyncio.sleep(0.05)
