@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger.bootstrap import grace_days
 from services.ledger.domain.allocation import Allocation, Installment, allocate, apply
+from services.ledger.domain.delinquency import local_date
 from services.ledger.domain.standing import (
     Before,
     Instalment,
@@ -357,7 +358,9 @@ async def _snapshot(engine: AsyncEngine, now: datetime) -> dict[str, dict[str, A
                     a["frozen_dpd"],
                     a["paused_days"],
                 ),
-                "today": a["today"],
+                # the customer's calendar day, as the domain says it (``local_date``): the SQL's
+                # ``AT TIME ZONE`` must agree or the days past due below cannot
+                "today": local_date(now, a["timezone"]),
                 "grace": a["grace_days"],
                 "due": a["due"],
                 "bucket": a["bucket"],
@@ -382,12 +385,11 @@ async def _snapshot(engine: AsyncEngine, now: datetime) -> dict[str, dict[str, A
                 Instalment(r.installment_no, r.due_date, r.amount, r.paid, r.missed_at is not None)
             )
         for r in await conn.execute(text("SELECT * FROM payment ORDER BY posted_at, payment_id")):
-            tz = ZoneInfo(found[r.account_id]["tz"])
             found[r.account_id]["receipts"].append(
                 Receipt(
                     r.amount,
                     r.posted_at,
-                    r.posted_at.astimezone(tz).date(),
+                    local_date(r.posted_at, found[r.account_id]["tz"]),
                     r.reversed_at is not None,
                 )
             )
