@@ -36,7 +36,7 @@ import asyncpg
 from sqlalchemy import text
 
 from bench.report import report
-from services.ledger.bootstrap import grace_days
+from services.ledger.bootstrap import products
 from services.ledger.handlers import Ledger, handlers
 from services.ledger.settings import LedgerSettings
 from shared.clock import ControlledClock
@@ -117,7 +117,7 @@ async def evaluate_book(url: str) -> dict[str, Any]:
     """The ledger's side of the evaluation benchmark: the catch-up pass, then three days."""
     engine = make_engine(url)
     clock = ControlledClock(NOW)
-    ledger = Ledger(clock, grace_days())
+    ledger = Ledger(clock, products())
     uow = uow_factory(engine)
     timings = []
     for day in range(4):
@@ -200,7 +200,7 @@ async def consume_into_ledger(bootstrap: str, url: str, topic: str, total: int) 
     """The ledger's side of the ingest benchmark: the real consumer runner and handlers, with
     the service's own batch size, until every record is in the inbox."""
     engine = make_engine(url)
-    ledger = Ledger(ControlledClock(NOW), grace_days())
+    ledger = Ledger(ControlledClock(NOW), products())
     producer = make_producer(bootstrap)  # for dead letters (none expected)
     await producer.start()
     consumer = make_consumer(bootstrap, f"ledger-{uuid.uuid4().hex[:6]}", topic)

@@ -113,6 +113,8 @@ class Outcome(StrEnum):
     PROMISE_TO_PAY = "promise_to_pay"
     DISPUTE = "dispute"
     PLAN_ACCEPTED = "plan_accepted"
+    HARDSHIP = "hardship"  # the customer said they cannot pay (hardship.reported follows)
+    CALLBACK = "callback"  # the customer asked to be called at a time (callback.requested)
 
 
 # Someone answered the call (a cap that counts conversations counts these).
@@ -124,6 +126,8 @@ CONNECTED: frozenset[Outcome] = frozenset(
         Outcome.PROMISE_TO_PAY,
         Outcome.DISPUTE,
         Outcome.PLAN_ACCEPTED,
+        Outcome.HARDSHIP,
+        Outcome.CALLBACK,
     }
 )
 # ... and it was the customer: a conversation with the debtor.
@@ -135,6 +139,8 @@ FAILURES: frozenset[Outcome] = frozenset(
 # What a partner may report for a call or visit (its webhook's dispositions).
 DISPOSITIONS: frozenset[Outcome] = CONNECTED | {Outcome.NO_ANSWER}
 Flag = Literal["bankruptcy", "deceased", "fraud", "hardship", "legal_hold"]
+HardshipReason = Literal["unemployment", "illness", "disaster", "income_drop", "other"]
+OfferKind = Literal["installments", "extension", "settlement"]
 
 
 class Payload(BaseModel):
@@ -324,9 +330,25 @@ class AccountCured(Standing):
 @event_type("plan.activated", topics.LEDGER)
 class PlanActivated(AccountEvent):
     plan_id: Id
-    # project extensions (optional): the plan's kind and instalments as agreed
-    kind: Literal["installments", "extension", "settlement"] | None = None
+    # project extensions (optional): the plan's kind and instalments as agreed, and whether it
+    # was agreed under hardship (the bureau reports it with a payment-agreement comment)
+    kind: OfferKind | None = None
     installments: list[PlanInstallment] = []
+    hardship: bool = False
+
+
+@event_type("installment.due_soon", topics.LEDGER)
+class InstallmentDueSoon(AccountEvent):
+    """Once per instalment, N days (per product) before its due date in the customer's
+    calendar: for a gentle reminder, never a collection message."""
+
+    installment_no: int
+    due_date: BusinessDate
+    amount: Money
+    days_until_due: Annotated[int, Field(ge=0)]
+    # project extensions (optional)
+    currency: Currency | None = None
+    product: Id | None = None
 
 
 @event_type("plan.broken", topics.LEDGER)
@@ -352,11 +374,22 @@ class PromiseBroken(AccountEvent):
 # --- scheduler.events --------------------------------------------------------------------------
 
 
+class OfferLimits(Payload):
+    """How far an offer may be bent when it is accepted (the treatment's negotiation limits):
+    a customer, a partner or a collector may choose terms within them, never beyond."""
+
+    max_installments: Annotated[int, Field(ge=2, le=60)] | None = None
+    min_settlement_percent: Annotated[Decimal, Field(gt=0, le=100)] | None = None
+    max_extension_days: Annotated[int, Field(ge=1, le=180)] | None = None
+
+
 class ContactOffer(Payload):
     """What a contact offers; the notifier renders it and a partner's acceptance echoes it."""
 
     offer_id: Id
-    kind: Literal["installments", "extension", "settlement"]
+    kind: OfferKind
+    limits: OfferLimits | None = None  # project extension
+    hardship: bool = False  # project extension: offered by a hardship treatment
     installments: Annotated[int, Field(ge=2, le=60)] | None = None
     extension_days: Annotated[int, Field(ge=1, le=180)] | None = None
     settlement_percent: Annotated[Decimal, Field(gt=0, le=100)] | None = None
@@ -454,8 +487,34 @@ class PromiseMade(Payload):
 class PlanAgreed(Payload):
     plan_id: Id
     account_id: Id
-    kind: Literal["installments", "extension", "settlement"]
+    kind: OfferKind
     installments: Annotated[list[PlanInstallment], Field(min_length=1, max_length=120)]
+    # project extensions (optional): agreed under hardship; where it was agreed
+    hardship: bool = False
+    source: Id | None = None  # the channel, "self_service" or "desk"
+
+
+@event_type("hardship.reported", topics.NOTIFIER)
+class HardshipReported(Payload):
+    """The customer said they cannot pay (a reply, a partner's or collector's outcome, the
+    self-service page): collection pauses for the pack's breather, then a hardship treatment."""
+
+    account_id: Id
+    customer_id: Id
+    reason: HardshipReason
+    source: Id  # the channel, "self_service", "desk" or "core-banking" (account.flagged)
+    until: BusinessDate | None = None
+
+
+@event_type("callback.requested", topics.NOTIFIER)
+class CallbackRequested(Payload):
+    """The customer asked to be called at a time; the scheduler plans the call then if the
+    pack allows, else at the next allowed time, and says which rule moved it."""
+
+    account_id: Id
+    customer_id: Id
+    channel: Channel
+    at: Instant
 
 
 @event_type("notice.delivered", topics.NOTIFIER)

@@ -7,6 +7,7 @@ from services.ledger.repository.rows import Evaluated, ReceiptRow
 from shared.events import (
     AccountCured,
     DelinquencyChanged,
+    InstallmentDueSoon,
     Payload,
     PaymentMissed,
     PaymentPosted,
@@ -17,8 +18,8 @@ from shared.events import (
 
 
 def announcements(row: Evaluated, flags: list[str]) -> list[Payload]:
-    """What one evaluated row tells the other services: a missed instalment, a bucket change,
-    a cure (an account current again after being in arrears)."""
+    """What one evaluated row tells the other services: an instalment due soon, a missed
+    instalment, a bucket change, a cure (an account current again after being in arrears)."""
     standing = {
         "balance": row.outstanding,
         "first_delinquency": row.first_delinquency,
@@ -26,6 +27,22 @@ def announcements(row: Evaluated, flags: list[str]) -> list[Payload]:
         "next_due_amount": row.next_due_amount,
     }
     common = {"account_id": row.account_id, "customer_id": row.customer_id, "flags": flags}
+    if row.kind == "due_soon":
+        assert row.installment_no is not None
+        assert row.due_date is not None
+        assert row.amount_due is not None
+        assert row.days_until_due is not None
+        return [
+            InstallmentDueSoon(
+                **common,
+                installment_no=row.installment_no,
+                due_date=row.due_date,
+                amount=row.amount_due,
+                days_until_due=row.days_until_due,
+                currency=row.currency,
+                product=row.product,
+            )
+        ]
     if row.kind == "missed":
         assert row.installment_no is not None
         assert row.due_date is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 import services.ledger
 from services.ledger.entrypoints.api import router
 from services.ledger.handlers import Ledger, handlers
+from services.ledger.repository.book import Product
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
@@ -19,13 +20,18 @@ from shared.settings import ServiceSettings
 PRODUCTS = Path(__file__).resolve().parent / "data" / "products.json"
 
 
-def grace_days() -> dict[str, int]:
+def products() -> dict[str, Product]:
+    """Each product's terms, from ``data/products.json``."""
     raw = json.loads(PRODUCTS.read_text())
-    return {name: int(spec["grace_days"]) for name, spec in raw.items() if not name.startswith("_")}
+    return {
+        name: Product(int(spec.get("grace_days", 0)), int(spec.get("due_soon_days", 3)))
+        for name, spec in raw.items()
+        if not name.startswith("_")
+    }
 
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
-    ledger = Ledger(clock, grace_days())
+    ledger = Ledger(clock, products())
     events = ConsumerSpec.of(
         "events", (topics.CORE_BANKING, topics.NOTIFIER), handlers(ledger), ledger.settle
     )

@@ -42,9 +42,9 @@ PROMISE_EVENTS: Mapping[str, type[AccountEvent]] = {"kept": PromiseKept, "broken
 
 
 class Ledger:
-    def __init__(self, clock: Clock, grace_days: Mapping[str, int]) -> None:
+    def __init__(self, clock: Clock, products: Mapping[str, book.Product]) -> None:
         self._clock = clock
-        self._grace = dict(grace_days)
+        self._products = dict(products)
 
     # --- commands from core-banking.events -----------------------------------------------------
 
@@ -80,7 +80,7 @@ class Ledger:
             elif owner != data.customer_id:
                 raise PermanentError("account_id: already opened for another customer")
         if fresh:
-            await book.open_loans(uow.session, fresh, self._grace)
+            await book.open_loans(uow.session, fresh, self._products)
         return Touched.of(loan.account_id for loan in fresh)
 
     async def post_payments(self, uow: UnitOfWork, payments: Sequence[PaymentPosted]) -> Touched:
@@ -189,7 +189,12 @@ class Ledger:
         standing = await evaluation.state(uow.session, self._clock.now(), data.account_id)
         assert standing is not None  # the account is locked above
         now = self._clock.now()
-        await book.insert_plan(uow.session, data.plan_id, data.account_id, data.kind, schedule, now)
+        await book.insert_plan(
+            uow.session,
+            book.NewPlan(data.plan_id, data.account_id, data.kind, data.hardship, data.source),
+            schedule,
+            now,
+        )
         await book.pause(uow.session, data.account_id, standing.dpd, standing.today)
         self._publish(
             uow,
@@ -201,6 +206,7 @@ class Ledger:
                 plan_id=data.plan_id,
                 kind=data.kind,
                 installments=data.installments,
+                hardship=data.hardship,
             ),
         )
 

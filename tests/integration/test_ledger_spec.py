@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ledger.bootstrap import grace_days
+from services.ledger.bootstrap import products
 from services.ledger.domain.allocation import Allocation, Installment, allocate, apply
 from services.ledger.domain.delinquency import local_date
 from services.ledger.domain.standing import (
@@ -147,7 +147,7 @@ async def _run(
             )
         )
     clock = ControlledClock(START)
-    ledger = Ledger(clock, grace_days())
+    ledger = Ledger(clock, products())
     units = uow_factory(engine)
     model = Book()
     ids = [f"S{i}" for i in range(len(accounts))]
@@ -301,6 +301,10 @@ async def _check(engine: AsyncEngine, clock: ControlledClock, ledger: Ledger, mo
             i.number for i in before[account_id]["instalments"] if i.missed
         }
         assert missed == set(standing.newly_missed), where
+        reminded = {i.number for i in got["instalments"] if i.reminded} - {
+            i.number for i in before[account_id]["instalments"] if i.reminded
+        }
+        assert reminded == set(standing.newly_due_soon), where
         if before[account_id]["due"]:  # reviewed now: its next review day is the domain's
             assert got["review_on"] == standing.review_on, where
             assert got["paused_days"] == standing.paused_days, where
@@ -329,7 +333,7 @@ def _expected(facts: dict[str, Any]) -> tuple[Standing, dict[str, str], dict[str
         verdict = promise_verdict(amount, made_at, due, facts["receipts"], today)
         if verdict is not None:
             promises[promise_id] = verdict.value
-    return stand(facts["instalments"], before, today, grace), plans, promises
+    return stand(facts["instalments"], before, today, grace, facts["lead"]), plans, promises
 
 
 async def _snapshot(engine: AsyncEngine, now: datetime) -> dict[str, dict[str, Any]]:
@@ -337,7 +341,7 @@ async def _snapshot(engine: AsyncEngine, now: datetime) -> dict[str, dict[str, A
         accounts = (
             await conn.execute(
                 text("""
-                    SELECT a.*, c.timezone, p.grace_days,
+                    SELECT a.*, c.timezone, p.grace_days, p.due_soon_days,
                            (CAST(:now AS timestamptz) AT TIME ZONE c.timezone)::date AS today,
                            (a.review_at IS NULL OR a.review_at <= :now) AS due,
                            (a.review_at AT TIME ZONE c.timezone)::date AS review_on
@@ -362,6 +366,7 @@ async def _snapshot(engine: AsyncEngine, now: datetime) -> dict[str, dict[str, A
                 # ``AT TIME ZONE`` must agree or the days past due below cannot
                 "today": local_date(now, a["timezone"]),
                 "grace": a["grace_days"],
+                "lead": a["due_soon_days"],
                 "due": a["due"],
                 "bucket": a["bucket"],
                 "overdue": a["overdue"],
@@ -382,7 +387,14 @@ async def _snapshot(engine: AsyncEngine, now: datetime) -> dict[str, dict[str, A
             text("SELECT * FROM installment ORDER BY account_id, due_date, installment_no")
         ):
             found[r.account_id]["instalments"].append(
-                Instalment(r.installment_no, r.due_date, r.amount, r.paid, r.missed_at is not None)
+                Instalment(
+                    r.installment_no,
+                    r.due_date,
+                    r.amount,
+                    r.paid,
+                    r.missed_at is not None,
+                    r.reminded_at is not None,
+                )
             )
         for r in await conn.execute(text("SELECT * FROM payment ORDER BY posted_at, payment_id")):
             found[r.account_id]["receipts"].append(

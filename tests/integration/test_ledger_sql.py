@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ledger.bootstrap import grace_days
+from services.ledger.bootstrap import products
 from services.ledger.domain.delinquency import (
     bucket_case_sql,
     bucket_of,
@@ -109,7 +109,7 @@ async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_
     engine = make_engine(url)
     rng = random.Random(11)
     clock = ControlledClock(datetime.combine(DAY0, time(6), UTC))
-    ledger = Ledger(clock, grace_days())
+    ledger = Ledger(clock, products())
     units = uow_factory(engine)
     customers, loans = book(rng, 300)
     late = customers[::10]  # their loans are evaluated in UTC until they arrive

@@ -32,6 +32,7 @@ class Instalment:
     amount: Decimal
     paid: Decimal
     missed: bool  # announced as missed (payment.missed) before
+    reminded: bool = False  # announced as due soon (installment.due_soon) before
 
     @property
     def unpaid(self) -> bool:
@@ -61,11 +62,17 @@ class Standing:
     next_due_amount: Decimal | None
     review_on: date | None  # None: nothing can change by the passing of time alone
     newly_missed: tuple[int, ...]  # instalments past due and grace, not announced before
+    newly_due_soon: tuple[int, ...]  # unpaid, due within the lead days, not reminded before
     paused_days: int  # kept while anything is overdue, forgotten once nothing is
 
 
-def stand(instalments: Sequence[Instalment], before: Before, today: date, grace: int) -> Standing:
+def stand(
+    instalments: Sequence[Instalment], before: Before, today: date, grace: int, lead: int = 0
+) -> Standing:
     """The account's standing on ``today`` (its customer's calendar day), after ``grace`` days.
+
+    An unpaid instalment not reminded of before is due soon once its due date is at most
+    ``lead`` days away (``lead`` 0: never), except while a plan is kept (its own dates stand).
 
     Days past due count from the oldest unpaid instalment once its grace has run out, frozen
     while a plan is kept, less the days a plan was kept. The date of first delinquency (FCRA
@@ -82,6 +89,11 @@ def stand(instalments: Sequence[Instalment], before: Before, today: date, grace:
     next_due = upcoming[0].due_date if upcoming else None
     next_miss = min(
         (i.due_date for i in unpaid if not i.missed and (today - i.due_date).days <= grace),
+        default=None,
+    )
+    reminding = lead > 0 and before.paused_since is None
+    next_remind = min(
+        (i.due_date for i in unpaid if not i.reminded and (i.due_date - today).days > lead),
         default=None,
     )
     dues = [Due(i.due_date, i.amount - i.paid) for i in instalments]
@@ -106,11 +118,27 @@ def stand(instalments: Sequence[Instalment], before: Before, today: date, grace:
         first_delinquency=first_delinquency,
         next_due=next_due,
         next_due_amount=(upcoming[0].amount - upcoming[0].paid) if upcoming else None,
-        review_on=_review_on(today, grace, dpd, before, oldest, next_due, next_miss),
+        review_on=_review_on(
+            today,
+            grace,
+            dpd,
+            before,
+            oldest,
+            next_due,
+            next_miss,
+            date.fromordinal(next_remind.toordinal() - lead)
+            if reminding and next_remind is not None
+            else None,
+        ),
         newly_missed=tuple(
             i.number
             for i in sorted(instalments, key=lambda i: i.number)
             if i.unpaid and not i.missed and (today - i.due_date).days > grace
+        ),
+        newly_due_soon=tuple(
+            i.number
+            for i in sorted(instalments, key=lambda i: i.number)
+            if reminding and i.unpaid and not i.reminded and 0 <= (i.due_date - today).days <= lead
         ),
         # Not "once out of arrears": right after a plan ends, its paused days can bring the
         # count to 0 while the old instalment is still unpaid, and must go on counting.
@@ -126,8 +154,9 @@ def _review_on(
     oldest: date | None,
     next_due: date | None,
     next_miss: date | None,
+    remind_on: date | None,
 ) -> date | None:
-    candidates: list[date] = []
+    candidates: list[date] = [] if remind_on is None else [remind_on]
     if next_due is not None:
         candidates.append(date.fromordinal(next_due.toordinal() + 1))  # it becomes overdue
     if next_miss is not None:

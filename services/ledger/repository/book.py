@@ -4,7 +4,7 @@ reversals, flags, plans and promises. Statements only, typed rows out; nothing h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -83,18 +83,32 @@ async def owners(session: AsyncSession, account_ids: Sequence[str]) -> dict[str,
     return {row[0]: row[1] for row in rows}
 
 
+@dataclass(frozen=True, slots=True)
+class Product:
+    """A product's terms: the grace days before an unpaid instalment counts as missed, and how
+    many days before its due date a customer is reminded (0: never)."""
+
+    grace_days: int = 0
+    due_soon_days: int = 3
+
+
 async def open_loans(
-    session: AsyncSession, loans: Sequence[LoanOpened], graces: dict[str, int]
+    session: AsyncSession, loans: Sequence[LoanOpened], terms: Mapping[str, Product]
 ) -> None:
-    """Products first seen get their grace days; accounts and schedules are inserted in bulk."""
+    """Products first seen get their terms; accounts and schedules are inserted in bulk."""
     products = sorted({loan.product for loan in loans})
     await session.execute(
         text("""
-            INSERT INTO product (product, grace_days)
-            SELECT * FROM unnest(CAST(:products AS text[]), CAST(:graces AS int[]))
+            INSERT INTO product (product, grace_days, due_soon_days)
+            SELECT * FROM unnest(CAST(:products AS text[]), CAST(:graces AS int[]),
+                                 CAST(:leads AS int[]))
             ON CONFLICT (product) DO NOTHING
         """),
-        {"products": products, "graces": [graces.get(p, 0) for p in products]},
+        {
+            "products": products,
+            "graces": [terms.get(p, Product()).grace_days for p in products],
+            "leads": [terms.get(p, Product()).due_soon_days for p in products],
+        },
     )
     await session.execute(
         text("""
@@ -290,25 +304,35 @@ async def has_active_plan(session: AsyncSession, account_id: str) -> bool:
     return found is not None
 
 
+@dataclass(frozen=True, slots=True)
+class NewPlan:
+    plan_id: str
+    account_id: str
+    kind: str
+    hardship: bool = False  # agreed under hardship
+    source: str | None = None  # where it was agreed: a channel, self_service or desk
+
+
 async def insert_plan(
     session: AsyncSession,
-    plan_id: str,
-    account_id: str,
-    kind: str,
+    plan: NewPlan,
     schedule: Sequence[tuple[int, date, Decimal]],
     now: datetime,
 ) -> None:
+    plan_id = plan.plan_id
     await session.execute(
         text("""
-            INSERT INTO plan (plan_id, account_id, kind, agreed_at, total)
-            VALUES (:p, :a, :k, :now, :total)
+            INSERT INTO plan (plan_id, account_id, kind, agreed_at, total, hardship, source)
+            VALUES (:p, :a, :k, :now, :total, :hardship, :source)
         """),
         {
             "p": plan_id,
-            "a": account_id,
-            "k": kind,
+            "a": plan.account_id,
+            "k": plan.kind,
             "now": now,
             "total": sum((amount for _, _, amount in schedule), Decimal(0)),
+            "hardship": plan.hardship,
+            "source": plan.source,
         },
     )
     await session.execute(

@@ -26,7 +26,7 @@ _LOCAL = """
          a.paused_since, a.frozen_dpd, a.paused_days, coalesce(c.timezone, 'UTC') AS tz,
          a.first_delinquency AS old_first_delinquency,
          (CAST(:now AS timestamptz) AT TIME ZONE coalesce(c.timezone, 'UTC'))::date AS today,
-         coalesce(p.grace_days, 0) AS grace
+         coalesce(p.grace_days, 0) AS grace, coalesce(p.due_soon_days, 3) AS lead
   FROM account a
   LEFT JOIN customer c ON c.customer_id = a.customer_id
   LEFT JOIN product p ON p.product = a.product
@@ -82,6 +82,8 @@ dues AS (
          min(i.due_date) FILTER (WHERE i.paid < i.amount AND i.due_date >= l.today) AS next_due,
          min(i.due_date) FILTER (WHERE i.paid < i.amount AND i.missed_at IS NULL
                                    AND l.today - i.due_date <= l.grace) AS next_miss,
+         min(i.due_date) FILTER (WHERE i.paid < i.amount AND i.reminded_at IS NULL
+                                   AND i.due_date - l.lead > l.today) AS next_remind,
          coalesce(sum(i.amount - i.paid) FILTER (WHERE i.due_date < l.today), 0) AS overdue,
          sum(i.amount - i.paid) AS outstanding,
          (array_agg(i.amount - i.paid ORDER BY i.due_date, i.installment_no)
@@ -91,7 +93,7 @@ dues AS (
 ),
 counted AS (
   SELECT l.*, coalesce(d.overdue, 0) AS overdue, coalesce(d.outstanding, 0) AS outstanding,
-         d.oldest_unpaid, d.next_due, d.next_due_amount, d.next_miss,
+         d.oldest_unpaid, d.next_due, d.next_due_amount, d.next_miss, d.next_remind,
          CASE WHEN d.oldest_unpaid IS NOT NULL AND l.today - d.oldest_unpaid > l.grace
               THEN l.today - d.oldest_unpaid ELSE 0 END AS natural_dpd
   FROM local l LEFT JOIN dues d ON d.account_id = l.account_id
@@ -118,6 +120,8 @@ next AS (
          greatest(c.today + 1, coalesce(least(
            c.next_due + 1,                -- it becomes overdue
            c.next_miss + c.grace + 1,     -- it is missed
+           CASE WHEN c.lead > 0 AND c.paused_since IS NULL
+                THEN c.next_remind - c.lead END,  -- its customer is reminded
            CASE WHEN c.paused_since IS NOT NULL THEN NULL
                 WHEN c.dpd > 0 THEN c.today + ({next_start} - c.dpd)  -- the next bucket
                 WHEN c.oldest_unpaid IS NOT NULL THEN c.oldest_unpaid + c.grace + 1
@@ -136,8 +140,9 @@ STATE_SQL = _both(
     _PARTS,
 )
 
-# One pass: move what changed and mark newly missed instalments (so that payment.missed goes
-# out exactly once each), returning both kinds of rows for Python to turn into events.
+# One pass: move what changed, mark newly missed instalments (so that payment.missed goes out
+# exactly once each) and instalments newly due soon (installment.due_soon, once each), returning
+# every kind of row for Python to turn into events.
 EVALUATE_SQL = _both(
     "WITH "
     + _STATE
@@ -176,17 +181,34 @@ missed AS (
   RETURNING i.account_id, n.customer_id, n.currency, n.product, i.installment_no, i.due_date,
             i.amount - i.paid AS amount_due, n.overdue, n.dpd, n.bucket, n.first_delinquency,
             n.outstanding, n.next_due, n.next_due_amount
+),
+-- once per instalment, the product's days before it falls due (none while a plan is kept:
+-- the plan's own dates stand for the schedule's)
+reminded AS (
+  UPDATE installment i SET reminded_at = CAST(:now AS timestamptz)
+  FROM next n
+  WHERE i.account_id = n.account_id AND n.lead > 0 AND n.paused_since IS NULL
+    AND i.reminded_at IS NULL AND i.paid < i.amount
+    AND i.due_date >= n.today AND i.due_date - n.today <= n.lead
+  RETURNING i.account_id, n.customer_id, n.currency, n.product, i.installment_no, i.due_date,
+            i.amount - i.paid AS amount_due, n.overdue, n.dpd, n.bucket, n.first_delinquency,
+            n.outstanding, n.next_due, n.next_due_amount, i.due_date - n.today AS days_until_due
 )
 SELECT * FROM (
   SELECT 'missed' AS kind, account_id, customer_id, currency, product, NULL AS old_bucket, bucket,
          dpd AS days_past_due, overdue, NULL::boolean AS old_in_arrears,
          NULL::boolean AS in_arrears, installment_no, due_date, amount_due, first_delinquency,
-         outstanding, next_due, next_due_amount
+         outstanding, next_due, next_due_amount, NULL::integer AS days_until_due
   FROM missed
+  UNION ALL
+  SELECT 'due_soon', account_id, customer_id, currency, product, NULL, bucket, dpd, overdue,
+         NULL, NULL, installment_no, due_date, amount_due, first_delinquency, outstanding,
+         next_due, next_due_amount, days_until_due
+  FROM reminded
   UNION ALL
   SELECT 'changed', account_id, customer_id, currency, product, old_bucket, bucket, days_past_due,
          overdue, old_in_arrears, in_arrears, NULL, NULL, NULL, first_delinquency, outstanding,
-         next_due, next_due_amount
+         next_due, next_due_amount, NULL
   FROM changed WHERE moved
 ) rows
 -- a missed instalment is announced before the bucket change it causes

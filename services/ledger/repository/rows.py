@@ -24,8 +24,8 @@ class StateRow:
 
 @dataclass(frozen=True, slots=True)
 class Evaluated:
-    """One row of an evaluation pass: an instalment newly ``missed``, or an account ``changed``
-    (with where it was and where it is)."""
+    """One row of an evaluation pass: an instalment newly ``missed`` or ``due_soon``, or an
+    account ``changed`` (with where it was and where it is)."""
 
     kind: str
     account_id: str
@@ -45,6 +45,7 @@ class Evaluated:
     outstanding: Decimal
     next_due: date | None
     next_due_amount: Decimal | None
+    days_until_due: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
