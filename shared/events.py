@@ -414,6 +414,11 @@ class ContactRequested(Payload):
     currency: Currency | None = None
     days_past_due: int | None = None
     locale: Id | None = None
+    # what the contact is for (collection, a reminder before the due date, a hardship
+    # treatment's offer, a callback the customer asked for) and, for a reminder, what falls due
+    purpose: Literal["collection", "reminder", "hardship", "callback"] | None = None
+    due_date: BusinessDate | None = None
+    amount_due: Money | None = None
 
 
 @event_type("contact.suppressed", topics.SCHEDULER)

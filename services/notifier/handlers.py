@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.notifier import announce, repository
 from services.notifier.domain import replies
-from services.notifier.domain.offers import Terms, plan_installments
+from services.notifier.domain.offers import Terms, chosen_terms, plan_installments
 from services.notifier.domain.status import meaning
 from services.notifier.domain.templates import Renderer
 from services.notifier.repository import Customer, Delivery
@@ -23,11 +24,14 @@ from shared.clock import Clock
 from shared.consumer import Handlers, PermanentError
 from shared.db import UnitOfWork
 from shared.events import (
+    CallbackRequested,
     Channel,
     ContactRequested,
     CustomerOptedOut,
     CustomerUpserted,
     DisputeOpened,
+    HardshipReason,
+    HardshipReported,
     NoticeDelivered,
     NoticeReturned,
     Payload,
@@ -50,6 +54,10 @@ class StatusReport:
     promise_amount: Decimal | None = None
     promise_date: Any = None
     offer_id: str | None = None
+    terms: Terms | None = None  # the terms the customer chose within the offer's limits
+    hardship_reason: HardshipReason | None = None
+    hardship_until: date | None = None
+    callback_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ class Notifier:
                 c.locale,
                 c.country,
                 now,
+                c.timezone,
+                fingerprint("birth", c.birth_date.isoformat() if c.birth_date else None, self._key),
+                fingerprint("nid4", c.national_id[-4:] if c.national_id else None, self._key),
             )
             for c in latest
         ]
@@ -176,7 +187,32 @@ class Notifier:
                 DisputeOpened(account_id=account, dispute_id=f"{partner}:{report.event_id}"),
             )
         elif means.plan:
-            self._plan_from_offer(uow, delivery, at)
+            self.plan_from_offer(uow, delivery, at, report.terms, delivery.channel)
+        elif means.hardship:
+            self._publish(
+                uow,
+                customer,
+                account,
+                HardshipReported(
+                    account_id=account,
+                    customer_id=customer,
+                    reason=report.hardship_reason or "other",
+                    until=report.hardship_until,
+                    source=delivery.channel,
+                ),
+            )
+        elif means.callback and report.callback_at is not None:
+            self._publish(
+                uow,
+                customer,
+                account,
+                CallbackRequested(
+                    account_id=account,
+                    customer_id=customer,
+                    channel="voice",
+                    at=report.callback_at,
+                ),
+            )
         if means.notice is not None:
             notice: Any = delivery.template  # one of domain.status.NOTICES
             event: Payload
@@ -209,7 +245,9 @@ class Notifier:
         if customer is None:
             await repository.orphaned(uow.session, partner, reply.event_id)
             return "orphaned"
-        intent = replies.intent(reply.text)
+        who = await repository.customer(uow.session, customer)
+        reading = replies.read(reply.text, now, (who.timezone if who else None) or "UTC")
+        intent = reading.intent
         latest = await repository.latest_sent(uow.session, customer, reply.channel)
         await repository.record_outcome(
             uow.session,
@@ -236,37 +274,114 @@ class Notifier:
                     account_id=latest.account_id, dispute_id=f"{partner}:{reply.event_id}"
                 ),
             )
+        elif intent == "hardship" and latest is not None and reading.reason is not None:
+            self.report_hardship(uow, latest, reading.reason, None, reply.channel)
+        elif intent == "callback" and latest is not None and reading.at is not None:
+            self._publish(
+                uow,
+                customer,
+                latest.account_id,
+                CallbackRequested(
+                    account_id=latest.account_id,
+                    customer_id=customer,
+                    channel="voice",
+                    at=reading.at,
+                ),
+            )
         elif intent == "accept_offer":
             since = now - OFFER_REPLY_WINDOW
             offered = await repository.latest_sent(
                 uow.session, customer, reply.channel, offer_since=since
             )
             if offered is not None:
-                self._plan_from_offer(uow, offered, now)
+                self.plan_from_offer(uow, offered, now, None, reply.channel)
         return "applied"
 
-    def _plan_from_offer(self, uow: UnitOfWork, delivery: Delivery, at: datetime) -> None:
-        offer, owed = delivery.offer, delivery.total_overdue
-        if not offer or not owed or owed <= 0:
-            return
-        terms = Terms(
-            kind=offer["kind"],
-            installments=offer.get("installments"),
-            extension_days=offer.get("extension_days"),
-            settlement_percent=Decimal(str(offer["settlement_percent"]))
-            if offer.get("settlement_percent") is not None
-            else None,
-        )
-        schedule = plan_installments(terms, owed, at.date())
+    def report_hardship(
+        self,
+        uow: UnitOfWork,
+        delivery: Delivery,
+        reason: HardshipReason,
+        until: date | None,
+        source: str,
+    ) -> None:
         self._publish(
             uow,
             delivery.customer_id,
             delivery.account_id,
-            PlanAgreed(
-                plan_id=f"plan-{delivery.contact_id}",
+            HardshipReported(
                 account_id=delivery.account_id,
-                kind=terms.kind,
-                installments=[PlanInstallment(due_date=d, amount=a) for d, a in schedule],
+                customer_id=delivery.customer_id,
+                reason=reason,
+                until=until,
+                source=source,
+            ),
+        )
+
+    def plan_from_offer(
+        self,
+        uow: UnitOfWork,
+        delivery: Delivery,
+        at: datetime,
+        chosen: Terms | None,
+        source: str,
+    ) -> PlanAgreed | None:
+        """plan.agreed from the delivery's offer, on its own terms or on terms the customer
+        chose within its limits (:class:`OfferRefused` otherwise)."""
+        offer, owed = delivery.offer, delivery.total_overdue
+        if not offer or not owed or owed <= 0:
+            return None
+        terms = chosen_terms(offer, chosen)
+        schedule = plan_installments(terms, owed, at.date())
+        agreed = PlanAgreed(
+            plan_id=f"plan-{delivery.contact_id}",
+            account_id=delivery.account_id,
+            kind=terms.kind,
+            installments=[PlanInstallment(due_date=d, amount=a) for d, a in schedule],
+            hardship=bool(offer.get("hardship")),
+            source=source,
+        )
+        self._publish(uow, delivery.customer_id, delivery.account_id, agreed)
+        return agreed
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def today(self, timezone: str | None) -> date:
+        """The customer's calendar day now."""
+        try:
+            zone = ZoneInfo(timezone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        return self._clock.now().astimezone(zone).date()
+
+    async def self_served(
+        self, uow: UnitOfWork, delivery: Delivery, what: str, detail: dict[str, Any]
+    ) -> None:
+        """The audit trail of what a customer did on the self-service page."""
+        await repository.record_outcome(
+            uow.session,
+            delivery.contact_id,
+            delivery.account_id,
+            delivery.channel,
+            f"self_service:{what}",
+            detail,
+            self._clock.now(),
+        )
+
+    def promise(
+        self, uow: UnitOfWork, delivery: Delivery, amount: Decimal, due: date, source: str
+    ) -> None:
+        self._publish(
+            uow,
+            delivery.customer_id,
+            delivery.account_id,
+            PromiseMade(
+                account_id=delivery.account_id,
+                amount=amount,
+                due_date=due,
+                currency=delivery.currency,
+                promise_id=f"{source}:{delivery.contact_id}:{due.isoformat()}:{amount}",
             ),
         )
 

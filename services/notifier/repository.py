@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +32,9 @@ class Customer:
     locale: str | None
     country: str | None
     updated_at: datetime
+    timezone: str | None = None
+    birth_ref: str | None = None  # fingerprints the self-service identity check compares
+    nid4_ref: str | None = None
 
     def get(self, field: str) -> Any:
         return getattr(self, field)
@@ -66,6 +69,9 @@ class Delivery:
     outcome: str | None
     created_at: datetime
     sent_at: datetime | None
+    purpose: str | None = None
+    due_date: date | None = None
+    amount_due: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +107,22 @@ async def upsert_customers(
         text("""
             INSERT INTO customer (customer_id, full_name, phone, email, postal_address,
                                   phone_ref, email_ref, postal_ref, locale, country,
-                                  updated_at)
+                                  timezone, birth_ref, nid4_ref, updated_at)
             SELECT *, CAST(:now AS timestamptz)
             FROM unnest(CAST(:ids AS text[]), CAST(:names AS text[]),
                         CAST(:phones AS text[]), CAST(:emails AS text[]),
                         CAST(:postals AS text[]), CAST(:phone_refs AS text[]),
                         CAST(:email_refs AS text[]), CAST(:postal_refs AS text[]),
-                        CAST(:locales AS text[]), CAST(:countries AS text[]))
+                        CAST(:locales AS text[]), CAST(:countries AS text[]),
+                        CAST(:tzs AS text[]), CAST(:births AS text[]), CAST(:nids AS text[]))
             ON CONFLICT (customer_id) DO UPDATE
             SET full_name = excluded.full_name, phone = excluded.phone,
                 email = excluded.email, postal_address = excluded.postal_address,
                 phone_ref = excluded.phone_ref, email_ref = excluded.email_ref,
                 postal_ref = excluded.postal_ref, locale = excluded.locale,
-                country = excluded.country, updated_at = excluded.updated_at
+                country = excluded.country, timezone = excluded.timezone,
+                birth_ref = excluded.birth_ref, nid4_ref = excluded.nid4_ref,
+                updated_at = excluded.updated_at
         """),
         {
             "ids": [c.customer_id for c in customers],
@@ -126,6 +135,9 @@ async def upsert_customers(
             "postal_refs": [c.postal_ref for c in customers],
             "locales": [c.locale for c in customers],
             "countries": [c.country for c in customers],
+            "tzs": [c.timezone for c in customers],
+            "births": [c.birth_ref for c in customers],
+            "nids": [c.nid4_ref for c in customers],
             "now": now,
         },
     )
@@ -170,7 +182,8 @@ async def record_requests(
         text("""
             INSERT INTO delivery (contact_id, account_id, customer_id, channel, template,
                                   partner, locale, not_before, not_after, offer,
-                                  total_overdue, currency, days_past_due, created_at)
+                                  total_overdue, currency, days_past_due, purpose, due_date,
+                                  amount_due, created_at)
             SELECT *, CAST(:now AS timestamptz)
             FROM unnest(CAST(:ids AS text[]), CAST(:accounts AS text[]),
                         CAST(:customers AS text[]), CAST(:channels AS text[]),
@@ -178,7 +191,8 @@ async def record_requests(
                         CAST(:locales AS text[]), CAST(:not_before AS timestamptz[]),
                         CAST(:not_after AS timestamptz[]), CAST(:offers AS jsonb[]),
                         CAST(:overdue AS numeric[]), CAST(:currencies AS text[]),
-                        CAST(:dpd AS int[]))
+                        CAST(:dpd AS int[]), CAST(:purposes AS text[]),
+                        CAST(:due_dates AS date[]), CAST(:amounts_due AS numeric[]))
             ON CONFLICT (contact_id) DO NOTHING
         """),
         {
@@ -195,6 +209,9 @@ async def record_requests(
             "overdue": [r.total_overdue for r, _ in requests],
             "currencies": [r.currency for r, _ in requests],
             "dpd": [r.days_past_due for r, _ in requests],
+            "purposes": [r.purpose for r, _ in requests],
+            "due_dates": [r.due_date for r, _ in requests],
+            "amounts_due": [r.amount_due for r, _ in requests],
             "now": now,
         },
     )
@@ -434,3 +451,87 @@ async def contacts(session: AsyncSession, account_id: str) -> list[dict[str, Any
         {"a": account_id},
     )
     return [dict(r) for r in rows.mappings()]
+
+
+# --- the self-service page ---------------------------------------------------------------------
+
+
+async def delivery(session: AsyncSession, contact_id: str) -> Delivery | None:
+    row = (
+        (
+            await session.execute(
+                text("SELECT * FROM delivery WHERE contact_id = :c"), {"c": contact_id}
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else Delivery(**row)
+
+
+async def customer(session: AsyncSession, customer_id: str) -> Customer | None:
+    return (await customers(session, {customer_id})).get(customer_id)
+
+
+async def latest_offer(session: AsyncSession, account_id: str, since: datetime) -> Delivery | None:
+    """The account's latest delivery sent since ``since`` that carried an offer."""
+    row = (
+        (
+            await session.execute(
+                text("""
+                    SELECT * FROM delivery
+                    WHERE account_id = :a AND offer IS NOT NULL
+                      AND status IN ('sent', 'delivered') AND sent_at >= :since
+                    ORDER BY sent_at DESC, contact_id LIMIT 1
+                """),
+                {"a": account_id, "since": since},
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else Delivery(**row)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    failures: int
+    locked_until: datetime | None
+
+
+async def check_state(session: AsyncSession, customer_id: str) -> CheckState:
+    """The customer's wrong identity answers in a row and any lock, locked for this
+    transaction (two answers at once cannot both be counted as the fifth)."""
+    await session.execute(
+        text("""
+            INSERT INTO self_service_check (customer_id, updated_at) VALUES (:c, now())
+            ON CONFLICT DO NOTHING
+        """),
+        {"c": customer_id},
+    )
+    row = (
+        await session.execute(
+            text("""
+                SELECT failures, locked_until FROM self_service_check
+                WHERE customer_id = :c FOR UPDATE
+            """),
+            {"c": customer_id},
+        )
+    ).one()
+    return CheckState(row.failures, row.locked_until)
+
+
+async def set_check(
+    session: AsyncSession,
+    customer_id: str,
+    failures: int,
+    locked_until: datetime | None,
+    now: datetime,
+) -> None:
+    await session.execute(
+        text("""
+            UPDATE self_service_check
+            SET failures = :f, locked_until = :l, updated_at = :now WHERE customer_id = :c
+        """),
+        {"c": customer_id, "f": failures, "l": locked_until, "now": now},
+    )

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -27,6 +28,7 @@ from httpx_aiohttp import HttpxAiohttpClient
 from services.notifier import announce, repository
 from services.notifier.adapters.channels import ADAPTERS, Message
 from services.notifier.domain.breaker import Breaker
+from services.notifier.domain.selfservice import LINK_DAYS, link_token
 from services.notifier.domain.templates import Renderer, UnknownTemplate, offer_text
 from services.notifier.repository import Customer, Delivery, Result
 from services.notifier.settings import Partner
@@ -37,6 +39,18 @@ log = logging.getLogger(__name__)
 ADDRESS = {"sms": "phone", "voice": "phone", "email": "email", "letter": "postal_address"}
 ADDRESS["field_visit"] = "postal_address"
 STALE_CLAIM = timedelta(seconds=60)  # a claim this old belongs to a process that died
+
+
+@dataclass(frozen=True)
+class Links:
+    """The signed, expiring self-service links messages carry."""
+
+    secret: str
+    base_url: str
+
+    def url(self, contact_id: str, now: datetime) -> str:
+        expires = now + timedelta(days=LINK_DAYS)
+        return f"{self.base_url.rstrip('/')}/s/{link_token(self.secret, contact_id, expires)}"
 
 
 def wall() -> datetime:
@@ -52,6 +66,7 @@ class Sender:
         partners: Sequence[Partner],
         creditor: str,
         retry_max_seconds: float = 30.0,
+        links: Links | None = None,
     ) -> None:
         self._clock = clock
         self._renderer = renderer
@@ -59,6 +74,7 @@ class Sender:
         self._creditor = creditor
         self._breakers = {p.name: Breaker() for p in partners}
         self._retry_max = retry_max_seconds
+        self._links = links
 
     async def send_due(
         self,
@@ -136,9 +152,14 @@ class Sender:
             "currency": currency,
             "days_past_due": row.days_past_due or 0,
             "offer_text": offer_text(row.offer, locale or "en-US", overdue, currency),
+            "due_date": row.due_date.isoformat() if row.due_date else "",
+            "amount_due": row.amount_due if row.amount_due is not None else overdue,
         }
+        link = None
+        if self._links is not None and row.channel in ("sms", "email"):
+            link = self._links.url(row.contact_id, self._clock.now())
         try:
-            rendered = self._renderer.render(row.template, row.channel, locale, context)
+            rendered = self._renderer.render(row.template, row.channel, locale, context, link)
         except UnknownTemplate as exc:
             return result("failed", str(exc))
         answer = await ADAPTERS[row.channel].send(

@@ -10,6 +10,7 @@ from shared.settings import SAFE_FOR_DEFAULTS, ServiceSettings
 Channel = str
 DEV_PARTNER_SECRET = "dev-partner-webhook-secret"  # noqa: S105 - refused outside dev/test
 DEV_PARTNER_KEY = "dev-partner-api-key"
+DEV_SELF_SERVICE_SECRET = "dev-self-service-secret"  # noqa: S105 - refused outside dev/test
 
 
 class Partner(BaseModel):
@@ -52,12 +53,20 @@ class NotifierSettings(ServiceSettings):
     send_concurrency: int = Field(32, ge=1, le=512)
     send_poll_seconds: float = Field(0.2, gt=0, le=10)
     retry_max_seconds: float = Field(30.0, gt=0, le=3600)  # back-off cap between attempts
+    # The self-service page: the key its links and sessions are signed with, and the address
+    # customers reach this service at (the links in messages start with it).
+    self_service_secret: SecretStr = SecretStr(DEV_SELF_SERVICE_SECRET)
+    public_url: HttpUrl = HttpUrl("http://127.0.0.1:8003")
 
     @model_validator(mode="after")
     def _partners_and_their_secrets(self) -> Self:
         if not self.partners and self.env in SAFE_FOR_DEFAULTS:
             object.__setattr__(self, "partners", [dev_partner()])
         if self.env not in SAFE_FOR_DEFAULTS:
+            if self.self_service_secret.get_secret_value() == DEV_SELF_SERVICE_SECRET:
+                raise ValueError(
+                    f"NOTIFIER_SELF_SERVICE_SECRET must be set when ARREARS_ENV={self.env}"
+                )
             if not self.partners:
                 raise ValueError(f"NOTIFIER_PARTNERS must be set when ARREARS_ENV={self.env}")
             for partner in self.partners:

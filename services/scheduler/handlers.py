@@ -7,9 +7,10 @@ in and never commits. A handler that may leave steps due now returns the account
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime
 
 from services.scheduler.domain import policies
-from services.scheduler.repository import accounts, timers
+from services.scheduler.repository import accounts, facts, timers
 from services.scheduler.repository.accounts import AccountState, CustomerRow, Received
 from services.scheduler.treatments import Treatments
 from shared.clock import Clock
@@ -19,6 +20,7 @@ from shared.envelope import CloudEvent
 from shared.events import (
     AccountCured,
     AccountFlagged,
+    CallbackRequested,
     ContactAttempted,
     CustomerCeaseRequested,
     CustomerOptedOut,
@@ -26,6 +28,8 @@ from shared.events import (
     DelinquencyChanged,
     DisputeOpened,
     DisputeResolved,
+    HardshipReported,
+    InstallmentDueSoon,
     PaymentMissed,
     PaymentReceived,
     PlanActivated,
@@ -36,6 +40,10 @@ from shared.events import (
     PromiseMade,
 )
 from shared.fingerprint import fingerprint
+
+# A hardship pause replaces every pending step but a callback the customer asked for, which the
+# pause then holds back like any contact until the breather ends.
+REPLACED_BY_HARDSHIP: tuple[timers.Purpose, ...] = ("collection", "reminder", "hardship")
 
 
 def _state(e: PaymentMissed | DelinquencyChanged) -> AccountState:
@@ -89,9 +97,11 @@ class Scheduler:
     # --- state and treatments from ledger.events ---------------------------------------------
 
     async def payments_missed(self, uow: UnitOfWork, events: Sequence[PaymentMissed]) -> Touched:
-        """Record where each account stands, and start a treatment for an account not in one."""
+        """Record where each account stands and how often it was late, and start a treatment for
+        an account not in one."""
         latest = list({e.account_id: e for e in events}.values())
         await accounts.upsert_accounts(uow.session, [_state(e) for e in latest], self._clock.now())
+        await accounts.count_late(uow.session, [e.account_id for e in events])
         busy = await timers.in_treatment(uow.session, [e.account_id for e in latest])
         starting = [e.account_id for e in latest if e.account_id not in busy]
         return await self.treatments.start(uow, starting, trigger="payment.missed")
@@ -100,10 +110,12 @@ class Scheduler:
         self, uow: UnitOfWork, data: DelinquencyChanged
     ) -> Touched | None:
         await accounts.upsert_accounts(uow.session, [_state(data)], self._clock.now())
+        paused = await accounts.hardship_until(uow.session, data.account_id)
         intent = policies.after_bucket_change(
             data.bucket,
             await timers.treatment_bucket(uow.session, data.account_id),
             await timers.pending_steps(uow.session, data.account_id),
+            in_hardship=paused is not None and paused > self._clock.now(),
         )
         if isinstance(intent, policies.Cancel):
             await self.treatments.cancel(
@@ -196,6 +208,116 @@ class Scheduler:
             return await self.treatments.start(uow, [data.account_id], trigger="promise.broken")
         return Touched.of([data.account_id])  # the resumed steps fire in the settle step
 
+    async def due_soon(self, uow: UnitOfWork, events: Sequence[InstallmentDueSoon]) -> Touched:
+        """A gentle reminder before the due date, for the segments a strategy chooses; never for
+        an account already in collection (its messages say what falls due) and never a
+        collection message. One reminder per account and run, for its earliest instalment."""
+        first: dict[str, InstallmentDueSoon] = {}
+        for e in sorted(events, key=lambda e: (e.due_date, e.installment_no)):
+            first.setdefault(e.account_id, e)
+        await accounts.ensure_accounts(
+            uow.session,
+            [(e.account_id, e.customer_id, e.currency, e.product) for e in first.values()],
+            self._clock.now(),
+        )
+        busy = await timers.in_treatment(uow.session, list(first))
+        todo = {a: e for a, e in first.items() if a not in busy}
+        return await self.treatments.start(
+            uow,
+            sorted(todo),
+            trigger="installment.due_soon",
+            purpose="reminder",
+            context={
+                a: {
+                    "installment_no": e.installment_no,
+                    "due_date": e.due_date.isoformat(),
+                    "amount": str(e.amount),
+                    "days_until_due": e.days_until_due,
+                }
+                for a, e in todo.items()
+            },
+        )
+
+    # --- hardship and callbacks --------------------------------------------------------------
+
+    async def hardship(
+        self,
+        uow: UnitOfWork,
+        account_ids: Sequence[str],
+        reason: str,
+        until: date | None,
+        trigger: str,
+    ) -> Touched:
+        """Collection pauses for the pack's breather (or until the date the customer gave, if
+        later): pending steps are cancelled citing the pause, and the hardship treatment is
+        planned from the breather's end."""
+        now = self._clock.now()
+        parties = await facts.parties(uow.session, account_ids)
+        begin: dict[str, datetime] = {}
+        decisions = []
+        for account_id in account_ids:
+            party = parties.get(account_id)
+            if party is None:
+                continue
+            pack = await self.treatments.pack_of(uow, account_id)
+            hold = policies.hardship_pause(
+                now, pack.hardship(), until, party.timezone or pack.default_timezone
+            )
+            begin[account_id] = hold.until
+            await accounts.set_hardship(uow.session, [account_id], hold.until, reason, now)
+            decisions.append(
+                timers.Decision(
+                    account_id,
+                    "hardship",
+                    None,
+                    [hold.rule],
+                    {"reason": reason, "until": hold.until, "trigger": trigger},
+                    now,
+                )
+            )
+        await timers.record(uow.session, decisions)
+        if not begin:
+            return Touched()
+        await self.treatments.cancel(
+            uow, sorted(begin), "hardship", trigger, quiet=True, purposes=REPLACED_BY_HARDSHIP
+        )
+        return await self.treatments.start(
+            uow, sorted(begin), trigger=trigger, purpose="hardship", begin=begin
+        )
+
+    async def hardship_reported(self, uow: UnitOfWork, data: HardshipReported) -> Touched:
+        await accounts.ensure_accounts(
+            uow.session, [(data.account_id, data.customer_id, None, None)], self._clock.now()
+        )
+        return await self.hardship(
+            uow, [data.account_id], data.reason, data.until, "hardship.reported"
+        )
+
+    async def hardship_flagged(
+        self, uow: UnitOfWork, data: AccountFlagged, customer_id: str
+    ) -> Touched:
+        """``account.flagged hardship`` counts as a report (for the account, or every account of
+        the customer); cleared, it ends the pause now."""
+        ids = (
+            [data.account_id]
+            if data.account_id
+            else await accounts.accounts_of(uow.session, customer_id)
+        )
+        if not data.active:
+            await accounts.set_hardship(uow.session, ids, None, None, self._clock.now())
+            return Touched.of(ids)
+        return await self.hardship(uow, ids, "other", None, "account.flagged")
+
+    async def callback_requested(
+        self, uow: UnitOfWork, data: CallbackRequested, event_id: str
+    ) -> Touched:
+        await accounts.ensure_accounts(
+            uow.session, [(data.account_id, data.customer_id, None, None)], self._clock.now()
+        )
+        return await self.treatments.callback(
+            uow, data.account_id, data.customer_id, data.channel, data.at, event_id
+        )
+
     # --- state from notifier.events ----------------------------------------------------------
 
     async def opted_out(self, uow: UnitOfWork, data: CustomerOptedOut) -> None:
@@ -225,6 +347,8 @@ def handlers(scheduler: Scheduler) -> Handlers:
     registry.runs(PaymentMissed, scheduler.payments_missed)
     registry.runs(PaymentReceived, scheduler.payments_received)
     registry.runs(ContactAttempted, scheduler.contacts_attempted)
+    registry.runs(InstallmentDueSoon, scheduler.due_soon)
+    registry.on(HardshipReported, scheduler.hardship_reported)
     registry.on(DelinquencyChanged, scheduler.delinquency_changed)
     registry.on(AccountCured, scheduler.account_cured)
     registry.on(PlanActivated, scheduler.plan_activated)
@@ -236,8 +360,19 @@ def handlers(scheduler: Scheduler) -> Handlers:
     registry.on(CustomerOptedOut, scheduler.opted_out)
     registry.on(CustomerCeaseRequested, scheduler.cease_requested)
 
-    async def account_flagged(uow: UnitOfWork, data: AccountFlagged, event: CloudEvent) -> None:
-        await scheduler.flag(uow, data, data.customer_id or event.key)
+    async def account_flagged(
+        uow: UnitOfWork, data: AccountFlagged, event: CloudEvent
+    ) -> Touched | None:
+        customer_id = data.customer_id or event.key
+        await scheduler.flag(uow, data, customer_id)
+        if data.flag == "hardship":
+            return await scheduler.hardship_flagged(uow, data, customer_id)
+        return None
+
+    async def callback_requested(
+        uow: UnitOfWork, data: CallbackRequested, event: CloudEvent
+    ) -> Touched:
+        return await scheduler.callback_requested(uow, data, event.id)
 
     async def dispute_opened(uow: UnitOfWork, data: DisputeOpened, _: CloudEvent) -> None:
         await scheduler.dispute(uow, data.account_id, True)
@@ -246,6 +381,7 @@ def handlers(scheduler: Scheduler) -> Handlers:
         await scheduler.dispute(uow, data.account_id, False)
 
     registry.each(AccountFlagged, account_flagged)
+    registry.each(CallbackRequested, callback_requested)
     registry.each(DisputeOpened, dispute_opened)
     registry.each(DisputeResolved, dispute_resolved)
     return registry

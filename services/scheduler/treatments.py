@@ -14,6 +14,7 @@ from services.scheduler.domain import compliance, policies, scoring
 from services.scheduler.domain.compliance import (
     Allowed,
     Contact,
+    HardshipPause,
     Pack,
     Party,
     Pause,
@@ -22,8 +23,10 @@ from services.scheduler.domain.compliance import (
 )
 from services.scheduler.domain.strategy import (
     AccountFacts,
+    Offer,
     Strategy,
     Treatment,
+    Trigger,
     Variant,
     assign_variant,
     plan,
@@ -31,17 +34,36 @@ from services.scheduler.domain.strategy import (
 )
 from services.scheduler.repository import accounts, facts, strategies, timers
 from services.scheduler.repository.facts import Standing
-from services.scheduler.repository.timers import Assignment, Decision, Timer, TreatmentRow
+from services.scheduler.repository.timers import (
+    Assignment,
+    Decision,
+    Purpose,
+    Timer,
+    TreatmentRow,
+)
 from shared.clock import Clock
 from shared.consumer import Touched
 from shared.db import UnitOfWork
 from shared.envelope import new_event
-from shared.events import ContactOffer, ContactRequested, ContactSuppressed, Payload
+from shared.events import Channel, ContactOffer, ContactRequested, ContactSuppressed, Payload
 
 SOURCE = "/arrears/scheduler"
 NAMESPACE = uuid.UUID("6f1c2a40-3b1e-4c55-9f0e-0d8f9c1b7a11")
-SettleWhy = Literal["nothing_overdue", "part_payment", "restart"]
-PauseWhy = Literal["plan_kept", "promise_pending"]
+SettleWhy = Literal["nothing_overdue", "part_payment", "restart", "due_passed"]
+PauseWhy = Literal["plan_kept", "promise_pending", "hardship"]
+# The strategy trigger each purpose of timers starts from.
+TRIGGERS: Mapping[Purpose, Trigger] = {
+    "collection": "missed",
+    "reminder": "due_soon",
+    "hardship": "hardship",
+}
+# What a new treatment of each purpose replaces: a reminder replaces nothing, a callback the
+# customer asked for is kept through a restart.
+REPLACES: Mapping[Purpose, tuple[Purpose, ...]] = {
+    "collection": ("collection", "reminder", "hardship"),
+    "reminder": (),
+    "hardship": ("collection", "reminder", "hardship"),
+}
 
 
 class Treatments:
@@ -63,18 +85,33 @@ class Treatments:
 
     # --- starting, holding and cancelling ----------------------------------------------------
 
-    async def start(self, uow: UnitOfWork, account_ids: Sequence[str], trigger: str) -> Touched:
+    async def start(
+        self,
+        uow: UnitOfWork,
+        account_ids: Sequence[str],
+        trigger: str,
+        *,
+        purpose: Purpose = "collection",
+        begin: Mapping[str, datetime] | None = None,
+        context: Mapping[str, dict[str, Any]] | None = None,
+    ) -> Touched:
         """Score, assign a variant, pick the treatment for each account's segment and arm its
-        timers (replacing any pending ones). Accounts no published strategy covers get none.
-        Returns the accounts, for the settle step to fire what is due at once (a day-0 step goes
-        out with the event that started it)."""
+        timers. Accounts no published strategy covers get none. ``purpose``: a collection
+        treatment (after a miss), a reminder before a due date (replacing nothing, starting no
+        collection) or a hardship treatment (from ``begin``, the end of the breather); a
+        collection or hardship treatment replaces the pending steps of any other. Returns the
+        accounts, for the settle step to fire what is due at once (a day-0 step goes out with
+        the event that started it)."""
         if not account_ids:
             return Touched()
         now = self._clock.now()
         scores = await self.rescore(uow, account_ids)
         segments = await facts.facts(uow.session, account_ids)
         published = await self.published(uow)
-        await self.cancel(uow, account_ids, "restart", trigger, quiet=True)
+        if REPLACES[purpose]:
+            await self.cancel(
+                uow, account_ids, "restart", trigger, quiet=True, purposes=REPLACES[purpose]
+            )
         planned: list[Timer] = []
         started: list[TreatmentRow] = []
         assigned: list[Assignment] = []
@@ -84,7 +121,7 @@ class Treatments:
             if fact is None:
                 continue
             customer_id, account_facts = fact
-            chosen = self._choose(published, account_id, account_facts)
+            chosen = self._choose(published, account_id, account_facts, TRIGGERS[purpose])
             score = scores.get(account_id)
             inputs = {
                 "bucket": account_facts.bucket,
@@ -92,7 +129,9 @@ class Treatments:
                 "score_band": account_facts.score_band,
                 "country": account_facts.country,
                 "overdue": account_facts.overdue,
+                "times_late": account_facts.times_late,
                 "trigger": trigger,
+                "purpose": purpose,
             }
             if chosen is None:
                 decisions.append(
@@ -114,23 +153,25 @@ class Treatments:
                     now,
                 )
             )
-            started.append(
-                TreatmentRow(
-                    account_id,
-                    strategy.id,
-                    strategy.version,
-                    variant.name,
-                    treatment.name,
-                    account_facts.bucket,
+            if purpose != "reminder":  # the treatment in force (a reminder is none)
+                started.append(
+                    TreatmentRow(
+                        account_id,
+                        strategy.id,
+                        strategy.version,
+                        variant.name,
+                        treatment.name,
+                        account_facts.bucket,
+                    )
                 )
-            )
             episode = (
                 f"{account_id}|{strategy.id}|{strategy.version}|{treatment.name}|{now.isoformat()}"
             )
             steps = []
-            for step in plan(treatment, now):
+            extra = (context or {}).get(account_id)
+            for step in plan(treatment, (begin or {}).get(account_id, now)):
                 contact_id = str(uuid.uuid5(NAMESPACE, f"{episode}|{step.step_no}"))
-                offer = step.step.offer
+                offer = _offer(step.step.offer, treatment, purpose)
                 planned.append(
                     Timer(
                         contact_id,
@@ -143,8 +184,10 @@ class Treatments:
                         step.step_no,
                         step.step.channel,
                         step.step.template,
-                        None if offer is None else offer.model_dump(mode="json", exclude_none=True),
+                        offer,
                         step.due_at,
+                        purpose,
+                        extra,
                     )
                 )
                 steps.append(
@@ -165,11 +208,15 @@ class Treatments:
         return Touched.of(account_ids)
 
     def _choose(
-        self, published: Sequence[Strategy], account_id: str, facts: AccountFacts
+        self,
+        published: Sequence[Strategy],
+        account_id: str,
+        facts: AccountFacts,
+        trigger: Trigger = "missed",
     ) -> tuple[Strategy, Variant, Treatment] | None:
         for strategy in published:
             variant = assign_variant(strategy, account_id)
-            treatment = treatment_for(variant, facts)
+            treatment = treatment_for(variant, facts, trigger)
             if treatment is not None:
                 return strategy, variant, treatment
         return None
@@ -213,12 +260,13 @@ class Treatments:
         trigger: str,
         *,
         quiet: bool = False,
+        purposes: Sequence[Purpose] = timers.ALL_PURPOSES,
     ) -> None:
-        """Cancel the accounts' pending steps; each decision cites the rule of the account's
-        pack that says why (``why``), and the event that brought it (``trigger``). ``quiet``:
-        the treatment stays (a new one is starting)."""
+        """Cancel the accounts' pending steps (of ``purposes``); each decision cites the rule of
+        the account's pack that says why (``why``), and the event that brought it
+        (``trigger``). ``quiet``: the treatment stays (a new one is starting)."""
         now = self._clock.now()
-        cancelled = await timers.cancel_pending(uow.session, account_ids, now)
+        cancelled = await timers.cancel_pending(uow.session, account_ids, now, purposes)
         packs = await self._packs_of(uow, sorted({a for a, _ in cancelled}))
         await timers.record(
             uow.session,
@@ -238,13 +286,20 @@ class Treatments:
         packs = await self._packs_of(uow, account_ids)
         return {a: pack.settle(why) for a, pack in packs.items()}
 
-    async def pause_rule(self, uow: UnitOfWork, account_id: str, why: PauseWhy) -> Pause:
+    async def pause_rule(
+        self, uow: UnitOfWork, account_id: str, why: Literal["plan_kept", "promise_pending"]
+    ) -> Pause:
         return (await self._packs_of(uow, [account_id]))[account_id].pause(why)
 
-    def _rule(self, pack: Pack, why: SettleWhy | PauseWhy) -> Settle | Pause:
+    def _rule(self, pack: Pack, why: SettleWhy | PauseWhy) -> Settle | Pause | HardshipPause:
+        if why == "hardship":
+            return pack.hardship()
         if why == "plan_kept" or why == "promise_pending":
             return pack.pause(why)
         return pack.settle(why)
+
+    async def pack_of(self, uow: UnitOfWork, account_id: str) -> Pack:
+        return (await self._packs_of(uow, [account_id]))[account_id]
 
     async def _packs_of(self, uow: UnitOfWork, account_ids: Sequence[str]) -> dict[str, Pack]:
         """Each account's pack: its customer's country's, else the default."""
@@ -269,6 +324,96 @@ class Treatments:
         await facts.save_scores(uow.session, scores, now)
         return scores
 
+    # --- a callback the customer asked for ----------------------------------------------------
+
+    async def callback(
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        customer_id: str,
+        channel: Channel,
+        asked: datetime,
+        event_id: str,
+    ) -> Touched:
+        """Plan the call at the time asked if the pack allows it, else at the next allowed time,
+        and record which rules moved it. It counts against the caps like any call (it is
+        decided again when it falls due)."""
+        now = self._clock.now()
+        party = (await facts.parties(uow.session, [account_id])).get(account_id)
+        if party is None:
+            return Touched()
+        pack, fallback = self._pack_for(party)
+        since = now - timedelta(days=self._history_days)
+        seen = Seen(
+            await facts.history(
+                uow.session, [customer_id], sorted(set(party.addresses.values())), since
+            )
+        )
+        proposal = Proposal(channel, max(asked, now), requested=True)
+        verdict = compliance.decide(pack, party, seen.of(party), proposal, now)
+        contact_id = str(uuid.uuid5(NAMESPACE, f"callback|{event_id}"))
+        inputs: dict[str, Any] = {
+            "pack": f"{pack.country}@{pack.version}",
+            "channel": channel,
+            "asked": asked,
+            "notes": list(verdict.notes) + ([fallback] if fallback else []),
+        }
+        if not isinstance(verdict, Allowed):
+            await timers.record(
+                uow.session,
+                [Decision(account_id, "suppressed", contact_id, list(verdict.rules), inputs, now)],
+            )
+            uow.publish(
+                new_event(
+                    ContactSuppressed(
+                        account_id=account_id,
+                        channel=channel,
+                        reasons=list(verdict.rules),
+                        customer_id=customer_id,
+                        contact_id=contact_id,
+                        strategy="callback",
+                        variant="callback",
+                    ),
+                    source=SOURCE,
+                    key=customer_id,
+                    time=now,
+                    subject=account_id,
+                )
+            )
+            return Touched()
+        current = await timers.current_treatment(uow.session, account_id)
+        timer = Timer(
+            contact_id,
+            account_id,
+            customer_id,
+            current.strategy_id if current else "callback",
+            current.version if current else 0,
+            current.variant if current else "callback",
+            "callback",
+            0,
+            channel,
+            "callback",
+            None,
+            verdict.not_before,
+            "callback",
+            {"asked_at": asked.isoformat()},
+        )
+        await timers.start(uow.session, [], [], [timer], now)
+        await timers.record(
+            uow.session,
+            [
+                Decision(
+                    account_id,
+                    "callback",
+                    contact_id,
+                    list(verdict.deferred_by),
+                    inputs | {"planned": verdict.not_before},
+                    now,
+                )
+            ],
+        )
+        return Touched.of([account_id])
+
     # --- firing ------------------------------------------------------------------------------
 
     async def fire_due(self, uow: UnitOfWork, account_ids: Sequence[str] | None = None) -> int:
@@ -281,7 +426,9 @@ class Treatments:
         claimed = sorted({t.account_id for t in due})
         parties = await facts.parties(uow.session, claimed)
         since = now - timedelta(days=self._history_days)
-        history = await facts.history(uow.session, sorted({t.customer_id for t in due}), since)
+        addresses = sorted({ref for p in parties.values() for ref in p.addresses.values()})
+        customers = sorted({t.customer_id for t in due})
+        history = Seen(await facts.history(uow.session, customers, addresses, since))
         standing = await facts.standings(uow.session, claimed, now)
         fired: list[Timer] = []
         settled: list[tuple[str, str]] = []
@@ -292,16 +439,31 @@ class Treatments:
             if party is None:  # the account's state never arrived; keep the timer
                 continue
             pack, fallback = self._pack_for(party)
-            contacts = history.setdefault(party.customer_id, [])
-            verdict = compliance.decide(
-                pack, party, contacts, Proposal(timer.channel, max(timer.due_at, now)), now
-            )
-            notes = list(verdict.notes) + ([fallback] if fallback else [])
             inputs: dict[str, Any] = {
                 "pack": f"{pack.country}@{pack.version}",
                 "channel": timer.channel,
-                "notes": notes,
+                "purpose": timer.purpose,
             }
+            if timer.purpose == "reminder" and policies.reminder_lapsed(
+                timer.context, now, party.timezone or pack.default_timezone
+            ):
+                settled.append((timer.contact_id, "cancelled"))
+                decisions.append(
+                    Decision(
+                        timer.account_id,
+                        "cancelled",
+                        timer.contact_id,
+                        [pack.settle("due_passed").id],
+                        inputs,
+                        now,
+                    )
+                )
+                continue
+            proposal = Proposal(
+                timer.channel, max(timer.due_at, now), requested=timer.purpose == "callback"
+            )
+            verdict = compliance.decide(pack, party, history.of(party), proposal, now)
+            inputs["notes"] = list(verdict.notes) + ([fallback] if fallback else [])
             if isinstance(verdict, Allowed) and verdict.not_before <= now:
                 fired.append(timer)
                 decisions.append(
@@ -314,9 +476,13 @@ class Treatments:
                         now,
                     )
                 )
-                contacts.append(
+                history.add(
                     Contact(
-                        timer.account_id, timer.channel, now, party.addresses.get(timer.channel)
+                        timer.account_id,
+                        timer.channel,
+                        now,
+                        party.addresses.get(timer.channel),
+                        customer_id=party.customer_id,
                     )
                 )
                 self._publish(
@@ -378,12 +544,49 @@ class Treatments:
         )
 
 
+class Seen:
+    """The contacts a pass of decisions knows of, each customer's and each address's (the
+    contacts it fires join them, so a second timer for the same customer, or for another
+    customer at the same number, sees the first)."""
+
+    def __init__(self, contacts: Sequence[Contact]) -> None:
+        self._by_customer: dict[str, list[Contact]] = {}
+        self._by_address: dict[str, list[Contact]] = {}
+        for contact in contacts:
+            self.add(contact)
+
+    def add(self, contact: Contact) -> None:
+        self._by_customer.setdefault(contact.customer_id or "", []).append(contact)
+        if contact.address:
+            self._by_address.setdefault(contact.address, []).append(contact)
+
+    def of(self, party: Party) -> list[Contact]:
+        found = {id(c): c for c in self._by_customer.get(party.customer_id, [])}
+        for address in set(party.addresses.values()):
+            found.update((id(c), c) for c in self._by_address.get(address, []))
+        return list(found.values())
+
+
+def _offer(offer: Offer | None, treatment: Treatment, purpose: Purpose) -> dict[str, Any] | None:
+    """A step's offer as its timer keeps it: the terms, the treatment's limits (how far the
+    customer may bend them) and whether a hardship treatment made it."""
+    if offer is None:
+        return None
+    kept = offer.model_dump(mode="json", exclude_none=True)
+    if treatment.limits is not None:
+        kept["limits"] = treatment.limits.model_dump(mode="json", exclude_none=True)
+    if purpose == "hardship":
+        kept["hardship"] = True
+    return kept
+
+
 def requested(
     timer: Timer, now: datetime, not_after: datetime, standing: Standing | None
 ) -> ContactRequested:
     offer = None
     if timer.offer:
         offer = ContactOffer(offer_id=f"{timer.contact_id}:offer", **timer.offer)
+    context = timer.context or {}
     return ContactRequested(
         contact_id=timer.contact_id,
         account_id=timer.account_id,
@@ -401,4 +604,7 @@ def requested(
         currency=standing.currency if standing else None,
         days_past_due=standing.days_past_due if standing else None,
         locale=standing.locale if standing else None,
+        purpose=timer.purpose,
+        due_date=context.get("due_date"),
+        amount_due=context.get("amount"),
     )

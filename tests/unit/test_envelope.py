@@ -145,6 +145,7 @@ def test_every_event_type_of_the_design_contract_is_registered_on_its_topic() ->
             "plan.completed",
             "promise.kept",
             "promise.broken",
+            "installment.due_soon",
             "payment.reversal_applied",  # project extension (docs/asyncapi.yaml)
         },
         topics.SCHEDULER: {"contact.requested", "contact.suppressed"},
@@ -156,6 +157,8 @@ def test_every_event_type_of_the_design_contract_is_registered_on_its_topic() ->
             "promise.made",
             "plan.agreed",
             "notice.delivered",
+            "hardship.reported",
+            "callback.requested",
             "customer.cease_requested",  # project extensions (docs/asyncapi.yaml)
             "notice.returned",
         },

@@ -83,6 +83,8 @@ def context() -> dict[str, object]:
         "currency": "CNY",
         "days_past_due": 12,
         "offer_text": "3 payments",
+        "due_date": "2026-12-15",
+        "amount_due": Decimal("300.00"),
     }
 
 

@@ -3,6 +3,7 @@ customers, histories, time zones (UTC+14, UTC-12, DST changes) and times."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -224,9 +225,20 @@ instants = st.datetimes(min_value=NAIVE_FIRST, max_value=NAIVE_LAST, timezones=s
 outcomes = st.sampled_from([None, "no_answer", *sorted(CONNECTED | RIGHT_PARTY)])
 
 
+@dataclass(frozen=True)
+class Situation:
+    who: Party
+    history: list[Contact]
+    channel: str
+    now: datetime
+    requested: bool  # a callback the customer asked for
+
+
 @st.composite
-def situations(draw: st.DrawFn) -> tuple[Party, list[Contact], str, datetime]:
+def situations(draw: st.DrawFn) -> Situation:
     country = draw(st.sampled_from(["CN", "US"]))
+    now = draw(instants)
+    paused = draw(st.booleans()) and draw(st.booleans())
     who = Party(
         "C1",
         "A1",
@@ -242,30 +254,34 @@ def situations(draw: st.DrawFn) -> tuple[Party, list[Contact], str, datetime]:
             )
         ),
         plan_kept=draw(st.booleans()) and draw(st.booleans()),
+        hardship_until=now + timedelta(minutes=draw(st.integers(-600, 60 * 24 * 20)))
+        if paused
+        else None,
     )
-    now = draw(instants)
+    # This customer's contacts and another customer's (C2) at the same or another number: a
+    # household's shared phone.
     history = [
         Contact(
             draw(st.sampled_from(["A1", "A2"])),
-            "voice",
-            now - timedelta(minutes=draw(st.integers(0, 60 * 24 * 10))),
+            draw(st.sampled_from(["voice", "voice", "sms", "email"])),
+            now - timedelta(minutes=draw(st.integers(-240, 60 * 24 * 10))),
             draw(st.sampled_from(["ph1", "ph2"])),
             draw(outcomes),
+            draw(st.sampled_from([None, "C1", "C2"])),
         )
         for _ in range(draw(st.integers(0, 25)))
     ]
     channel = draw(st.sampled_from(["sms", "email", "voice", "letter", "field_visit"]))
-    return who, history, channel, now
+    return Situation(who, history, channel, now, channel == "voice" and draw(st.booleans()))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(situations())
-def test_no_allowed_window_breaks_any_rule_of_its_pack(
-    situation: tuple[Party, list[Contact], str, datetime],
-) -> None:
-    who, history, channel, now = situation
+def test_no_allowed_window_breaks_any_rule_of_its_pack(situation: Situation) -> None:
+    who, history, channel, now = situation.who, situation.history, situation.channel, situation.now
     pack = PACKS[who.country or "CN"]
-    verdict = decide(pack, who, history, Proposal(channel, now), now)  # type: ignore[arg-type]
+    proposal = Proposal(channel, now, requested=situation.requested)  # type: ignore[arg-type]
+    verdict = decide(pack, who, history, proposal, now)
     stopped = (
         who.ceased
         or who.dispute_open
@@ -284,21 +300,98 @@ def test_no_allowed_window_breaks_any_rule_of_its_pack(
     assert start.date() == (end - timedelta(microseconds=1)).date()  # one local day
     day = start.date()
     assert not is_holiday(pack.country, day)
-    if channel != "letter":
+    if who.hardship_until is not None:  # no contact inside a hardship pause
+        assert verdict.not_before >= who.hardship_until
+    if channel != "letter":  # a callback too: never outside the window
         hours = {"CN": (time(8), time(22)), "US": (time(8), time(21))}[pack.country]
         assert hours[0] <= start.time()
         assert end.time() <= hours[1]
         assert end.time() != time(0)
+    mine = [c for c in history if c.customer_id in (None, "C1")]
+    for kind, gap in (({"voice"}, 120), ({"sms", "email"}, 60)):
+        if channel in kind:  # the spacing gap is never broken, either way
+            assert all(
+                abs(c.at - verdict.not_before) >= timedelta(minutes=gap)
+                for c in mine
+                if c.channel in kind
+            )
     if channel != "voice":
         return
-    calls = history
+    calls = [c for c in history if c.channel == "voice"]
     if pack.country == "CN":
         same_day = [c for c in calls if c.at.astimezone(zone).date() == day]
-        assert sum(c.outcome in CONNECTED or c.outcome is None for c in same_day) < 3
+        mine_today = [c for c in same_day if c.customer_id in (None, "C1")]
+        assert sum(c.outcome in CONNECTED or c.outcome is None for c in mine_today) < 3
+        # every attempt to the number counts, whichever customer it was for
         assert sum(c.address == "ph1" for c in same_day) < 6
     else:
-        mine = [c for c in calls if c.account_id == "A1"]
-        week = [c for c in mine if day - timedelta(days=6) <= c.at.astimezone(zone).date() <= day]
+        own = [c for c in calls if c.account_id == "A1" and c.customer_id in (None, "C1")]
+        week = [c for c in own if day - timedelta(days=6) <= c.at.astimezone(zone).date() <= day]
         assert len(week) < 7  # this call would be at most the 7th in any 7 days
-        talks = [c.at.astimezone(zone).date() for c in mine if c.outcome in RIGHT_PARTY]
-        assert all(day >= talk + timedelta(days=7) for talk in talks)
+        if not situation.requested:
+            talks = [c.at.astimezone(zone).date() for c in own if c.outcome in RIGHT_PARTY]
+            assert all(day >= talk + timedelta(days=7) for talk in talks)
+
+
+def test_cn_household_sharing_a_number_gets_at_most_six_attempts_on_it_a_day() -> None:
+    theirs = [
+        Contact("B1", "voice", at(SH, WEEKDAY, 8, 5 * i), "ph1", "no_answer", "C2")
+        for i in range(6)
+    ]
+    verdict = ask(party(), "voice", at(SH, WEEKDAY, 12), theirs)
+    assert isinstance(verdict, Allowed)
+    assert verdict.not_before.astimezone(ZoneInfo(SH)).date() == WEEKDAY + timedelta(days=1)
+    assert "CN.voice.attempts-per-number-per-day" in verdict.deferred_by
+
+
+def test_another_customers_conversations_do_not_count_against_this_ones_connected_calls() -> None:
+    theirs = [
+        Contact("B1", "voice", at(SH, WEEKDAY, 8 + i), "ph9", "right_party", "C2") for i in range(3)
+    ]
+    verdict = ask(party(), "voice", at(SH, WEEKDAY, 12), theirs)
+    assert isinstance(verdict, Allowed)
+    assert verdict.not_before == at(SH, WEEKDAY, 12)
+
+
+def test_a_second_call_at_the_same_instant_waits_for_the_spacing_gap() -> None:
+    first = [Contact("A1", "voice", at(SH, WEEKDAY, 8), "ph1")]
+    verdict = ask(party(), "voice", at(SH, WEEKDAY, 8), first)
+    assert isinstance(verdict, Allowed)
+    assert verdict.not_before == at(SH, WEEKDAY, 10)
+    assert "CN.spacing.calls" in verdict.deferred_by
+
+
+def test_an_email_after_an_sms_waits_an_hour_but_a_call_does_not() -> None:
+    sms = [Contact("A1", "sms", at(NY, WEEKDAY, 9), "ph1")]
+    email = ask(party("US", NY), "email", at(NY, WEEKDAY, 9), sms)
+    call = ask(party("US", NY), "voice", at(NY, WEEKDAY, 9), sms)
+    assert isinstance(email, Allowed) and isinstance(call, Allowed)
+    assert email.not_before == at(NY, WEEKDAY, 10)
+    assert "US.spacing.messages" in email.deferred_by
+    assert call.not_before == at(NY, WEEKDAY, 9)
+
+
+def test_spacing_late_in_the_day_moves_the_contact_to_the_next_morning() -> None:
+    late = [Contact("A1", "voice", at(SH, WEEKDAY, 21), "ph1")]
+    verdict = ask(party(), "voice", at(SH, WEEKDAY, 21, 30), late)
+    assert isinstance(verdict, Allowed)
+    assert verdict.not_before == at(SH, WEEKDAY + timedelta(days=1), 8)
+
+
+def test_no_contact_inside_a_hardship_pause_and_the_rule_is_cited() -> None:
+    until = at(SH, WEEKDAY + timedelta(days=14), 0)
+    verdict = ask(party(hardship_until=until), "sms", at(SH, WEEKDAY, 10))
+    assert isinstance(verdict, Allowed)
+    assert verdict.not_before == at(SH, WEEKDAY + timedelta(days=14), 8)
+    assert "CN.pause.hardship" in verdict.deferred_by
+
+
+def test_us_callback_the_customer_asked_for_is_not_held_by_the_quiet_days() -> None:
+    talk = [Contact("A1", "voice", at(NY, WEEKDAY, 10), "ph1", "callback")]
+    asked = at(NY, WEEKDAY + timedelta(days=1), 19, 30)
+    who = party("US", NY)
+    callback = decide(US, who, talk, Proposal("voice", asked, requested=True), asked)
+    collection = decide(US, who, talk, Proposal("voice", asked), asked)
+    assert isinstance(callback, Allowed) and isinstance(collection, Allowed)
+    assert callback.not_before == asked
+    assert collection.not_before.date() >= WEEKDAY + timedelta(days=7)

@@ -45,10 +45,18 @@ def test_shipped_strategy_files_are_valid() -> None:
     assert [s.id for s in load_files()] == ["early-and-late"]
 
 
+def named(document: dict[str, Any], name: str) -> tuple[int, dict[str, Any]]:
+    """The champion's treatment called ``name``, with its index."""
+    treatments = document["variants"][0]["treatments"]
+    index = next(i for i, t in enumerate(treatments) if t["name"] == name)
+    return index, treatments[index]
+
+
 def test_an_unknown_channel_is_refused_with_its_exact_path() -> None:
     document = strategy()
-    document["variants"][0]["treatments"][1]["steps"][2]["channel"] = "pigeon"
-    assert error_paths(document) == ["variants.0.treatments.1.steps.2.channel"]
+    n, treatment = named(document, "early-high-risk")
+    treatment["steps"][2]["channel"] = "pigeon"
+    assert error_paths(document) == [f"variants.0.treatments.{n}.steps.2.channel"]
 
 
 def test_weights_that_do_not_sum_to_100_are_refused() -> None:
@@ -67,16 +75,60 @@ def test_two_champions_are_refused() -> None:
 
 def test_an_offer_without_its_terms_is_refused() -> None:
     document = strategy()
-    document["variants"][0]["treatments"][0]["steps"][3]["offer"] = {"kind": "settlement"}
+    n, treatment = named(document, "early-low-risk")
+    treatment["steps"][3]["offer"] = {"kind": "settlement"}
     paths = error_paths(document)
-    assert paths == ["variants.0.treatments.0.steps.3.offer"]
+    assert paths == [f"variants.0.treatments.{n}.steps.3.offer"]
 
 
 def test_steps_out_of_day_order_are_refused() -> None:
     document = strategy()
-    steps = document["variants"][0]["treatments"][0]["steps"]
+    n, treatment = named(document, "early-low-risk")
+    steps = treatment["steps"]
     steps[0]["day"], steps[1]["day"] = 5, 1
-    assert error_paths(document) == ["variants.0.treatments.0"]
+    assert error_paths(document) == [f"variants.0.treatments.{n}"]
+
+
+def test_an_offer_beyond_its_treatments_limits_is_refused_at_publish_with_the_reason() -> None:
+    document = strategy()
+    n, treatment = named(document, "early-low-risk")
+    treatment["steps"][3]["offer"] = {"kind": "installments", "installments": 24}
+    with pytest.raises(ValidationError) as caught:
+        Strategy.model_validate(document)
+    error = caught.value.errors()[0]
+    assert ".".join(map(str, error["loc"])) == f"variants.0.treatments.{n}"
+    assert "steps.3.offer: outside the treatment's limits (installments: 24 is more than 6)" in (
+        error["msg"]
+    )
+
+
+def test_a_reminder_before_the_due_date_offers_nothing_and_never_calls() -> None:
+    document = strategy()
+    _, treatment = named(document, "pre-due")
+    treatment["steps"][0]["channel"] = "voice"
+    with pytest.raises(ValidationError, match="steps.0.channel: a reminder before the due date"):
+        Strategy.model_validate(document)
+    document = strategy()
+    _, treatment = named(document, "pre-due")
+    treatment["steps"][0]["offer"] = {"kind": "installments", "installments": 3}
+    with pytest.raises(ValidationError, match="steps.0.offer: a reminder before the due date"):
+        Strategy.model_validate(document)
+
+
+def test_a_treatment_is_chosen_only_for_its_trigger() -> None:
+    parsed = Strategy.model_validate(SHIPPED)
+    champion = parsed.variants[0]
+    current = AccountFacts("current", "high", None, "CN", Decimal(0), times_late=0)
+    late_before = AccountFacts("current", "high", None, "CN", Decimal(0), times_late=2)
+    behind = AccountFacts("1-29", "high", None, "CN", Decimal(100))
+    assert getattr(treatment_for(champion, current, "due_soon"), "name", None) == "pre-due"
+    assert getattr(treatment_for(champion, late_before, "due_soon"), "name", None) == (
+        "pre-due-often-late"
+    )
+    assert getattr(treatment_for(champion, behind, "hardship"), "name", None) == "hardship"
+    assert getattr(treatment_for(champion, behind), "name", None) == "early-low-risk"
+    # the challenger is the control group: no reminder before the due date
+    assert treatment_for(parsed.variants[1], current, "due_soon") is None
 
 
 def test_unknown_fields_are_refused_not_ignored() -> None:

@@ -23,6 +23,8 @@ class Meaning:
     promise: bool = False  # a promise to pay with its amount and date: promise.made
     dispute: bool = False  # dispute.opened
     plan: bool = False  # the customer accepted the offer: plan.agreed from its terms
+    hardship: bool = False  # the customer cannot pay: hardship.reported
+    callback: bool = False  # the customer asked to be called at a time: callback.requested
     notice: Literal["delivered", "returned"] | None = None  # notice.delivered / notice.returned
 
 
@@ -45,5 +47,7 @@ def meaning(
         promise=status == Outcome.PROMISE_TO_PAY and bool(promise_amount) and has_promise_date,
         dispute=status == Outcome.DISPUTE,
         plan=status == Outcome.PLAN_ACCEPTED,
+        hardship=status == Outcome.HARDSHIP,
+        callback=status == Outcome.CALLBACK,
         notice=notice,
     )

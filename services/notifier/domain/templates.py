@@ -12,6 +12,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
+from services.notifier.domain.selfservice import LINK_LINE
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FALLBACK_LOCALE = "en-US"
 OPT_OUT_LINE = {
@@ -55,8 +57,15 @@ class Renderer:
         )
 
     def render(
-        self, template: str, channel: str, locale: str | None, context: dict[str, Any]
+        self,
+        template: str,
+        channel: str,
+        locale: str | None,
+        context: dict[str, Any],
+        link: str | None = None,
     ) -> Rendered:
+        """``link``: the self-service page's address, appended to an SMS or email in the
+        locale's words (before the opt-out line), so that no template can leave it out."""
         chosen = locale if locale in self.locales else FALLBACK_LOCALE
         try:
             source = self._env.get_template(f"{chosen}/{template}.{channel}.j2")
@@ -68,6 +77,9 @@ class Renderer:
             first, _, text = text.partition("\n")
             subject = first.removeprefix("Subject:").strip()
             text = text.strip()
+        if link and channel in ("sms", "email"):
+            line = LINK_LINE.get(chosen, LINK_LINE[FALLBACK_LOCALE]).format(url=link)
+            text = f"{text}\n\n{line}" if channel == "email" else f"{text} {line}"
         opt_out = OPT_OUT_LINE.get((chosen, channel))
         if opt_out:
             text = f"{text}\n{opt_out}" if channel == "email" else f"{text} {opt_out}"

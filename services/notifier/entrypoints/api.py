@@ -15,11 +15,12 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from services.notifier.domain import signing
+from services.notifier.domain.offers import OfferRefused, Terms
 from services.notifier.domain.status import STATUSES
 from services.notifier.handlers import InboundReply, Notifier, StatusReport
 from shared.auth import require
 from shared.db import UnitOfWork
-from shared.events import Id, Text
+from shared.events import HardshipReason, Id, OfferKind, Text
 from shared.http import count_rejected, problem, validation_problem
 from shared.service import Uow
 
@@ -35,6 +36,20 @@ class StatusBody(BaseModel):
     promise_amount: Annotated[Decimal, Field(gt=0, max_digits=19, decimal_places=4)] | None = None
     promise_date: date | None = None
     offer_id: Id | None = None
+    # plan_accepted: terms the customer chose within the offer's limits (else its own terms)
+    kind: OfferKind | None = None
+    installments: Annotated[int, Field(ge=2, le=60)] | None = None
+    extension_days: Annotated[int, Field(ge=1, le=180)] | None = None
+    settlement_percent: Annotated[Decimal, Field(gt=0, le=100)] | None = None
+    # hardship: why and until when; callback: when the customer asked to be called
+    hardship_reason: HardshipReason | None = None
+    hardship_until: date | None = None
+    callback_at: AwareDatetime | None = None
+
+    def terms(self) -> Terms | None:
+        if self.kind is None:
+            return None
+        return Terms(self.kind, self.installments, self.extension_days, self.settlement_percent)
 
 
 class InboundBody(BaseModel):
@@ -76,7 +91,10 @@ def router(notifier: Notifier, max_body: int) -> APIRouter:
         401: {"description": "Missing, malformed, expired or wrong signature"},
         404: {"description": "No such partner"},
         413: {"description": "Body larger than the limit"},
-        422: {"description": "Malformed body; problem+json names the field"},
+        422: {
+            "description": "Malformed body, or terms outside the offer's limits; problem+json "
+            "names the field"
+        },
         429: {"description": "Too many requests from this partner"},
     }
 
@@ -135,9 +153,14 @@ def router(notifier: Notifier, max_body: int) -> APIRouter:
         parsed = parse(request, model, body)
         if isinstance(parsed, JSONResponse):
             return parsed
-        async with request.app.state.runtime.uow() as uow:
-            result = await apply(uow, parsed)
-            await uow.commit()
+        try:
+            async with request.app.state.runtime.uow() as uow:
+                result = await apply(uow, parsed)
+                await uow.commit()
+        except OfferRefused as refused:  # rolled back: the report can be sent again, mended
+            return validation_problem(
+                request, [{"loc": (refused.field,), "msg": refused.reason}], ("body",)
+            )
         return JSONResponse({"status": result}, status_code=202 if result == "orphaned" else 200)
 
     def schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -157,7 +180,13 @@ def router(notifier: Notifier, max_body: int) -> APIRouter:
         signature: Annotated[str | None, Header(alias=signing.HEADER)] = None,
     ) -> Any:
         async def apply(uow: UnitOfWork, parsed: BaseModel) -> str:
-            report = StatusReport(**parsed.model_dump())
+            assert isinstance(parsed, StatusBody)
+            report = StatusReport(
+                **parsed.model_dump(
+                    exclude={"kind", "installments", "extension_days", "settlement_percent"}
+                ),
+                terms=parsed.terms(),
+            )
             return await notifier.status_reported(uow, partner, report)
 
         return await webhook(request, partner, signature, StatusBody, apply)

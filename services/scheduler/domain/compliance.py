@@ -74,11 +74,30 @@ class RollingCap(_Rule):
 
 
 class QuietAfterConversation(_Rule):
-    """No call to an account within ``days`` after a right-party conversation about it."""
+    """No call to an account within ``days`` after a right-party conversation about it; with
+    ``except_requested``, a call the customer asked for (a callback) is not held back by it."""
 
     kind: Literal["quiet_after_conversation"]
     channel: Channel = "voice"
     days: Annotated[int, Field(ge=1)]
+    except_requested: bool = False
+
+
+class Spacing(_Rule):
+    """At most one contact to a customer on ``channels`` (one kind: calls, or electronic
+    messages) in any ``minutes``: contacts that pile up are spread, never dropped."""
+
+    kind: Literal["spacing"]
+    channels: Annotated[tuple[Channel, ...], Field(min_length=1)]
+    minutes: Annotated[int, Field(ge=1, le=24 * 60)]
+
+
+class HardshipPause(_Rule):
+    """A customer in hardship is not contacted for ``days`` (the breather) after saying so, or
+    until the date they gave, whichever is later; then the hardship treatment starts."""
+
+    kind: Literal["hardship_pause"]
+    days: Annotated[int, Field(ge=1, le=180)]
 
 
 StopReason = Literal[
@@ -96,7 +115,7 @@ class Pause(_Rule):
     when: Literal["plan_kept", "promise_pending"]
 
 
-SettleReason = Literal["nothing_overdue", "part_payment", "restart"]
+SettleReason = Literal["nothing_overdue", "part_payment", "restart", "due_passed"]
 
 
 class Settle(_Rule):
@@ -121,6 +140,8 @@ Rule = Annotated[
     | DailyCap
     | RollingCap
     | QuietAfterConversation
+    | Spacing
+    | HardshipPause
     | Stop
     | Pause
     | Settle
@@ -140,11 +161,18 @@ class Pack(BaseModel):
 
     @model_validator(mode="after")
     def _settles_and_pauses_are_named(self) -> Pack:
-        for when in ("nothing_overdue", "part_payment", "restart"):
+        for when in ("nothing_overdue", "part_payment", "restart", "due_passed"):
             self.settle(when)
         for pause in ("plan_kept", "promise_pending"):
             self.pause(pause)
+        self.hardship()
         return self
+
+    def hardship(self) -> HardshipPause:
+        found = next((r for r in self.rules if isinstance(r, HardshipPause)), None)
+        if found is None:
+            raise ValueError(f"the {self.country} pack has no hardship pause")
+        return found
 
     def settle(self, when: SettleReason) -> Settle:
         found = next((r for r in self.rules if isinstance(r, Settle) and r.when == when), None)
@@ -192,17 +220,24 @@ class Party:
     flags: frozenset[str] = frozenset()
     plan_kept: bool = False
     promise_due: date | None = None  # a pending promise pauses contact until the day after
+    hardship_until: datetime | None = None  # no contact before this instant (hardship pause)
 
 
 @dataclass(frozen=True)
 class Contact:
-    """A past (or requested and not yet reported) contact with this customer."""
+    """A past (or requested and not yet reported) contact with this customer, or with another
+    customer at one of this customer's addresses (a household's shared number)."""
 
     account_id: str
     channel: str
     at: datetime
     address: str | None = None
     outcome: str | None = None  # None: requested, not reported yet (counted as an attempt)
+    customer_id: str | None = None  # None: this customer's
+
+
+def _mine(contact: Contact, party: Party) -> bool:
+    return contact.customer_id is None or contact.customer_id == party.customer_id
 
 
 @dataclass(frozen=True)
@@ -210,6 +245,7 @@ class Proposal:
     channel: Channel
     earliest: datetime
     third_party: bool = False
+    requested: bool = False  # the customer asked for this call at ``earliest`` (a callback)
 
 
 @dataclass(frozen=True)
@@ -271,10 +307,14 @@ def decide(
             if resume > earliest:
                 earliest = resume
                 deferred.append(rule.id)
+        until = party.hardship_until
+        if isinstance(rule, HardshipPause) and until is not None and until > earliest:
+            earliest = until
+            deferred.append(rule.id)
     first_day = earliest.astimezone(zone).date()
     for offset in range(HORIZON_DAYS):
         day = first_day + timedelta(days=offset)
-        window = _window_on(pack, day, zone, proposal.channel, earliest, history, party, deferred)
+        window = _window_on(pack, day, zone, proposal, earliest, history, party, deferred)
         if window is not None:
             start, end = window
             return Allowed(
@@ -313,13 +353,14 @@ def _window_on(
     pack: Pack,
     day: date,
     zone: ZoneInfo,
-    channel: str,
+    proposal: Proposal,
     earliest: datetime,
     history: Sequence[Contact],
     party: Party,
     deferred: list[str],
 ) -> tuple[datetime, datetime] | None:
     """The allowed part of local ``day`` at or after ``earliest``, or None (noting why)."""
+    channel = proposal.channel
     start = datetime.combine(day, time(0), zone)
     end = datetime.combine(day + timedelta(days=1), time(0), zone)
     for rule in pack.rules:
@@ -342,11 +383,14 @@ def _window_on(
             if isinstance(r, LocalHours) and channel not in r.exempt_channels
         ]
     calls = [c for c in history if c.channel == channel]
+    mine = [c for c in calls if _mine(c, party)]
     for rule in pack.rules:
         if isinstance(rule, DailyCap) and rule.channel == channel:
+            # per customer: this customer's; per address: every attempt to that address,
+            # whichever customer it was for (a household shares a number)
             counted = [
                 c
-                for c in calls
+                for c in (mine if rule.per == "customer" else calls)
                 if c.at.astimezone(zone).date() == day
                 # a call requested but not reported yet may yet connect: count it
                 and (rule.counts == "attempts" or c.outcome in CONNECTED or c.outcome is None)
@@ -359,15 +403,17 @@ def _window_on(
             since = day - timedelta(days=rule.days - 1)
             counted = [
                 c
-                for c in calls
+                for c in mine
                 if c.account_id == party.account_id and since <= c.at.astimezone(zone).date() <= day
             ]
             if len(counted) >= rule.max:
                 deferred.append(rule.id)
                 return None
         elif isinstance(rule, QuietAfterConversation) and rule.channel == channel:
+            if proposal.requested and rule.except_requested:
+                continue
             talks = [
-                c.at for c in calls if c.account_id == party.account_id and c.outcome in RIGHT_PARTY
+                c.at for c in mine if c.account_id == party.account_id and c.outcome in RIGHT_PARTY
             ]
             if talks:
                 # The conversation's own (local) day is day 1 of the quiet period.
@@ -379,6 +425,23 @@ def _window_on(
                 if quiet_until > start:
                     deferred.append(rule.id)
                     start = quiet_until
+    for rule in pack.rules:
+        if isinstance(rule, Spacing) and channel in rule.channels:
+            # The gap runs both ways: a contact already placed later than ``start`` (a
+            # callback planned ahead) keeps this one from landing just before it.
+            gap = timedelta(minutes=rule.minutes)
+            near = sorted(c.at for c in history if _mine(c, party) and c.channel in rule.channels)
+            moved = True
+            while moved:
+                moved = False
+                for at in near:
+                    if at - gap < start < at + gap:
+                        start = at + gap
+                        moved = True
+                        if rule.id not in deferred[-1:]:
+                            deferred.append(rule.id)
+            if start >= end:
+                return None
     return start, end
 
 

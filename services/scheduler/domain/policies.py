@@ -11,11 +11,14 @@ each decision with the rule it cites.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from services.scheduler.domain.compliance import Pause, Settle
+from services.scheduler.domain.compliance import HardshipPause, Pause, Settle
 
 DEFAULT_BREATHER_DAYS = 3
 
@@ -57,13 +60,35 @@ def promise_hold(due_date: date, pending: Pause) -> Defer:
 
 
 def after_bucket_change(
-    bucket: str, treatment_bucket: str | None, pending_steps: int
+    bucket: str, treatment_bucket: str | None, pending_steps: int, in_hardship: bool = False
 ) -> Cancel | Restart | None:
+    """A customer in a hardship pause keeps the hardship treatment through a bucket change:
+    the breather and its offers are what they were promised."""
     if bucket == "current":
         return Cancel("nothing_overdue")
+    if in_hardship:
+        return None
     if treatment_bucket != bucket or not pending_steps:
         return Restart()
     return None
+
+
+def hardship_pause(now: datetime, breather: HardshipPause, until: date | None, tz: str) -> Defer:
+    """No contact for the breather's days, or until the day after the date the customer gave
+    (in their calendar), whichever is later."""
+    end = now + timedelta(days=breather.days)
+    if until is not None:
+        end = max(end, datetime.combine(until + timedelta(days=1), time.min, ZoneInfo(tz)))
+    return Defer(end.astimezone(UTC), breather.id)
+
+
+def reminder_lapsed(context: Mapping[str, Any] | None, now: datetime, tz: str) -> bool:
+    """A reminder whose instalment fell due (in the customer's calendar) before it could go
+    out is not sent: a reminder is for before the due date, never after it."""
+    due = (context or {}).get("due_date")
+    if not due:
+        return False
+    return now.astimezone(ZoneInfo(tz)).date() > date.fromisoformat(str(due))
 
 
 def after_broken_promise(resumed_steps: int) -> Resume | Restart:

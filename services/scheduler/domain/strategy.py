@@ -48,6 +48,45 @@ class Offer(_Model):
         return self
 
 
+class Limits(_Model):
+    """How far a treatment's offers may be bent when accepted (negotiation authority): the
+    most instalments, the lowest settlement percent, the longest extension. Every path that
+    accepts an offer (a partner, a reply, the self-service page, the desk) holds to them."""
+
+    max_installments: Annotated[int, Field(ge=2, le=60)] | None = None
+    min_settlement_percent: Annotated[Decimal, Field(gt=0, le=100)] | None = None
+    max_extension_days: Annotated[int, Field(ge=1, le=180)] | None = None
+
+    def refuses(self, offer: Offer) -> str | None:
+        """Why ``offer`` lies outside these limits, or None."""
+        most, least, longest = (
+            self.max_installments,
+            self.min_settlement_percent,
+            self.max_extension_days,
+        )
+        if offer.kind == "installments" and most is not None and (offer.installments or 0) > most:
+            return f"installments: {offer.installments} is more than {most}"
+        if (
+            offer.kind == "settlement"
+            and least is not None
+            and (offer.settlement_percent or 0) < least
+        ):
+            return f"settlement_percent: {offer.settlement_percent} is below {least}"
+        if (
+            offer.kind == "extension"
+            and longest is not None
+            and (offer.extension_days or 0) > longest
+        ):
+            return f"extension_days: {offer.extension_days} is more than {longest}"
+        return None
+
+
+# What starts a treatment: a missed payment or a bucket change (collection), an instalment
+# falling due soon (a reminder, never collection), a customer's hardship (after its breather).
+Trigger = Literal["missed", "due_soon", "hardship"]
+REMINDER_CHANNELS = ("sms", "email", "letter")
+
+
 class Step(_Model):
     day: Annotated[int, Field(ge=0, le=365)]  # days after the treatment starts
     channel: Channel
@@ -64,11 +103,16 @@ class Segment(_Model):
     countries: tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...] = ()
     min_overdue: Annotated[Decimal, Field(ge=0)] | None = None
     max_overdue: Annotated[Decimal, Field(ge=0)] | None = None
+    # past lateness: how many instalments of the account were missed before
+    min_times_late: Annotated[int, Field(ge=0)] | None = None
+    max_times_late: Annotated[int, Field(ge=0)] | None = None
 
 
 class Treatment(_Model):
     name: Slug
+    trigger: Trigger = "missed"
     segment: Segment = Segment()
+    limits: Limits | None = None  # None: an offer is taken as offered, never bent
     steps: Annotated[tuple[Step, ...], Field(min_length=1, max_length=50)]
 
     @model_validator(mode="after")
@@ -76,6 +120,29 @@ class Treatment(_Model):
         days = [step.day for step in self.steps]
         if days != sorted(days):
             raise ValueError("steps must be in ascending order of day")
+        return self
+
+    @model_validator(mode="after")
+    def _offers_within_limits(self) -> Self:
+        for n, step in enumerate(self.steps):
+            if step.offer is not None and self.limits is not None:
+                why = self.limits.refuses(step.offer)
+                if why is not None:
+                    raise ValueError(f"steps.{n}.offer: outside the treatment's limits ({why})")
+        return self
+
+    @model_validator(mode="after")
+    def _reminders_stay_gentle(self) -> Self:
+        if self.trigger != "due_soon":
+            return self
+        for n, step in enumerate(self.steps):
+            if step.offer is not None:
+                raise ValueError(f"steps.{n}.offer: a reminder before the due date offers nothing")
+            if step.channel not in REMINDER_CHANNELS:
+                raise ValueError(
+                    f"steps.{n}.channel: a reminder before the due date goes by "
+                    f"{', '.join(REMINDER_CHANNELS)}, not {step.channel}"
+                )
         return self
 
 
@@ -112,6 +179,7 @@ class AccountFacts:
     product: str | None
     country: str | None
     overdue: Decimal
+    times_late: int = 0
 
 
 def assign_variant(strategy: Strategy, account_id: str) -> Variant:
@@ -135,12 +203,19 @@ def matches(segment: Segment, facts: AccountFacts) -> bool:
         and (not segment.countries or facts.country in segment.countries)
         and (segment.min_overdue is None or facts.overdue >= segment.min_overdue)
         and (segment.max_overdue is None or facts.overdue <= segment.max_overdue)
+        and (segment.min_times_late is None or facts.times_late >= segment.min_times_late)
+        and (segment.max_times_late is None or facts.times_late <= segment.max_times_late)
     )
 
 
-def treatment_for(variant: Variant, facts: AccountFacts) -> Treatment | None:
-    """The variant's first treatment whose segment matches, or None."""
-    return next((t for t in variant.treatments if matches(t.segment, facts)), None)
+def treatment_for(
+    variant: Variant, facts: AccountFacts, trigger: Trigger = "missed"
+) -> Treatment | None:
+    """The variant's first treatment for ``trigger`` whose segment matches, or None."""
+    return next(
+        (t for t in variant.treatments if t.trigger == trigger and matches(t.segment, facts)),
+        None,
+    )
 
 
 @dataclass(frozen=True)

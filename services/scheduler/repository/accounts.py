@@ -140,6 +140,77 @@ async def upsert_accounts(
     )
 
 
+async def count_late(session: AsyncSession, missed: Sequence[str]) -> None:
+    """One more missed instalment for each account id (an account missing two in a run appears
+    twice): the strategies' past lateness."""
+    await session.execute(
+        text("""
+            UPDATE account SET times_late = account.times_late + t.n
+            FROM (SELECT a, count(*) AS n FROM unnest(CAST(:a AS text[])) AS u (a) GROUP BY a) t
+            WHERE account.account_id = t.a
+        """),
+        {"a": list(missed)},
+    )
+
+
+async def ensure_accounts(
+    session: AsyncSession,
+    accounts: Sequence[tuple[str, str, str | None, str | None]],
+    now: datetime,
+) -> None:
+    """(account, customer, currency, product) of accounts heard of before any delinquency (a
+    reminder before the due date): current and owing nothing overdue until the ledger says."""
+    await session.execute(
+        text("""
+            INSERT INTO account (account_id, customer_id, currency, product, updated_at)
+            SELECT *, CAST(:now AS timestamptz)
+            FROM unnest(CAST(:a AS text[]), CAST(:c AS text[]), CAST(:cur AS text[]),
+                        CAST(:p AS text[]))
+            ON CONFLICT (account_id) DO NOTHING
+        """),
+        {
+            "a": [a for a, _, _, _ in accounts],
+            "c": [c for _, c, _, _ in accounts],
+            "cur": [cur for _, _, cur, _ in accounts],
+            "p": [p for _, _, _, p in accounts],
+            "now": now,
+        },
+    )
+
+
+async def accounts_of(session: AsyncSession, customer_id: str) -> list[str]:
+    rows = await session.scalars(
+        text("SELECT account_id FROM account WHERE customer_id = :c ORDER BY account_id"),
+        {"c": customer_id},
+    )
+    return list(rows)
+
+
+async def set_hardship(
+    session: AsyncSession,
+    account_ids: Sequence[str],
+    until: datetime | None,
+    reason: str | None,
+    now: datetime,
+) -> None:
+    """The accounts' hardship pause ends at ``until`` (None: no pause)."""
+    await session.execute(
+        text("""
+            UPDATE account SET hardship_until = :until, hardship_reason = :reason,
+                               updated_at = :now
+            WHERE account_id = ANY(CAST(:ids AS text[]))
+        """),
+        {"ids": list(account_ids), "until": until, "reason": reason, "now": now},
+    )
+
+
+async def hardship_until(session: AsyncSession, account_id: str) -> datetime | None:
+    found: datetime | None = await session.scalar(
+        text("SELECT hardship_until FROM account WHERE account_id = :a"), {"a": account_id}
+    )
+    return found
+
+
 async def record_payments(
     session: AsyncSession,
     seen: Sequence[tuple[str, str]],

@@ -45,7 +45,7 @@ async def parties(session: AsyncSession, account_ids: Sequence[str]) -> dict[str
     rows = await session.execute(
         text("""
             SELECT a.account_id, a.customer_id, a.dispute_open, a.plan_kept, a.promise_due,
-                   c.country, c.timezone, c.phone_ref, c.email_ref, c.postal_ref,
+                   a.hardship_until, c.country, c.timezone, c.phone_ref, c.email_ref, c.postal_ref,
                    coalesce(c.ceased, false) AS ceased,
                    ARRAY(SELECT f.flag FROM flag f
                          WHERE f.customer_id = a.customer_id AND f.active
@@ -77,29 +77,35 @@ async def parties(session: AsyncSession, account_ids: Sequence[str]) -> dict[str
             flags=frozenset(r["flags"]),
             plan_kept=r["plan_kept"],
             promise_due=r["promise_due"],
+            hardship_until=r["hardship_until"],
         )
     return found
 
 
 async def history(
-    session: AsyncSession, customer_ids: Sequence[str], since: datetime
-) -> dict[str, list[Contact]]:
-    """Each customer's contacts requested since ``since``, with their outcomes."""
+    session: AsyncSession, customer_ids: Sequence[str], addresses: Sequence[str], since: datetime
+) -> list[Contact]:
+    """The contacts requested since ``since`` with the customers or at the addresses given
+    (another customer's contacts at a shared number count against that number's caps), with
+    their outcomes, each naming its customer."""
     rows = await session.execute(
         text("""
-            SELECT customer_id, account_id, channel, coalesce(attempted_at, requested_at) AS at,
-                   address_ref, outcome
+            SELECT contact_id, customer_id, account_id, channel,
+                   coalesce(attempted_at, requested_at) AS at, address_ref, outcome
             FROM contact_log
             WHERE customer_id = ANY(CAST(:ids AS text[])) AND requested_at >= :since
+            UNION
+            SELECT contact_id, customer_id, account_id, channel,
+                   coalesce(attempted_at, requested_at), address_ref, outcome
+            FROM contact_log
+            WHERE address_ref = ANY(CAST(:refs AS text[])) AND requested_at >= :since
         """),
-        {"ids": list(customer_ids), "since": since},
+        {"ids": list(customer_ids), "refs": list(addresses), "since": since},
     )
-    found: dict[str, list[Contact]] = {}
-    for r in rows:
-        found.setdefault(r.customer_id, []).append(
-            Contact(r.account_id, r.channel, r.at, r.address_ref, r.outcome)
-        )
-    return found
+    return [
+        Contact(r.account_id, r.channel, r.at, r.address_ref, r.outcome, r.customer_id)
+        for r in rows
+    ]
 
 
 async def standings(
@@ -141,7 +147,7 @@ async def facts(
     rows = await session.execute(
         text("""
             SELECT a.account_id, a.customer_id, a.bucket, a.overdue, a.product, c.country,
-                   coalesce(s.band, 'medium') AS band
+                   coalesce(s.band, 'medium') AS band, a.times_late
             FROM account a
             LEFT JOIN customer c USING (customer_id)
             LEFT JOIN score s USING (account_id)
@@ -158,6 +164,7 @@ async def facts(
                 product=r.product,
                 country=r.country,
                 overdue=r.overdue,
+                times_late=r.times_late,
             ),
         )
         for r in rows

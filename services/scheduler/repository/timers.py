@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.events import Channel
 
 FIRE_BATCH = 2000
+# What a timer is for: a collection step, a reminder before a due date (never collection), a
+# hardship treatment's step, a callback the customer asked for.
+Purpose = Literal["collection", "reminder", "hardship", "callback"]
+# The timers that make an account "in treatment" (a new miss then starts nothing new).
+TREATING = ("collection", "hardship")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,8 @@ class Timer:
     template: str
     offer: dict[str, Any] | None
     due_at: datetime
+    purpose: Purpose = "collection"
+    context: dict[str, Any] | None = None  # what its message needs (a reminder's instalment)
 
 
 def _json(value: Any) -> str:
@@ -72,15 +79,30 @@ def _json(value: Any) -> str:
 
 
 async def in_treatment(session: AsyncSession, account_ids: Sequence[str]) -> set[str]:
-    """The accounts with a pending step."""
+    """The accounts with a pending collection or hardship step (a reminder or a callback does
+    not make an account in treatment)."""
     rows = await session.scalars(
         text("""
             SELECT DISTINCT account_id FROM timer
             WHERE status = 'pending' AND account_id = ANY(CAST(:ids AS text[]))
+              AND purpose = ANY(CAST(:treating AS text[]))
         """),
-        {"ids": list(account_ids)},
+        {"ids": list(account_ids), "treating": list(TREATING)},
     )
     return set(rows)
+
+
+async def current_treatment(session: AsyncSession, account_id: str) -> TreatmentRow | None:
+    row = (
+        await session.execute(
+            text("""
+                SELECT account_id, strategy_id, version, variant, name, bucket
+                FROM treatment WHERE account_id = :a
+            """),
+            {"a": account_id},
+        )
+    ).first()
+    return None if row is None else TreatmentRow(*row)
 
 
 async def treatment_bucket(session: AsyncSession, account_id: str) -> str | None:
@@ -91,9 +113,14 @@ async def treatment_bucket(session: AsyncSession, account_id: str) -> str | None
 
 
 async def pending_steps(session: AsyncSession, account_id: str) -> int:
+    """The account's pending collection and hardship steps."""
     found: int = await session.scalar(
-        text("SELECT count(*) FROM timer WHERE account_id = :a AND status = 'pending'"),
-        {"a": account_id},
+        text("""
+            SELECT count(*) FROM timer
+            WHERE account_id = :a AND status = 'pending'
+              AND purpose = ANY(CAST(:treating AS text[]))
+        """),
+        {"a": account_id, "treating": list(TREATING)},
     )
     return found
 
@@ -124,17 +151,25 @@ async def resume(session: AsyncSession, account_id: str, now: datetime) -> list[
     return [contact_id for (contact_id,) in resumed]
 
 
+ALL_PURPOSES: tuple[Purpose, ...] = ("collection", "reminder", "hardship", "callback")
+
+
 async def cancel_pending(
-    session: AsyncSession, account_ids: Sequence[str], now: datetime
+    session: AsyncSession,
+    account_ids: Sequence[str],
+    now: datetime,
+    purposes: Sequence[Purpose] = ALL_PURPOSES,
 ) -> list[tuple[str, str]]:
-    """Cancel the accounts' pending steps; returns (account id, contact id) of each."""
+    """Cancel the accounts' pending steps of ``purposes``; returns (account id, contact id) of
+    each."""
     rows = await session.execute(
         text("""
             UPDATE timer SET status = 'cancelled', settled_at = :now
             WHERE account_id = ANY(CAST(:ids AS text[])) AND status = 'pending'
+              AND purpose = ANY(CAST(:purposes AS text[]))
             RETURNING account_id, contact_id
         """),
-        {"ids": list(account_ids), "now": now},
+        {"ids": list(account_ids), "now": now, "purposes": list(purposes)},
     )
     return [(a, c) for a, c in rows]
 
@@ -200,13 +235,14 @@ async def start(
             text("""
                 INSERT INTO timer (contact_id, account_id, customer_id, strategy_id, version,
                                    variant, treatment, step_no, channel, template, offer,
-                                   due_at, created_at)
+                                   due_at, purpose, context, created_at)
                 SELECT *, CAST(:now AS timestamptz)
                 FROM unnest(CAST(:id AS text[]), CAST(:a AS text[]), CAST(:c AS text[]),
                             CAST(:s AS text[]), CAST(:v AS int[]), CAST(:variant AS text[]),
                             CAST(:t AS text[]), CAST(:n AS int[]), CAST(:ch AS text[]),
                             CAST(:tpl AS text[]), CAST(:offer AS jsonb[]),
-                            CAST(:due AS timestamptz[]))
+                            CAST(:due AS timestamptz[]), CAST(:purpose AS text[]),
+                            CAST(:context AS jsonb[]))
                 ON CONFLICT (contact_id) DO NOTHING
             """),
             {
@@ -222,6 +258,8 @@ async def start(
                 "tpl": [t.template for t in timers],
                 "offer": [None if t.offer is None else _json(t.offer) for t in timers],
                 "due": [t.due_at for t in timers],
+                "purpose": [t.purpose for t in timers],
+                "context": [None if t.context is None else _json(t.context) for t in timers],
                 "now": now,
             },
         )
@@ -230,15 +268,17 @@ async def start(
 async def claim_due(
     session: AsyncSession, now: datetime, accounts: Sequence[str] | None
 ) -> list[Timer]:
-    """Due timers (all, or some accounts'), oldest first, locked; others' locks are skipped."""
+    """Due timers (all, or some accounts'), oldest first and in each customer's strategy order,
+    locked; others' locks are skipped."""
     where = "" if accounts is None else "AND account_id = ANY(CAST(:ids AS text[]))"
     claimed = await session.execute(
         text(f"""
             SELECT contact_id, account_id, customer_id, strategy_id, version, variant,
-                   treatment, step_no, channel, template, offer, due_at
+                   treatment, step_no, channel, template, offer, due_at, purpose, context
             FROM timer
             WHERE status = 'pending' AND due_at <= :now {where}
-            ORDER BY due_at, contact_id
+            -- steps piled up at one instant are decided in strategy order
+            ORDER BY due_at, customer_id, account_id, step_no, contact_id
             LIMIT {FIRE_BATCH}
             FOR UPDATE SKIP LOCKED
         """),  # noqa: S608 - the only interpolations are constants
