@@ -223,6 +223,8 @@ class Cycles:
             flags=frozenset(row["flags"]),
             dispute=row["dispute"],
             plan_active=row["plan_active"],
+            plan_hardship=row["plan_hardship"],
+            plan_kind=row["plan_kind"],
             pre_notice_delivered_at=row["pre_notice_delivered_at"],
             notice_sent_at=row["notice_sent_at"],
             notice_returned_at=row["notice_returned_at"],

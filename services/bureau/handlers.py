@@ -187,7 +187,14 @@ class Bureau:
         if activated is not None and activated.installments:
             installments = [(i.due_date, i.amount) for i in activated.installments]
         await state.set_plan(
-            uow.session, account_id, customer_id, self._clock.now(), active, installments
+            uow.session,
+            account_id,
+            customer_id,
+            self._clock.now(),
+            active,
+            installments,
+            hardship=activated.hardship if activated is not None else False,
+            kind=activated.kind if activated is not None else None,
         )
 
     async def notice(

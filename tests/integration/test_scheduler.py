@@ -267,13 +267,21 @@ async def test_strategy_versions_are_validated_stored_published_and_retired_over
     shipped = shipped_strategy()["version"]
     new = shipped + 1
     bad = shipped_strategy() | {"version": new}
-    bad["variants"][0]["treatments"][1]["steps"][2]["channel"] = "pigeon"
+    # the champion's sixth treatment, early-high-risk
+    bad["variants"][0]["treatments"][5]["steps"][2]["channel"] = "pigeon"
     refused = await c.post("/v1/strategies", json=bad, headers=AUTH)
     assert refused.status_code == 422
     assert refused.headers["content-type"] == "application/problem+json"
     assert [e["field"] for e in refused.json()["errors"]] == [
-        "body.variants.0.treatments.1.steps.2.channel"
+        "body.variants.0.treatments.5.steps.2.channel"
     ]
+    beyond = shipped_strategy() | {"version": new}
+    beyond["variants"][0]["treatments"][5]["steps"][3]["offer"]["installments"] = 24
+    refused = await c.post("/v1/strategies", json=beyond, headers=AUTH)
+    assert refused.status_code == 422
+    (error,) = refused.json()["errors"]
+    assert error["field"] == "body.variants.0.treatments.5"
+    assert "outside the treatment's limits (installments: 24 is more than 6)" in error["message"]
     listed = (await c.get("/v1/strategies", headers=AUTH)).json()
     assert [(v["version"], v["status"]) for v in listed] == [
         (shipped, "published")

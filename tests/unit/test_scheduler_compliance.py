@@ -365,7 +365,8 @@ def test_an_email_after_an_sms_waits_an_hour_but_a_call_does_not() -> None:
     sms = [Contact("A1", "sms", at(NY, WEEKDAY, 9), "ph1")]
     email = ask(party("US", NY), "email", at(NY, WEEKDAY, 9), sms)
     call = ask(party("US", NY), "voice", at(NY, WEEKDAY, 9), sms)
-    assert isinstance(email, Allowed) and isinstance(call, Allowed)
+    assert isinstance(email, Allowed)
+    assert isinstance(call, Allowed)
     assert email.not_before == at(NY, WEEKDAY, 10)
     assert "US.spacing.messages" in email.deferred_by
     assert call.not_before == at(NY, WEEKDAY, 9)
@@ -392,6 +393,7 @@ def test_us_callback_the_customer_asked_for_is_not_held_by_the_quiet_days() -> N
     who = party("US", NY)
     callback = decide(US, who, talk, Proposal("voice", asked, requested=True), asked)
     collection = decide(US, who, talk, Proposal("voice", asked), asked)
-    assert isinstance(callback, Allowed) and isinstance(collection, Allowed)
+    assert isinstance(callback, Allowed)
+    assert isinstance(collection, Allowed)
     assert callback.not_before == asked
     assert collection.not_before.date() >= WEEKDAY + timedelta(days=7)

@@ -97,8 +97,9 @@ def test_an_offer_beyond_its_treatments_limits_is_refused_at_publish_with_the_re
         Strategy.model_validate(document)
     error = caught.value.errors()[0]
     assert ".".join(map(str, error["loc"])) == f"variants.0.treatments.{n}"
-    assert "steps.3.offer: outside the treatment's limits (installments: 24 is more than 6)" in (
-        error["msg"]
+    assert (
+        "steps.3.offer: outside the treatment's limits (installments: 24 is more than 6)"
+        in (error["msg"])
     )
 
 
@@ -106,12 +107,12 @@ def test_a_reminder_before_the_due_date_offers_nothing_and_never_calls() -> None
     document = strategy()
     _, treatment = named(document, "pre-due")
     treatment["steps"][0]["channel"] = "voice"
-    with pytest.raises(ValidationError, match="steps.0.channel: a reminder before the due date"):
+    with pytest.raises(ValidationError, match=r"steps\.0\.channel: a reminder before the due date"):
         Strategy.model_validate(document)
     document = strategy()
     _, treatment = named(document, "pre-due")
     treatment["steps"][0]["offer"] = {"kind": "installments", "installments": 3}
-    with pytest.raises(ValidationError, match="steps.0.offer: a reminder before the due date"):
+    with pytest.raises(ValidationError, match=r"steps\.0\.offer: a reminder before the due date"):
         Strategy.model_validate(document)
 
 

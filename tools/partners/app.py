@@ -159,7 +159,7 @@ def create_app(standin: Standin) -> FastAPI:
         )
         standin.messages.append(
             {"message_id": message_id, "channel": channel, "contact_id": contact_id}
-            | {k: body[k] for k in ("to", "postal_address", "locale") if k in body}
+            | {k: body[k] for k in ("to", "postal_address", "locale", "body") if k in body}
         )
         if b.callbacks:
             outcome = dict(b.contact_outcomes.get(contact_id) or {})

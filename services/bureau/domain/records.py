@@ -136,7 +136,9 @@ def line(reporter: metro2.Reporter, row: Row, country: str, f: Figures, now: dat
                 "XH": "争议已处理",
                 "XC": "争议已处理，客户仍有异议",
             }.get(code),
-            "plan": f.special_comment == "AC",
+            "plan": f.special_comment in ("AC", "CP"),
+            # a plan agreed under hardship (the CN record's counterpart of Metro 2's CP / AC)
+            "hardship_plan": bool(row.get("plan_hardship")) and f.special_comment in ("AC", "CP"),
             "reported_at": now.isoformat(),
         },
         ensure_ascii=False,

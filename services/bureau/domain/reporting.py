@@ -46,6 +46,8 @@ class Facts:
     flags: frozenset[str] = frozenset()
     dispute: Dispute = None
     plan_active: bool = False
+    plan_hardship: bool = False  # agreed under hardship
+    plan_kind: str | None = None  # installments | extension | settlement
     pre_notice_delivered_at: datetime | None = None
     notice_sent_at: datetime | None = None
     notice_returned_at: datetime | None = None
@@ -54,6 +56,17 @@ class Facts:
     reported_status: str | None = None  # what the last cycle submitted for it
     # the bureau rejected the last record and nothing about the account has changed since
     rejected_unchanged: bool = False
+
+
+def special_comment(facts: Facts) -> str:
+    """Metro 2's special comment for a plan in force: a payment holiday agreed under hardship
+    is forbearance (CP); every other plan, a hardship instalment plan included, is a payment
+    agreement (AC). Nothing without a plan."""
+    if not facts.plan_active:
+        return ""
+    if facts.plan_hardship and facts.plan_kind == "extension":
+        return "CP"
+    return "AC"
 
 
 @dataclass(frozen=True)
@@ -129,7 +142,7 @@ def decide(facts: Facts, now: datetime, rules: Rules) -> Verdict:
         # Cured, paid, reversed or back to current: correct what was reported. 13 says the
         # balance is zero; a cured account that still owes principal is current, 11.
         status = "13" if facts.balance == 0 else "11"
-        comment = "AC" if facts.plan_active else ""
+        comment = special_comment(facts)
         if failed:
             return Verdict("blocked", status, code, comment, tuple(failed))
         return Verdict("corrected", status, code, comment)
@@ -151,7 +164,7 @@ def decide(facts: Facts, now: datetime, rules: Rules) -> Verdict:
                 failed.append("US.bureau.notice-returned")
             elif now - sent < timedelta(days=rules.notice_wait_days):
                 failed.append("US.bureau.notice-wait")
-    comment = "AC" if facts.plan_active else ""
+    comment = special_comment(facts)
     if failed:
         return Verdict("blocked", status, code, comment, tuple(failed))
     if was_negative and facts.reported_status != status and facts.plan_active:

@@ -334,8 +334,11 @@ async def set_plan(
     now: datetime,
     active: bool,
     installments: Sequence[tuple[date, Decimal]] | None,
+    hardship: bool = False,
+    kind: str | None = None,
 ) -> None:
-    """A plan started (with its instalments) or ended (``installments`` None keeps them)."""
+    """A plan started (with its instalments, kind and whether it was agreed under hardship) or
+    ended (``installments`` None keeps them)."""
     if installments is None:
         await _update(session, account_id, customer_id, "plan_active = :on", now, on=active)
         return
@@ -344,11 +347,14 @@ async def set_plan(
         account_id,
         customer_id,
         "plan_active = :on, plan_dues = CAST(:dues AS date[]), "
-        "plan_amounts = CAST(:amounts AS numeric[])",
+        "plan_amounts = CAST(:amounts AS numeric[]), plan_hardship = :hardship, "
+        "plan_kind = :kind",
         now,
         on=active,
         dues=[d for d, _ in installments],
         amounts=[x for _, x in installments],
+        hardship=hardship,
+        kind=kind,
     )
 
 

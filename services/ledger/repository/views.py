@@ -53,7 +53,7 @@ async def account(
         (
             await session.execute(
                 text("""
-                SELECT plan_id, kind, status, agreed_at, total FROM plan
+                SELECT plan_id, kind, status, agreed_at, total, hardship, source FROM plan
                 WHERE account_id = :a ORDER BY seq DESC LIMIT 1
             """),
                 {"a": account_id},
@@ -126,11 +126,13 @@ async def history(session: AsyncSession, account_id: str) -> list[dict[str, Any]
                      days_past_due, NULL
               FROM bucket_change WHERE account_id = :a
               UNION ALL
-              SELECT seq, agreed_at, 'plan_agreed', plan_id, total, NULL, NULL, NULL, kind
+              SELECT seq, agreed_at, 'plan_agreed', plan_id, total, NULL, NULL, NULL,
+                     kind || CASE WHEN hardship THEN ' under hardship' ELSE '' END
+                          || coalesce(' via ' || source, '')
               FROM plan WHERE account_id = :a
               UNION ALL
               SELECT settled_seq, settled_at, 'plan_' || status, plan_id, total, NULL, NULL, NULL,
-                     kind
+                     kind || CASE WHEN hardship THEN ' under hardship' ELSE '' END
               FROM plan WHERE account_id = :a AND settled_seq IS NOT NULL
               UNION ALL
               SELECT f.seq, f.changed_at, 'flag', f.id::text, NULL, NULL, NULL, NULL,
