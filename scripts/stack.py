@@ -530,6 +530,9 @@ def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
         f"{prefix}_DATABASE_URL": service_database_url(cfg, service),
         f"{prefix}_HTTP_PORT": str(cfg.service_ports[service]),
     }
+    if service == "notifier" and "NOTIFIER_PUBLIC_URL" not in os.environ:
+        # the self-service links in messages point at this notifier
+        env["NOTIFIER_PUBLIC_URL"] = f"http://127.0.0.1:{cfg.service_ports['notifier']}"
     if service == "notifier" and "NOTIFIER_PARTNERS" not in os.environ:
         from services.notifier.settings import dev_partner
 

@@ -29,7 +29,7 @@ from services.notifier import announce, repository
 from services.notifier.adapters.channels import ADAPTERS, Message
 from services.notifier.domain.breaker import Breaker
 from services.notifier.domain.selfservice import LINK_DAYS, link_token
-from services.notifier.domain.templates import Renderer, UnknownTemplate, offer_text
+from services.notifier.domain.templates import Renderer, UnknownTemplate, cents, offer_text
 from services.notifier.repository import Customer, Delivery, Result
 from services.notifier.settings import Partner
 from shared.clock import Clock
@@ -138,7 +138,7 @@ class Sender:
         breaker = self._breakers[partner.name]
         if not breaker.allows(time.monotonic()):
             return result("retry", "circuit open")
-        overdue = row.total_overdue or Decimal(0)
+        overdue = cents(row.total_overdue or Decimal(0))
         currency = row.currency or ""
         locale = row.locale or (customer.locale if customer else None)
         full_name = (customer.full_name if customer else None) or ""
@@ -153,7 +153,7 @@ class Sender:
             "days_past_due": row.days_past_due or 0,
             "offer_text": offer_text(row.offer, locale or "en-US", overdue, currency),
             "due_date": row.due_date.isoformat() if row.due_date else "",
-            "amount_due": row.amount_due if row.amount_due is not None else overdue,
+            "amount_due": cents(row.amount_due) if row.amount_due is not None else overdue,
         }
         link = None
         if self._links is not None and row.channel in ("sms", "email"):

@@ -61,6 +61,8 @@ class PlanView(BaseModel):
     status: str
     agreed_at: datetime
     total: Decimal
+    hardship: bool = False  # agreed under hardship
+    source: str | None = None  # where it was agreed: a channel, self_service or desk
     installments: list[PlanInstallmentView]
 
 

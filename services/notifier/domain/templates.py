@@ -86,6 +86,11 @@ class Renderer:
         return Rendered(chosen, subject, text)
 
 
+def cents(amount: Decimal) -> Decimal:
+    """An amount as a customer reads it: whole cents (the records keep four places)."""
+    return amount.quantize(Decimal("0.01"))
+
+
 def offer_text(offer: dict[str, Any] | None, locale: str, overdue: Decimal, currency: str) -> str:
     if not offer:
         return ""

@@ -30,6 +30,7 @@ from services.notifier import repository
 from services.notifier.domain import selfservice
 from services.notifier.domain.offers import OfferRefused, Terms, choices
 from services.notifier.domain.selfservice import LinkInvalid, PromiseRefused
+from services.notifier.domain.templates import cents
 from services.notifier.handlers import OFFER_REPLY_WINDOW, Notifier
 from services.notifier.repository import Customer, Delivery
 from shared.db import UnitOfWork
@@ -135,7 +136,7 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
         locale = locale_of(delivery, customer)
         t = _t(locale)
         offered = await offer_of(uow, delivery)
-        overdue = delivery.total_overdue or Decimal(0)
+        overdue = cents(delivery.total_overdue or Decimal(0))
         currency = delivery.currency or ""
         tail = delivery.account_id[-4:]
         overdue_line = (
@@ -147,7 +148,9 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
         )
         due_line = (
             t["due_soon"].format(
-                amount=delivery.amount_due, currency=currency, date=delivery.due_date
+                amount=cents(delivery.amount_due or Decimal(0)),
+                currency=currency,
+                date=delivery.due_date,
             )
             if delivery.due_date and delivery.amount_due
             else ""
