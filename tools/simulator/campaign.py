@@ -15,6 +15,7 @@ import heapq
 import itertools
 import json
 import logging
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -43,14 +44,21 @@ from shared.events import (
     ScheduledInstallment,
 )
 from tools.simulator.model import (
+    HARDSHIP_TEXT,
     Customer,
     Params,
+    Reaction,
+    accepts_hardship_offer,
+    answers_callback,
     book,
+    callback_request,
     keeps_plan_installment,
     misses_again,
     on_time_payment_at,
     react,
+    rescued_by_reminder,
     unpaid_at_start,
+    uses_the_page,
 )
 from tools.simulator.system import System
 
@@ -58,6 +66,7 @@ log = logging.getLogger("simulator")
 EVENTS = uuid.UUID("3d0c2b9e-7a51-4f0e-8a7c-5e2f1b9d4c61")  # the simulator's webhook event ids
 BOOK_BATCH = 5000
 NOTICES = {"bureau_pre_notice", "validation_notice"}
+LINK = re.compile(r"https?://\S+/s/[A-Za-z0-9_\-.]+")
 
 
 @dataclass(order=True)
@@ -86,6 +95,7 @@ class Stats:
     payments: int = 0
     webhooks: int = 0
     replies: int = 0
+    pages: int = 0
     sends_seen: int = 0
     started: float = field(default_factory=time.monotonic)
     # wall seconds spent by phase
@@ -129,6 +139,8 @@ class Campaign:
         self.clock: datetime | None = None  # the last clock.set; none until the first move
         self._cycles_seen: set[str] = set()
         self._in_bureau_scope: set[str] = set()  # accounts the bureau has reported or blocked
+        self._told_hardship: set[str] = set()
+        self._asked_callback: set[str] = set()
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -285,9 +297,12 @@ class Campaign:
         answering = {a.customer_id for a in due if a.kind in ("status", "reply")}
         payments: list[CloudEvent] = []
         webhooks: dict[str, list[Action]] = defaultdict(list)
+        pages: list[Action] = []
         for action in due:
             c = self.by_customer[action.customer_id]
-            if action.kind == "pay":
+            if action.kind == "page":
+                pages.append(action)
+            elif action.kind == "pay":
                 if c.customer_id in answering:
                     self._add(until + timedelta(seconds=1), c.customer_id, "pay", action.body)
                     continue
@@ -297,7 +312,9 @@ class Campaign:
             else:
                 webhooks[c.customer_id].append(action)
         t = time.monotonic()
-        await asyncio.gather(self.system.publish(payments), self._send_webhooks(webhooks))
+        await asyncio.gather(
+            self.system.publish(payments), self._send_webhooks(webhooks), self._use_pages(pages)
+        )
         t = self.stats.timed("act:send", t)
         await self.system.wait_quiet(self.clock)
         self.stats.timed("act:quiet", t)
@@ -342,6 +359,34 @@ class Campaign:
             )
             if result["failed"]:
                 raise RuntimeError(f"{result['failed']} webhooks were not accepted")
+
+    async def _use_pages(self, actions: list[Action]) -> None:
+        """Customers who agree their plan on the self-service page, as a browser would: open
+        the link, answer the identity check, choose the most instalments the offer allows."""
+        gate = asyncio.Semaphore(8)
+
+        async def one(action: Action) -> None:
+            c = self.by_customer[action.customer_id]
+            offer = action.body["offer"]
+            limits = offer.limits
+            kind, term = (
+                offer.kind,
+                {
+                    "installments": offer.installments,
+                    "extension": offer.extension_days,
+                    "settlement": offer.settlement_percent,
+                }[offer.kind],
+            )
+            if kind == "installments" and limits is not None and limits.max_installments:
+                term = limits.max_installments
+            async with gate:
+                self.stats.pages += 1
+                if not await self.system.self_service_plan(
+                    action.body["link"], c.birth_date.isoformat(), kind, str(term)
+                ):
+                    raise RuntimeError("the self-service page refused a plan within its limits")
+
+        await asyncio.gather(*(one(a) for a in actions))
 
     async def _learn(self) -> None:
         """What the system said since the last step: contact requests (to know what a message
@@ -453,10 +498,82 @@ class Campaign:
                     "seen_at_step": at.isoformat(),
                 }
             )
-            self._react(c, request, at)
+            self._react(c, request, at, message.get("body"))
 
-    def _react(self, c: Customer, request: ContactRequested, at: datetime) -> None:
-        reaction = react(
+    def _humane(
+        self, c: Customer, request: ContactRequested, at: datetime, body: str | None
+    ) -> Reaction | None:
+        """How a customer answers what humane collection sends: a reminder (one about to miss
+        may pay on time after all), a first collection message to a customer in hardship (who
+        says so), a hardship offer, a callback they asked for; or None: react as to any
+        contact."""
+        key = f"{request.template}|{request.channel}|{at.isoformat()}"
+        if request.purpose == "reminder":
+            if request.due_date is not None and rescued_by_reminder(
+                self.params, self.seed, c, request.due_date
+            ):
+                for inst in c.schedule:
+                    if inst.due_date == request.due_date:
+                        c.misses.discard(inst.no)
+            return Reaction("delivered")
+        if request.purpose == "callback":
+            return answers_callback(self.params, self.seed, c, key)
+        if request.channel not in ("sms", "email"):
+            return None
+        sender = c.phone if request.channel == "sms" else c.email
+        if request.purpose == "hardship" and request.offer is not None:
+            if accepts_hardship_offer(self.params, self.seed, c, key):
+                self._accept(c, request, at, body, sender, key)
+            return Reaction("delivered")
+        if c.hardship and c.customer_id not in self._told_hardship and sender:
+            self._told_hardship.add(c.customer_id)
+            self._reply(c, request, at, sender, HARDSHIP_TEXT.get(c.locale, HARDSHIP_TEXT["en-US"]))
+            return Reaction("delivered")
+        if c.customer_id not in self._asked_callback and sender:
+            text = callback_request(self.params, self.seed, c, key)
+            if text is not None:
+                self._asked_callback.add(c.customer_id)
+                self._reply(c, request, at, sender, text)
+                return Reaction("delivered")
+        return None
+
+    def _reply(
+        self, c: Customer, request: ContactRequested, at: datetime, sender: str, text: str
+    ) -> None:
+        self._add(
+            at,
+            c.customer_id,
+            "reply",
+            {
+                "event_id": str(uuid.uuid5(EVENTS, f"{self.seed}|reply|{request.contact_id}")),
+                "channel": request.channel,
+                "from": sender,
+                "text": text,
+            },
+        )
+
+    def _accept(
+        self,
+        c: Customer,
+        request: ContactRequested,
+        at: datetime,
+        body: str | None,
+        sender: str | None,
+        key: str,
+    ) -> None:
+        """Accept the offer: on the self-service page (choosing the most instalments its
+        limits allow) or by replying YES."""
+        link = LINK.search(body or "")
+        if link is not None and uses_the_page(self.params, self.seed, c, key):
+            self._add(at, c.customer_id, "page", {"link": link.group(0), "offer": request.offer})
+        elif sender:
+            self._reply(c, request, at, sender, "YES")
+
+    def _react(
+        self, c: Customer, request: ContactRequested, at: datetime, body: str | None = None
+    ) -> None:
+        humane = self._humane(c, request, at, body)
+        reaction = humane or react(
             self.params,
             self.seed,
             c,
@@ -491,7 +608,10 @@ class Campaign:
         )
         if not quiet:
             self._add(at, c.customer_id, "status", status)
-        if reaction.reply is not None and request.channel in ("sms", "email"):
+        if reaction.reply == "YES" and request.channel in ("sms", "email"):
+            sender = c.phone if request.channel == "sms" else c.email
+            self._accept(c, request, at, body, sender, f"{request.contact_id}|accept")
+        elif reaction.reply is not None and request.channel in ("sms", "email"):
             sender = c.phone if request.channel == "sms" else c.email
             if sender:
                 self._add(

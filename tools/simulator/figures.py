@@ -15,16 +15,22 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from services.scheduler.domain.strategy import Strategy, assign_variant
+from services.scheduler.strategies import load_files
 from shared import topics
 from shared.envelope import CloudEvent
 from shared.events import (
+    RIGHT_PARTY,
     AccountCured,
+    CallbackRequested,
     ContactAttempted,
     ContactRequested,
     ContactSuppressed,
     CustomerOptedOut,
     DelinquencyChanged,
     DisputeOpened,
+    HardshipReported,
+    InstallmentDueSoon,
     PaymentMissed,
     PaymentReceived,
     PlanActivated,
@@ -128,6 +134,118 @@ def difference_interval(
     return (point, diffs[int(0.025 * rounds)], diffs[int(0.975 * rounds) - 1])
 
 
+@dataclass
+class Humane:
+    """The humane-collection figures: reminders and on-time payment against the control group
+    (the variant that sends none), hardship cases and their cure, callbacks kept, plans agreed
+    on the self-service page."""
+
+    due_soon: dict[tuple[str, str], str] = field(default_factory=dict)  # (account, due) -> var
+    missed: set[tuple[str, str]] = field(default_factory=set)
+    reminders: Counter[str] = field(default_factory=Counter)  # by channel
+    hardship: dict[str, datetime] = field(default_factory=dict)  # account -> first report
+    hardship_by: Counter[str] = field(default_factory=Counter)
+    cured_after: set[str] = field(default_factory=set)
+    callbacks_asked: int = 0
+    callback_calls: set[str] = field(default_factory=set)
+    callbacks_answered: set[str] = field(default_factory=set)
+    plans: Counter[str] = field(default_factory=Counter)  # by source
+    hardship_plans: int = 0
+
+    def see(self, event: CloudEvent) -> None:
+        data = event.data
+        if isinstance(data, InstallmentDueSoon):
+            self.due_soon[(data.account_id, data.due_date.isoformat())] = _variant(data.account_id)
+        elif isinstance(data, PaymentMissed):
+            self.missed.add((data.account_id, data.due_date.isoformat()))
+        elif isinstance(data, ContactRequested):
+            if data.purpose == "reminder":
+                self.reminders[data.channel] += 1
+            elif data.purpose == "callback":
+                self.callback_calls.add(data.contact_id)
+        elif isinstance(data, ContactAttempted):
+            if data.contact_id in self.callback_calls and data.outcome in RIGHT_PARTY:
+                self.callbacks_answered.add(data.contact_id)
+        elif isinstance(data, HardshipReported):
+            self.hardship.setdefault(data.account_id, event.time)
+            self.hardship_by[f"{data.source}:{data.reason}"] += 1
+        elif isinstance(data, AccountCured) and data.account_id in self.hardship:
+            self.cured_after.add(data.account_id)
+        elif isinstance(data, CallbackRequested):
+            self.callbacks_asked += 1
+        elif isinstance(data, PlanAgreed):
+            self.plans[data.source or "-"] += 1
+            self.hardship_plans += int(data.hardship)
+
+    def figures(self, ends: Mapping[str, str]) -> dict[str, Any]:
+        on_time: dict[str, list[float]] = defaultdict(list)
+        for (account, due), variant in sorted(self.due_soon.items()):
+            on_time[variant].append(0.0 if (account, due) in self.missed else 1.0)
+        groups = {}
+        for variant, values in sorted(on_time.items()):
+            paid = int(sum(values))
+            low, high = wilson(paid, len(values))
+            groups[variant] = {
+                "instalments": len(values),
+                "paid_by_due_date": paid,
+                "rate": round(paid / max(1, len(values)), 4),
+                "rate_ci95": [round(low, 4), round(high, 4)],
+            }
+        difference = None
+        if {REMINDED, CONTROL} <= set(on_time):
+            point, low, high = difference_interval(on_time[CONTROL], on_time[REMINDED])
+            difference = {
+                "reminded_minus_control": round(point, 4),
+                "ci95": [round(low, 4), round(high, 4)],
+                "significant": low > 0 or high < 0,
+            }
+        cases = sorted(self.hardship)
+        cured = sum(1 for a in cases if a in self.cured_after or ends.get(a) == "current")
+        low, high = wilson(cured, len(cases))
+        agreed = sum(self.plans.values())
+        calls = len(self.callback_calls)
+        return {
+            "reminders": {
+                "instalments_due_soon": len(self.due_soon),
+                "sent": sum(self.reminders.values()),
+                "by_channel": dict(sorted(self.reminders.items())),
+                "reminded_variant": REMINDED,
+                "control_variant": CONTROL,
+                "paid_by_due_date": groups,
+                "difference": difference,
+            },
+            "hardship": {
+                "cases": len(cases),
+                "by_source_and_reason": dict(sorted(self.hardship_by.items())),
+                "cured": cured,
+                "cure_rate": round(cured / max(1, len(cases)), 4),
+                "cure_rate_ci95": [round(low, 4), round(high, 4)],
+                "plans_agreed_under_hardship": self.hardship_plans,
+            },
+            "callbacks": {
+                "requested": self.callbacks_asked,
+                "calls_placed": calls,
+                "answered": len(self.callbacks_answered),
+                "kept_rate": round(len(self.callbacks_answered) / max(1, calls), 4),
+            },
+            "plans_by_source": dict(sorted(self.plans.items())),
+            "plans_on_the_page_share": round(self.plans["self_service"] / max(1, agreed), 4),
+        }
+
+
+# The variant that reminds before the due date, and the one that does not (the control group).
+REMINDED, CONTROL = "champion", "early-plan"
+_SHIPPED: list[Strategy] = []
+
+
+def _variant(account_id: str) -> str:
+    """The variant the shipped strategy assigns an account to (by its published hash), known
+    for every account told of a due date, reminded or not."""
+    if not _SHIPPED:
+        _SHIPPED.append(load_files()[0])
+    return assign_variant(_SHIPPED[0], account_id).name
+
+
 def compute(
     events: Iterable[CloudEvent],
     book: Sequence[Mapping[str, Any]],
@@ -153,8 +271,10 @@ def compute(
     blocked_by_reason: Counter[str] = Counter()
     other: Counter[str] = Counter()
     counts["other"] = other
+    humane = Humane()
     for event in events:
         data = event.data
+        humane.see(event)
         account = accounts.get(getattr(data, "account_id", "") or "")
         if isinstance(data, PaymentMissed) and account:
             account.missed += 1
@@ -294,6 +414,7 @@ def compute(
             cumulative[cur].append([day, money(running[cur])])
 
     figures = {
+        "humane": humane.figures(ends),
         "run": dict(run),
         "book": {
             "customers": len(book),

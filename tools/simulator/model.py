@@ -89,6 +89,16 @@ class Plan(Strict):
     keep_installment: dict[Segment, float]
 
 
+class Humane(Strict):
+    reminder_rescue: float
+    hardship: dict[Segment, float]
+    hardship_accept: float
+    callback_ask: float
+    callback_answer: float
+    callback_times: list[str]
+    page: float
+
+
 class Params(Strict):
     start: datetime
     days: int = Field(ge=1, le=400)
@@ -113,6 +123,7 @@ class Params(Strict):
     bounce: dict[str, float]
     letter_returned: float
     miss_again: float
+    humane: Humane
 
     @classmethod
     def load(cls, path: Path = PARAMS) -> Params:
@@ -175,6 +186,7 @@ class Customer:
     schedule: list[Installment]
     behind: int  # past instalments left unpaid at the start
     silent: bool
+    hardship: bool = False  # falls behind because of hardship, and says so
     # instalment numbers (in the campaign) the customer lets pass unpaid
     misses: set[int] = field(default_factory=set)
 
@@ -280,6 +292,10 @@ def make_customer(params: Params, seed: int, n: int) -> Customer:
         schedule=schedule,
         behind=behind,
         silent=r.random() < params.silent,
+    )
+    # its own draw, so that adding it changed no other
+    customer.hardship = (
+        not customer.silent and rng(seed, "hardship", n).random() < params.humane.hardship[segment]
     )
     end_day = start_day + timedelta(days=params.days)
     for inst in schedule:
@@ -446,3 +462,47 @@ def keeps_plan_installment(
 
 def misses_again(params: Params, seed: int, customer: Customer, no: int) -> bool:
     return rng(seed, "again", customer.customer_id, no).random() < params.miss_again
+
+
+# --- humane collection -------------------------------------------------------------------------
+
+HARDSHIP_TEXT = {
+    "zh-CN": "我失业了，这个月实在还不上",
+    "en-US": "I lost my job and cannot pay this month",
+}
+CALLBACK_TEXT = {"zh-CN": "请明天{time}给我打电话", "en-US": "please call me tomorrow at {time}"}
+
+
+def rescued_by_reminder(params: Params, seed: int, customer: Customer, due: date) -> bool:
+    """A customer about to miss the instalment due on ``due`` pays it on time after all."""
+    r = rng(seed, "reminder", customer.customer_id, due.isoformat())
+    return r.random() < params.humane.reminder_rescue
+
+
+def accepts_hardship_offer(params: Params, seed: int, customer: Customer, key: str) -> bool:
+    return rng(seed, "hardship-offer", customer.customer_id, key).random() < (
+        params.humane.hardship_accept
+    )
+
+
+def callback_request(params: Params, seed: int, customer: Customer, key: str) -> str | None:
+    """The reply asking for a call at a time, or None (most customers never ask)."""
+    r = rng(seed, "callback", customer.customer_id, key)
+    if customer.silent or customer.hardship or r.random() >= params.humane.callback_ask:
+        return None
+    at = r.choice(params.humane.callback_times)
+    return CALLBACK_TEXT.get(customer.locale, CALLBACK_TEXT["en-US"]).format(time=at)
+
+
+def answers_callback(params: Params, seed: int, customer: Customer, key: str) -> Reaction:
+    """The customer picks up the call they asked for (or, now and then, does not)."""
+    r = rng(seed, "callback-answer", customer.customer_id, key)
+    if r.random() >= params.humane.callback_answer:
+        return Reaction("no_answer")
+    if r.random() < params.voice.promise:
+        return promise(params, seed, customer, key, r)
+    return Reaction("right_party")
+
+
+def uses_the_page(params: Params, seed: int, customer: Customer, key: str) -> bool:
+    return rng(seed, "page", customer.customer_id, key).random() < params.humane.page

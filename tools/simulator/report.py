@@ -265,6 +265,66 @@ def summary_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def humane_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    h = figures.get("humane")
+    if not h:
+        return []
+    r, hd, cb = h["reminders"], h["hardship"], h["callbacks"]
+    rows: list[tuple[str, Any]] = [
+        (
+            "instalments due soon / reminders sent",
+            f"{r['instalments_due_soon']} / {r['sent']} "
+            + ", ".join(f"{k} {v}" for k, v in r["by_channel"].items()),
+        )
+    ]
+    for variant, g in r["paid_by_due_date"].items():
+        role = "reminded" if variant == r["reminded_variant"] else "control, no reminder"
+        rows.append(
+            (
+                f"paid by the due date: {variant} ({role})",
+                f"{g['paid_by_due_date']} of {g['instalments']}, {_rate(g, 'rate')}",
+            )
+        )
+    if r["difference"]:
+        d = r["difference"]
+        low, high = d["ci95"]
+        rows.append(
+            (
+                "reminded - control, paid by the due date",
+                f"{d['reminded_minus_control']:+.1%} [{low:+.1%}, {high:+.1%}]"
+                + (" (significant)" if d["significant"] else " (not significant)"),
+            )
+        )
+    rows += [
+        (
+            "hardship cases (by source:reason)",
+            f"{hd['cases']} ("
+            + ", ".join(f"{k} {v}" for k, v in hd["by_source_and_reason"].items())
+            + ")",
+        ),
+        ("hardship cured (cure rate)", f"{hd['cured']} ({_rate(hd, 'cure_rate')})"),
+        ("plans agreed under hardship", hd["plans_agreed_under_hardship"]),
+        (
+            "callbacks asked / calls placed / answered",
+            f"{cb['requested']} / {cb['calls_placed']} / {cb['answered']} "
+            f"({cb['kept_rate']:.1%} kept)",
+        ),
+        (
+            "plans agreed by where (share on the page)",
+            ", ".join(f"{k} {v}" for k, v in h["plans_by_source"].items())
+            + f" ({h['plans_on_the_page_share']:.1%} on the page)",
+        ),
+    ]
+    return rows
+
+
+HUMANE_NOTE = (
+    '<p class="note">Reminders: every instalment told of as due soon, by the variant its account '
+    "is assigned to (the challenger sends no reminder: the control group); paid by the due "
+    "date unless a payment.missed followed. Intervals: Wilson for rates, seeded bootstrap for "
+    "the difference. A hardship case is cured when its account is current by the end.</p>"
+)
+
 RULES_NOTE = (
     '<p class="note">A deferral moves a contact to the next lawful window; a suppression drops '
     "it. Each bar is a rule id of the country's pack.</p>"
@@ -296,6 +356,7 @@ def render(figures: Mapping[str, Any]) -> str:
             "Compliance: suppressions and deferrals",
             _img("suppressions and deferrals by rule", rules_chart(figures)) + RULES_NOTE,
         ),
+        ("Humane collection", _table(humane_rows(figures)) + HUMANE_NOTE),
         ("Roll rates", _img("roll rates", roll_chart(figures))),
         (
             "Promises and plans",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from shared.events import ClockSet, Payload
 SERVICES = ("ledger", "scheduler", "notifier", "bureau")
 log = logging.getLogger("simulator")
 SOURCE = "/simulator/core-banking"
+FORM_TOKEN = re.compile(r'name="form" value="([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,29 @@ class System:
         )
 
     # --- partner stand-in ----------------------------------------------------------------------
+
+    async def self_service_plan(self, link: str, birth_date: str, kind: str, term: str) -> bool:
+        """Agree a plan on the self-service page as a browser without JavaScript would: open
+        the link, answer the identity check with the birth date, post the plan form. True when
+        the page says it is agreed."""
+        fields = {"installments": "installments", "extension": "extension_days"}
+        fields["settlement"] = "settlement_percent"
+        async with httpx.AsyncClient(follow_redirects=True, timeout=30) as browser:
+            page = await browser.get(link)
+            token = FORM_TOKEN.search(page.text)
+            if page.status_code != 200 or token is None:
+                return False
+            checked = await browser.post(
+                f"{link}/check",
+                data={"form": token.group(1), "method": "birth_date", "answer": birth_date},
+            )
+            token = FORM_TOKEN.search(checked.text)
+            if checked.status_code != 200 or token is None:
+                return False
+            agreed = await browser.post(
+                f"{link}/plan", data={"form": token.group(1), "kind": kind, fields[kind]: term}
+            )
+            return agreed.status_code == 200 and 'class="done"' in agreed.text
 
     async def partner(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.request(method, f"{self.endpoints.partners}{path}", **kwargs)

@@ -85,7 +85,9 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
     )
     page = env.get_template("page.html")
     per_link = Window(10, 60)  # POSTs per link per minute
-    per_client = Window(30, 60)  # POSTs per client address per minute
+    # POSTs per client address per minute: many customers share an address behind a carrier's
+    # NAT, so this only stops a flood; the lock after five wrong answers guards each customer
+    per_client = Window(300, 60)
 
     def render(status: int, locale: str | None, **context: Any) -> HTMLResponse:
         t = _t(locale)
