@@ -435,3 +435,20 @@ def test_the_independent_checker_applies_the_cross_field_rules(tmp_path: Path) -
         "BlockCount is 0, the file has 8",
     ):
         assert message in result.stderr, result.stderr
+
+
+def test_a_hardship_payment_holiday_is_reported_as_forbearance_and_other_plans_as_agreements() -> (
+    None
+):
+    from services.bureau.domain.reporting import special_comment
+
+    assert special_comment(facts()) == ""
+    assert special_comment(facts(plan_active=True)) == "AC"
+    assert special_comment(
+        facts(plan_active=True, plan_hardship=True, plan_kind="installments")
+    ) == ("AC")
+    holiday = facts(plan_active=True, plan_hardship=True, plan_kind="extension")
+    assert special_comment(holiday) == "CP"
+    assert (
+        special_comment(facts(plan_active=False, plan_hardship=True, plan_kind="extension")) == ""
+    )

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.notifier.domain import replies, signing
+from services.notifier.domain import offers, replies, selfservice, signing
 from services.notifier.domain.breaker import Breaker
 from services.notifier.domain.offers import Terms, plan_installments
 from services.notifier.domain.templates import OPT_OUT_LINE, TEMPLATES, Renderer
@@ -176,3 +177,141 @@ def test_a_partner_disposition_means_delivered_and_names_the_events_it_implies()
     assert meaning("returned", "sent", "bureau_pre_notice", None, False).notice == "returned"
     assert meaning("delivered", "sent", "validation_notice", None, False).notice == "delivered"
     assert meaning("delivered", "sent", "reminder_soft", None, False).notice is None
+
+
+# --- humane collection: hardship words, callback times, offer limits, the page's rules ----------
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("我失业了，这个月还不上", "unemployment"),
+        ("下岗了", "unemployment"),
+        ("住院了，下个月再说", "illness"),
+        ("家里遭了洪水", "disaster"),
+        ("最近困难", "other"),
+        ("I lost my job last week", "unemployment"),
+        ("in hospital until Friday", "illness"),
+        ("HARDSHIP", "other"),
+    ],
+)
+def test_hardship_words_in_either_language_give_their_reason(text: str, reason: str) -> None:
+    reading = replies.read(text)
+    assert (reading.intent, reading.reason) == ("hardship", reason)
+
+
+def test_a_stop_still_wins_over_a_hardship_word() -> None:
+    assert replies.intent("STOP 困难") == "opt_out"
+
+
+NOON = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai, 23:00 the day before in NY
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "local"),
+    [
+        ("call me at 19:30", "Asia/Shanghai", (2026, 12, 2, 19, 30)),
+        ("Call me at 9am", "Asia/Shanghai", (2026, 12, 3, 9, 0)),  # 09:00 has passed
+        ("请晚上7点半给我打电话", "Asia/Shanghai", (2026, 12, 2, 19, 30)),
+        ("明天上午10点回电", "Asia/Shanghai", (2026, 12, 3, 10, 0)),
+        ("please call me tomorrow at 8pm", "America/New_York", (2026, 12, 2, 20, 0)),
+    ],
+)
+def test_a_callback_time_is_read_in_the_customers_own_zone(
+    text: str, zone: str, local: tuple[int, int, int, int, int]
+) -> None:
+    reading = replies.read(text, NOON, zone)
+    assert reading.intent == "callback"
+    assert reading.at == datetime(*local, tzinfo=ZoneInfo(zone))
+
+
+def test_a_call_request_without_a_time_is_no_callback() -> None:
+    assert replies.read("call me tomorrow", NOON, "Asia/Shanghai").intent == "other"
+
+
+OFFER = {"kind": "installments", "installments": 6, "limits": {"max_installments": 12}}
+
+
+def test_terms_within_an_offers_limits_are_taken_and_beyond_them_refused_naming_the_term() -> None:
+    assert offers.chosen_terms(OFFER, None).installments == 6
+    assert offers.chosen_terms(OFFER, offers.Terms("installments", installments=12)).installments
+    with pytest.raises(offers.OfferRefused) as beyond:
+        offers.chosen_terms(OFFER, offers.Terms("installments", installments=24))
+    assert beyond.value.field == "installments"
+    assert "24 is more than this offer allows (12)" in beyond.value.reason
+    with pytest.raises(offers.OfferRefused) as kind:
+        offers.chosen_terms(OFFER, offers.Terms("settlement", settlement_percent=Decimal(50)))
+    assert kind.value.field == "kind"
+
+
+def test_an_offer_without_limits_is_taken_only_as_offered() -> None:
+    plain = {"kind": "settlement", "settlement_percent": "70"}
+    assert offers.choices(plain) == {"settlement": (Decimal(70), Decimal(70))}
+    with pytest.raises(offers.OfferRefused, match="below"):
+        offers.chosen_terms(plain, offers.Terms("settlement", settlement_percent=Decimal(60)))
+
+
+SECRET = "test-secret"
+
+
+def test_a_link_names_only_its_contact_and_expires() -> None:
+    token = selfservice.link_token(SECRET, "contact-1", NOON + timedelta(days=14))
+    assert selfservice.read_link(SECRET, token, NOON) == "contact-1"
+    with pytest.raises(selfservice.LinkInvalid) as expired:
+        selfservice.read_link(SECRET, token, NOON + timedelta(days=14))
+    assert expired.value.why == "expired"
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(selfservice.LinkInvalid) as bad:
+        selfservice.read_link(SECRET, forged, NOON)
+    assert bad.value.why == "invalid"
+    with pytest.raises(selfservice.LinkInvalid):
+        selfservice.read_link("another-secret", token, NOON)
+
+
+def test_the_fifth_wrong_answer_locks_for_a_day_and_even_a_right_one_waits() -> None:
+    key = "fingerprint-key"
+    right = selfservice.answer_ref("birth_date", "1990-01-01", key)
+    wrong = selfservice.answer_ref("birth_date", "1991-01-01", key)
+    failures, locked = 0, None
+    for n in range(1, 5):
+        verdict = selfservice.check(right, wrong, failures, locked, NOON)
+        failures, locked = verdict.failures, verdict.locked_until
+        assert (verdict.ok, failures, locked) == (False, n, None)
+    fifth = selfservice.check(right, wrong, failures, locked, NOON)
+    assert fifth.locked_until == NOON + timedelta(hours=24)
+    assert not selfservice.check(right, right, 5, fifth.locked_until, NOON + timedelta(hours=1)).ok
+    later = selfservice.check(right, right, 5, fifth.locked_until, NOON + timedelta(hours=25))
+    assert (later.ok, later.failures) == (True, 0)
+
+
+def test_the_last_four_of_the_id_match_however_they_are_typed() -> None:
+    key = "fingerprint-key"
+    assert selfservice.answer_ref("national_id_last4", " 123x ", key) == selfservice.answer_ref(
+        "national_id_last4", "123X", key
+    )
+    assert selfservice.answer_ref("national_id_last4", "12345", key) is None
+
+
+def test_a_session_and_a_form_token_belong_to_one_link() -> None:
+    cookie = selfservice.session_token(SECRET, "link-a", NOON + timedelta(minutes=30))
+    assert selfservice.session_valid(SECRET, "link-a", cookie, NOON)
+    assert not selfservice.session_valid(SECRET, "link-b", cookie, NOON)
+    assert not selfservice.session_valid(SECRET, "link-a", cookie, NOON + timedelta(minutes=31))
+    form = selfservice.form_token(SECRET, "link-a", cookie)
+    assert selfservice.form_valid(SECRET, "link-a", cookie, form)
+    assert not selfservice.form_valid(SECRET, "link-a", None, form)
+
+
+def test_a_promise_on_the_page_is_positive_in_cents_and_within_thirty_days() -> None:
+    today = NOON.date()
+    assert selfservice.promise_terms("100.50", (today + timedelta(days=5)).isoformat(), today)
+    for amount, day, field in (
+        ("0", today, "amount"),
+        ("10.001", today, "amount"),
+        ("abc", today, "amount"),
+        ("10", today + timedelta(days=31), "due_date"),
+        ("10", today - timedelta(days=1), "due_date"),
+    ):
+        with pytest.raises(selfservice.PromiseRefused) as refused:
+            selfservice.promise_terms(amount, day.isoformat(), today)
+        assert refused.value.field == field

@@ -51,3 +51,34 @@ def test_the_contact_history_loaded_covers_the_longest_rule_of_any_pack() -> Non
     )
     longer = CN.model_copy(update={"rules": (*CN.rules, month)})
     assert history_days([*packs.values(), longer]) == 31  # a new longer rule widens the window
+
+
+def test_a_hardship_pause_lasts_the_breather_or_until_the_day_after_the_date_given() -> None:
+    from datetime import UTC, date, datetime
+
+    from services.scheduler.domain.compliance import HardshipPause
+    from services.scheduler.domain.policies import hardship_pause
+
+    breather = HardshipPause(id="CN.pause.hardship", kind="hardship_pause", days=14)
+    now = datetime(2026, 12, 2, 4, tzinfo=UTC)
+    assert hardship_pause(now, breather, None, "Asia/Shanghai").until == datetime(
+        2026, 12, 16, 4, tzinfo=UTC
+    )
+    later = hardship_pause(now, breather, date(2027, 1, 10), "Asia/Shanghai")
+    assert later.until == datetime(2027, 1, 10, 16, tzinfo=UTC)  # 11 Jan 00:00 in Shanghai
+    assert later.rule == "CN.pause.hardship"
+    sooner = hardship_pause(now, breather, date(2026, 12, 5), "Asia/Shanghai")
+    assert sooner.until == datetime(2026, 12, 16, 4, tzinfo=UTC)  # never shorter than the breather
+
+
+def test_a_reminder_lapses_once_its_due_date_has_passed_in_the_customers_calendar() -> None:
+    from datetime import UTC, datetime
+
+    from services.scheduler.domain.policies import reminder_lapsed
+
+    context = {"due_date": "2026-12-05"}
+    # 23:30 UTC on the 5th is already the 6th in Shanghai, still the 5th in New York
+    at = datetime(2026, 12, 5, 23, 30, tzinfo=UTC)
+    assert reminder_lapsed(context, at, "Asia/Shanghai")
+    assert not reminder_lapsed(context, at, "America/New_York")
+    assert not reminder_lapsed(None, at, "Asia/Shanghai")
