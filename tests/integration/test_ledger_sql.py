@@ -184,10 +184,38 @@ async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_
                     """),
                     {"now": clock.now()},
                 )
+                # every unpaid instalment within its product's reminder days was announced
+                # due soon (once: installment.reminded_at, set with the announcement)
+                unreminded = await conn.scalar(
+                    text("""
+                        SELECT count(*) FROM installment i
+                        JOIN account a USING (account_id) JOIN customer c USING (customer_id)
+                        JOIN product p USING (product)
+                        WHERE i.reminded_at IS NULL AND i.paid < i.amount
+                          AND i.due_date - (CAST(:now AS timestamptz) AT TIME ZONE c.timezone)::date
+                              BETWEEN 0 AND p.due_soon_days
+                    """),
+                    {"now": clock.now()},
+                )
             assert stored == fresh, clock.now()
             assert unmarked == 0, clock.now()
+            assert unreminded == 0, clock.now()
         async with engine.connect() as conn:
             buckets = set(await conn.scalars(text("SELECT DISTINCT to_bucket FROM bucket_change")))
+            # no relay runs here: every event the walk published is still in the outbox
+            announced = (
+                await conn.execute(
+                    text("""
+                        SELECT convert_from(value, 'UTF8')::jsonb ->> 'account_id',
+                               convert_from(value, 'UTF8')::jsonb ->> 'installment_no'
+                        FROM outbox WHERE headers LIKE '%"installment.due_soon"%'
+                    """)
+                )
+            ).all()
+            reminded = await conn.scalar(
+                text("SELECT count(*) FROM installment WHERE reminded_at IS NOT NULL")
+            )
         assert {"1-29", "30-59", "60-89", "90-119"} <= buckets  # the walk went somewhere
+        assert len(announced) == len(set(announced)) == reminded > 0  # each once
     finally:
         await engine.dispose()
