@@ -359,15 +359,7 @@ class Notifier:
         self, uow: UnitOfWork, delivery: Delivery, what: str, detail: dict[str, Any]
     ) -> None:
         """The audit trail of what a customer did on the self-service page."""
-        await repository.record_outcome(
-            uow.session,
-            delivery.contact_id,
-            delivery.account_id,
-            delivery.channel,
-            f"self_service:{what}",
-            detail,
-            self._clock.now(),
-        )
+        await self._outcome(uow, delivery, f"self_service:{what}", detail, self._clock.now())
 
     def promise(
         self, uow: UnitOfWork, delivery: Delivery, amount: Decimal, due: date, source: str

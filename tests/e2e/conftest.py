@@ -4,12 +4,16 @@ their own, fresh, to compare two runs)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import pytest
+import pytest_asyncio
 
 from shared.auth import DEV_KEY, ApiKeySpec, digest
+from tests.e2e.driver import START, Driver
 from tests.e2e.support import RunningStack, running_stack
+from tools.simulator.system import System
 
 # a key that passes authentication but holds no scope the services use: every guarded route
 # must answer it 403
@@ -28,3 +32,15 @@ def system_under_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
     }
     with running_stack(tmp_path_factory.mktemp("scenarios") / "stack", 27000, extra) as running:
         yield running
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def drive(system_under_test: RunningStack) -> AsyncIterator[Driver]:
+    async with System(system_under_test.endpoints) as system:
+        latest = await system.latest_clock()
+        driver = Driver(system, latest or START - timedelta(days=1))
+        await driver.start()
+        if latest is None:
+            await driver.to(START)
+        yield driver
+        await driver.stop()

@@ -28,6 +28,9 @@ from shared.events import (
 from tools.simulator.system import System
 
 _ids = itertools.count(1)
+# Where the scenarios' clock starts on a fresh system; each module goes on from where the clock
+# is, bringing its own customers.
+START = datetime(2027, 3, 1, tzinfo=UTC)
 SHIPPED = Strategy.model_validate(yaml.safe_load((FILES / "early-and-late.yaml").read_text()))
 
 

@@ -16,8 +16,8 @@ from playwright.sync_api import Request as PwRequest
 from playwright.sync_api import Route
 
 from shared.settings import ServiceSettings
+from tests.e2e.driver import START
 from tests.e2e.support import RunningStack
-from tests.e2e.test_scenarios import START
 from tools.simulator.system import System
 
 pytestmark = pytest.mark.e2e

@@ -11,14 +11,12 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import holidays
 import pytest
-import pytest_asyncio
 import yaml
 
 from services.notifier.domain.signing import HEADER, header_value
@@ -26,24 +24,9 @@ from services.notifier.settings import DEV_PARTNER_SECRET
 from services.scheduler.strategies import FILES
 from shared.events import AccountFlagged
 from tests.e2e.driver import Driver, Person
-from tests.e2e.support import RunningStack
-from tools.simulator.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-START = datetime(2027, 3, 1, tzinfo=UTC)
 SHIPPED: dict[str, Any] = yaml.safe_load((FILES / "early-and-late.yaml").read_text())
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def drive(system_under_test: RunningStack) -> AsyncIterator[Driver]:
-    async with System(system_under_test.endpoints) as system:
-        latest = await system.latest_clock()
-        driver = Driver(system, latest or START - timedelta(days=1))
-        await driver.start()
-        if latest is None:
-            await driver.to(START)
-        yield driver
-        await driver.stop()
 
 
 def free_day(drive: Driver, country: str, after: date, before_too: int = 0) -> date:

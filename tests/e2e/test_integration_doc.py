@@ -15,8 +15,8 @@ import pytest
 
 from services.notifier.settings import DEV_PARTNER_SECRET
 from shared import topics
+from tests.e2e.driver import START
 from tests.e2e.support import RunningStack
-from tests.e2e.test_scenarios import START
 from tests.support.factories import produce
 from tests.support.integration_doc import example
 from tests.unit.test_integration_doc import the_pages_signer

@@ -6,35 +6,19 @@ The bureau runs a cycle every day here, so reporting rules show within a scenari
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import yaml
 
 from services.scheduler.strategies import FILES
 from tests.e2e.driver import Driver, Person
 from tests.e2e.support import RunningStack
-from tools.simulator.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-START = datetime(2027, 3, 1, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def drive(system_under_test: RunningStack) -> AsyncIterator[Driver]:
-    async with System(system_under_test.endpoints) as system:
-        latest = await system.latest_clock()
-        driver = Driver(system, latest or START - timedelta(days=1))
-        await driver.start()
-        if latest is None:
-            await driver.to(START)
-        yield driver
-        await driver.stop()
 
 
 def local_hour(instant: datetime, person: Person) -> float:

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,26 +20,11 @@ from playwright.async_api import Browser, Page, Route, async_playwright
 from playwright.async_api import Request as PwRequest
 
 from tests.e2e.driver import Driver, Person
-from tests.e2e.support import RunningStack
-from tools.simulator.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-START = datetime(2027, 3, 1, tzinfo=UTC)
 CHROMIUM = os.environ.get("ARREARS_CHROMIUM", "/usr/bin/chromium")
 LINK = re.compile(r"https?://[^\s]+/s/[A-Za-z0-9_\-.]+")
 SHOTS = os.environ.get("ARREARS_SCREENSHOTS")
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def drive(system_under_test: RunningStack) -> AsyncIterator[Driver]:
-    async with System(system_under_test.endpoints) as system:
-        latest = await system.latest_clock()
-        driver = Driver(system, latest or START - timedelta(days=1))
-        await driver.start()
-        if latest is None:
-            await driver.to(START)
-        yield driver
-        await driver.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -165,9 +150,10 @@ async def test_a_customer_agrees_a_plan_on_the_page_within_its_limits_and_it_rea
     await page.context.close()
 
 
-async def test_five_wrong_answers_lock_the_page_and_a_chinese_customer_reads_it_in_chinese(
-    drive: Driver, browser: Browser, tmp_path: Path
-) -> None:
+async def a_chinese_customer_on_the_page(
+    drive: Driver, browser: Browser
+) -> tuple[Person, str, Page, list[str]]:
+    """A CN customer a few days behind, their first SMS's link open in the browser."""
     person = drive.person("CN", variant="champion")
     due = drive.now.date() - timedelta(days=3)
     await drive.onboard(person, [due, due + timedelta(days=30)])
@@ -175,6 +161,13 @@ async def test_five_wrong_answers_lock_the_page_and_a_chinese_customer_reads_it_
     outside: list[str] = []
     page = await open_page(browser, link, outside)
     await page.goto(link)
+    return person, link, page, outside
+
+
+async def test_five_wrong_answers_lock_the_page_and_a_chinese_customer_reads_it_in_chinese(
+    drive: Driver, browser: Browser, tmp_path: Path
+) -> None:
+    person, link, page, outside = await a_chinese_customer_on_the_page(drive, browser)
     assert await page.locator("html").get_attribute("lang") == "zh"
     assert "请先简单核实身份" in await page.inner_text("#check")
     await shot(page, "5-identity-check-zh", tmp_path)
@@ -198,13 +191,7 @@ async def test_five_wrong_answers_lock_the_page_and_a_chinese_customer_reads_it_
 async def test_a_chinese_customer_reports_hardship_on_the_page_and_collection_pauses(
     drive: Driver, browser: Browser, tmp_path: Path
 ) -> None:
-    person = drive.person("CN", variant="champion")
-    due = drive.now.date() - timedelta(days=3)
-    await drive.onboard(person, [due, due + timedelta(days=30)])
-    link = await sms_link(drive, person, offer=False)
-    outside: list[str] = []
-    page = await open_page(browser, link, outside)
-    await page.goto(link)
+    person, _link, page, outside = await a_chinese_customer_on_the_page(drive, browser)
     await page.fill("#answer", "1990-01-01")
     await page.click("#continue")
     assert "逾期" in await page.inner_text("#overdue")

@@ -72,9 +72,13 @@ async def run(args: argparse.Namespace) -> int:
 async def write_report(system: System, out: Path) -> None:
     figures, per_account = await gather(system, out)
     path = await asyncio.to_thread(report.write, out, figures, per_account)
-    width = max(len(k) for k, _ in report.summary_rows(figures))
+    rows, humane = report.summary_rows(figures), report.humane_rows(figures)
+    width = max(len(k) for k, _ in rows + humane)
     print("\nDecember campaign")
-    for key, value in report.summary_rows(figures):
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    print("\nHumane collection")
+    for key, value in humane:
         print(f"  {key:<{width}}  {value}")
     print(f"\n  report: {path.resolve()}\n  figures: {(out / 'campaign.json').resolve()}")
 

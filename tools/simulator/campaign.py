@@ -44,7 +44,6 @@ from shared.events import (
     ScheduledInstallment,
 )
 from tools.simulator.model import (
-    HARDSHIP_TEXT,
     Customer,
     Params,
     Reaction,
@@ -52,6 +51,7 @@ from tools.simulator.model import (
     answers_callback,
     book,
     callback_request,
+    hardship_text,
     keeps_plan_installment,
     misses_again,
     on_time_payment_at,
@@ -527,7 +527,7 @@ class Campaign:
             return Reaction("delivered")
         if c.hardship and c.customer_id not in self._told_hardship and sender:
             self._told_hardship.add(c.customer_id)
-            self._reply(c, request, at, sender, HARDSHIP_TEXT.get(c.locale, HARDSHIP_TEXT["en-US"]))
+            self._reply(c, request, at, sender, hardship_text(self.seed, c))
             return Reaction("delivered")
         if c.customer_id not in self._asked_callback and sender:
             text = callback_request(self.params, self.seed, c, key)

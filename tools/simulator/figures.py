@@ -145,12 +145,13 @@ class Humane:
     reminders: Counter[str] = field(default_factory=Counter)  # by channel
     hardship: dict[str, datetime] = field(default_factory=dict)  # account -> first report
     hardship_by: Counter[str] = field(default_factory=Counter)
-    cured_after: set[str] = field(default_factory=set)
     callbacks_asked: int = 0
     callback_calls: set[str] = field(default_factory=set)
     callbacks_answered: set[str] = field(default_factory=set)
     plans: Counter[str] = field(default_factory=Counter)  # by source
     hardship_plans: int = 0
+    hardship_planned: set[str] = field(default_factory=set)  # accounts with a hardship plan
+    broken: set[str] = field(default_factory=set)  # accounts whose plan broke
 
     def see(self, event: CloudEvent) -> None:
         data = event.data
@@ -169,13 +170,15 @@ class Humane:
         elif isinstance(data, HardshipReported):
             self.hardship.setdefault(data.account_id, event.time)
             self.hardship_by[f"{data.source}:{data.reason}"] += 1
-        elif isinstance(data, AccountCured) and data.account_id in self.hardship:
-            self.cured_after.add(data.account_id)
         elif isinstance(data, CallbackRequested):
             self.callbacks_asked += 1
         elif isinstance(data, PlanAgreed):
             self.plans[data.source or "-"] += 1
             self.hardship_plans += int(data.hardship)
+            if data.hardship:
+                self.hardship_planned.add(data.account_id)
+        elif isinstance(data, PlanBroken):
+            self.broken.add(data.account_id)
 
     def figures(self, ends: Mapping[str, str]) -> dict[str, Any]:
         on_time: dict[str, list[float]] = defaultdict(list)
@@ -200,8 +203,17 @@ class Humane:
                 "significant": low > 0 or high < 0,
             }
         cases = sorted(self.hardship)
-        cured = sum(1 for a in cases if a in self.cured_after or ends.get(a) == "current")
+        # by the standing at the end: the topics' relative order differs from one read to the
+        # next, so nothing here may depend on which of two topics' events came first
+        cured = sum(1 for a in cases if ends.get(a) == "current")
         low, high = wilson(cured, len(cases))
+        # on the road back: current, or keeping the hardship plan at the end
+        keeping = sum(
+            1
+            for a in cases
+            if ends.get(a) == "current" or (a in self.hardship_planned and a not in self.broken)
+        )
+        klow, khigh = wilson(keeping, len(cases))
         agreed = sum(self.plans.values())
         calls = len(self.callback_calls)
         return {
@@ -221,6 +233,9 @@ class Humane:
                 "cure_rate": round(cured / max(1, len(cases)), 4),
                 "cure_rate_ci95": [round(low, 4), round(high, 4)],
                 "plans_agreed_under_hardship": self.hardship_plans,
+                "current_or_keeping_a_plan": keeping,
+                "recovering_rate": round(keeping / max(1, len(cases)), 4),
+                "recovering_rate_ci95": [round(klow, 4), round(khigh, 4)],
             },
             "callbacks": {
                 "requested": self.callbacks_asked,

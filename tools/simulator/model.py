@@ -466,10 +466,22 @@ def misses_again(params: Params, seed: int, customer: Customer, no: int) -> bool
 
 # --- humane collection -------------------------------------------------------------------------
 
-HARDSHIP_TEXT = {
-    "zh-CN": "我失业了，这个月实在还不上",
-    "en-US": "I lost my job and cannot pay this month",
+HARDSHIP_TEXTS = {
+    "zh-CN": ["我失业了，这个月实在还不上", "住院了，下个月再还", "最近收入减少，还款有困难"],
+    "en-US": [
+        "I lost my job and cannot pay this month",
+        "I am in hospital, please give me time",
+        "my hours were cut and I am struggling",
+    ],
 }
+
+
+def hardship_text(seed: int, customer: Customer) -> str:
+    """What a customer in hardship writes back (a lost job, an illness, less income)."""
+    texts = HARDSHIP_TEXTS.get(customer.locale, HARDSHIP_TEXTS["en-US"])
+    return rng(seed, "hardship-text", customer.customer_id).choice(texts)
+
+
 CALLBACK_TEXT = {"zh-CN": "请明天{time}给我打电话", "en-US": "please call me tomorrow at {time}"}
 
 

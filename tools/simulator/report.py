@@ -303,6 +303,10 @@ def humane_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
             + ")",
         ),
         ("hardship cured (cure rate)", f"{hd['cured']} ({_rate(hd, 'cure_rate')})"),
+        (
+            "hardship current or keeping a plan at the end",
+            f"{hd['current_or_keeping_a_plan']} ({_rate(hd, 'recovering_rate')})",
+        ),
         ("plans agreed under hardship", hd["plans_agreed_under_hardship"]),
         (
             "callbacks asked / calls placed / answered",
@@ -322,7 +326,10 @@ HUMANE_NOTE = (
     '<p class="note">Reminders: every instalment told of as due soon, by the variant its account '
     "is assigned to (the challenger sends no reminder: the control group); paid by the due "
     "date unless a payment.missed followed. Intervals: Wilson for rates, seeded bootstrap for "
-    "the difference. A hardship case is cured when its account is current by the end.</p>"
+    "the difference. A hardship case is cured when its account is current by the end; a "
+    "hardship plan freezes days past due but leaves the arrears on the books until it is "
+    "paid, so within a 45-day campaign most cases are recovering (keeping a plan), not yet "
+    "cured.</p>"
 )
 
 RULES_NOTE = (

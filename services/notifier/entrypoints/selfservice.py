@@ -18,7 +18,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 from urllib.parse import parse_qs
 
 import yaml
@@ -55,6 +55,17 @@ def _strings() -> dict[str, dict[str, str]]:
 def _t(locale: str | None) -> dict[str, str]:
     strings = _strings()
     return strings.get(locale or "", strings["en-US"])
+
+
+class Visit(NamedTuple):
+    """An authenticated visit to a link: its unit of work, delivery, customer, session cookie
+    and the form posted."""
+
+    uow: UnitOfWork
+    delivery: Delivery
+    customer: Customer | None
+    cookie: str
+    form: dict[str, str]
 
 
 class Window:
@@ -285,9 +296,7 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
             )
             return response
 
-    Action = Callable[
-        [UnitOfWork, Delivery, Customer | None, str, dict[str, str]], Awaitable[Response]
-    ]
+    Action = Callable[[Visit], Awaitable[Response]]
 
     async def action(request: Request, token: str, do: Action) -> Response:
         """The checks every action passes (size, rate, link, session, CSRF token), then ``do``
@@ -309,17 +318,12 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
                 or not selfservice.form_valid(secret, token, cookie, form.get("form"))
             ):
                 return Response(status_code=303, headers={"Location": f"/s/{token}"})
-            return await do(uow, delivery, customer, cookie, form)
+            return await do(Visit(uow, delivery, customer, cookie, form))
 
     @api.post("/{token}/plan", response_class=HTMLResponse, summary="Accept an offer")
     async def plan(token: str, request: Request) -> Response:
-        async def do(
-            uow: UnitOfWork,
-            delivery: Delivery,
-            customer: Customer | None,
-            cookie: str,
-            form: dict[str, str],
-        ) -> Response:
+        async def do(visit: Visit) -> Response:
+            uow, delivery, customer, cookie, form = visit
             t = _t(locale_of(delivery, customer))
 
             async def again(message: str) -> Response:
@@ -347,13 +351,8 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
 
     @api.post("/{token}/promise", response_class=HTMLResponse, summary="Promise a payment")
     async def promise(token: str, request: Request) -> Response:
-        async def do(
-            uow: UnitOfWork,
-            delivery: Delivery,
-            customer: Customer | None,
-            cookie: str,
-            form: dict[str, str],
-        ) -> Response:
+        async def do(visit: Visit) -> Response:
+            uow, delivery, customer, cookie, form = visit
             t = _t(locale_of(delivery, customer))
             today = notifier.today(customer.timezone if customer else None)
             try:
@@ -375,13 +374,8 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
 
     @api.post("/{token}/hardship", response_class=HTMLResponse, summary="Report hardship")
     async def hardship(token: str, request: Request) -> Response:
-        async def do(
-            uow: UnitOfWork,
-            delivery: Delivery,
-            customer: Customer | None,
-            cookie: str,
-            form: dict[str, str],
-        ) -> Response:
+        async def do(visit: Visit) -> Response:
+            uow, delivery, customer, cookie, form = visit
             t = _t(locale_of(delivery, customer))
             reason = form.get("reason", "other")
             until = None
