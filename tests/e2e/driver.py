@@ -60,12 +60,28 @@ class Driver:
     now: datetime
     seen: list[CloudEvent] = field(default_factory=list)
     _reader: Any = None
+    # the shipped strategy as published now: assignment hashes the version, and a module may
+    # have published the same content again under a later one
+    strategy: Strategy = SHIPPED
 
     async def start(self) -> None:
         self._reader = self.system.reader(
             topics.LEDGER, topics.SCHEDULER, topics.NOTIFIER, topics.BUREAU
         )
         await self._reader.__aenter__()
+        await self.follow_strategy()
+
+    async def follow_strategy(self) -> None:
+        """Assign scenario customers to variants by the version published now."""
+        versions = await self.api("scheduler", "/v1/strategies")
+        published = [
+            v["version"]
+            for v in versions
+            if v["strategy_id"] == SHIPPED.id and v["status"] == "published"
+        ]
+        self.strategy = SHIPPED.model_copy(
+            update={"version": max(published, default=SHIPPED.version)}
+        )
 
     async def stop(self) -> None:
         await self._reader.__aexit__(None, None, None)
@@ -106,7 +122,7 @@ class Driver:
         variant (assignment is a published hash of the id), so a scenario knows its steps."""
         n = next(_ids)
         tag = uuid.uuid4().hex[:6]
-        while variant is not None and assign_variant(SHIPPED, f"E2E-{tag}-A").name != variant:
+        while variant is not None and assign_variant(self.strategy, f"E2E-{tag}-A").name != variant:
             tag = uuid.uuid4().hex[:6]
         zone = "Asia/Shanghai" if country == "CN" else "America/New_York"
         number = (

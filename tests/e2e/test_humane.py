@@ -350,6 +350,7 @@ async def test_an_aggressive_strategy_reaches_every_cap_exceeds_none_and_spaces_
             await drive.to(instant)
     finally:
         await publish(drive, copy.deepcopy(SHIPPED) | {"version": latest + 2})
+        await drive.follow_strategy()
 
     requests = {p.account_id: drive.events("contact.requested", p.account_id) for p in everyone}
     for person in everyone:

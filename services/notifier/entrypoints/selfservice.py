@@ -90,7 +90,9 @@ class Window:
 
 
 def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str) -> APIRouter:
-    api = APIRouter(prefix="/s", tags=["self-service"], include_in_schema=True)
+    # A page for customers' browsers, not an API: it answers in HTML (errors too), needs no
+    # key (the signed link is the credential) and stays out of the OpenAPI documents.
+    api = APIRouter(prefix="/s", tags=["self-service"], include_in_schema=False)
     env = Environment(
         loader=FileSystemLoader(PAGES), autoescape=select_autoescape(["html"]), enable_async=False
     )
