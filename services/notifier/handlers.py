@@ -355,6 +355,9 @@ class Notifier:
             zone = ZoneInfo("UTC")
         return self._clock.now().astimezone(zone).date()
 
+    async def served_before(self, uow: UnitOfWork, delivery: Delivery, what: str) -> bool:
+        return await repository.self_served_before(uow.session, delivery.contact_id, what)
+
     async def self_served(
         self, uow: UnitOfWork, delivery: Delivery, what: str, detail: dict[str, Any]
     ) -> None:

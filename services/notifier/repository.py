@@ -535,3 +535,17 @@ async def set_check(
         """),
         {"c": customer_id, "f": failures, "l": locked_until, "now": now},
     )
+
+
+async def self_served_before(session: AsyncSession, contact_id: str, what: str) -> bool:
+    """Whether the customer already did ``what`` (plan, promise, hardship) on this link's page:
+    a form sent twice (a double click, a retry after a dropped connection) changes nothing.
+    The delivery is locked first, so two at once cannot both find nothing."""
+    await session.execute(
+        text("SELECT 1 FROM delivery WHERE contact_id = :c FOR UPDATE"), {"c": contact_id}
+    )
+    found = await session.scalar(
+        text("SELECT 1 FROM outcome WHERE contact_id = :c AND outcome = :o LIMIT 1"),
+        {"c": contact_id, "o": f"self_service:{what}"},
+    )
+    return found is not None

@@ -132,6 +132,13 @@ async def test_a_customer_agrees_a_plan_on_the_page_within_its_limits_and_it_rea
     await page.click("#plan-installments button")
     assert "Your plan is agreed" in await page.inner_text("#message")
     await shot(page, "4-plan-agreed-en", tmp_path)
+    # the same form sent again (a double click, a retry): nothing more happens
+    form = await page.locator("#plan-installments input[name=form]").get_attribute("value")
+    again = await page.context.request.post(
+        f"{link}/plan", form={"form": form or "", "kind": "installments", "installments": "12"}
+    )
+    assert again.status == 200
+    assert "We already have this" in await again.text()
     await drive.settle()
     [agreed] = drive.events("plan.agreed", person.account_id)
     assert (agreed.source, len(agreed.installments)) == ("self_service", 12)

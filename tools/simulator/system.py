@@ -29,6 +29,10 @@ SOURCE = "/simulator/core-banking"
 FORM_TOKEN = re.compile(r'name="form" value="([^"]+)"')
 
 
+class Unavailable(Exception):
+    """A service answered that it cannot serve now (restarting): try again."""
+
+
 @dataclass(frozen=True)
 class Endpoints:
     bootstrap: str = "127.0.0.1:9092"
@@ -261,20 +265,45 @@ class System:
         the page says it is agreed."""
         fields = {"installments": "installments", "extension": "extension_days"}
         fields["settlement"] = "settlement_percent"
+        # Each step may be sent again (the page does a plan once per link): a notifier
+        # restarting is waited for, as for any request.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.patience
+        while True:
+            try:
+                return await self._self_service_plan(link, birth_date, kind, term, fields)
+            except (httpx.TransportError, Unavailable):
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _self_service_plan(
+        self, link: str, birth_date: str, kind: str, term: str, fields: dict[str, str]
+    ) -> bool:
         async with httpx.AsyncClient(follow_redirects=True, timeout=30) as browser:
-            page = await browser.get(link)
+
+            async def sent(response: httpx.Response) -> httpx.Response:
+                if response.status_code in (502, 503, 504):
+                    raise Unavailable(response.status_code)
+                return response
+
+            page = await sent(await browser.get(link))
             token = FORM_TOKEN.search(page.text)
             if page.status_code != 200 or token is None:
                 return False
-            checked = await browser.post(
-                f"{link}/check",
-                data={"form": token.group(1), "method": "birth_date", "answer": birth_date},
+            checked = await sent(
+                await browser.post(
+                    f"{link}/check",
+                    data={"form": token.group(1), "method": "birth_date", "answer": birth_date},
+                )
             )
             token = FORM_TOKEN.search(checked.text)
             if checked.status_code != 200 or token is None:
                 return False
-            agreed = await browser.post(
-                f"{link}/plan", data={"form": token.group(1), "kind": kind, fields[kind]: term}
+            agreed = await sent(
+                await browser.post(
+                    f"{link}/plan", data={"form": token.group(1), "kind": kind, fields[kind]: term}
+                )
             )
             return agreed.status_code == 200 and 'class="done"' in agreed.text
 

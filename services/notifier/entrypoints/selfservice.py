@@ -335,6 +335,17 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
             offered = await offer_of(uow, delivery)
             if offered is None:
                 return await again("kind: no offer to accept")
+            if await notifier.served_before(uow, offered, "plan"):  # sent twice: once is enough
+                return await account_view(
+                    uow,
+                    token,
+                    delivery,
+                    customer,
+                    cookie,
+                    200,
+                    t["already"],
+                    True,
+                )
             try:
                 agreed = notifier.plan_from_offer(
                     uow, offered, notifier.now(), _terms(form), "self_service"
@@ -364,7 +375,8 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
             except PromiseRefused as refused:
                 message = t["error"].format(message=f"{refused.field}: {refused.reason}")
                 return await account_view(uow, token, delivery, customer, cookie, 422, message)
-            notifier.promise(uow, delivery, amount, due, "self_service")
+            if not await notifier.served_before(uow, delivery, "promise"):
+                notifier.promise(uow, delivery, amount, due, "self_service")
             await notifier.self_served(uow, delivery, "promise", {"due_date": due.isoformat()})
             await uow.commit()
             message = t["done_promise"].format(
@@ -389,7 +401,8 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
             if reason not in REASONS:
                 message = t["error"].format(message="reason")
                 return await account_view(uow, token, delivery, customer, cookie, 422, message)
-            notifier.report_hardship(uow, delivery, reason, until, "self_service")  # type: ignore[arg-type]
+            if not await notifier.served_before(uow, delivery, "hardship"):
+                notifier.report_hardship(uow, delivery, reason, until, "self_service")  # type: ignore[arg-type]
             await notifier.self_served(uow, delivery, "hardship", {"reason": reason})
             await uow.commit()
             return await account_view(
