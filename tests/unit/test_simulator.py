@@ -178,3 +178,85 @@ def test_an_event_published_again_with_its_id_is_counted_once_and_a_new_id_is_no
     # a later drain sees the repeat again (an outbox resending after a crash) and a genuine
     # second emission, which the reconciliation must still be able to catch
     assert first_seen([first, second], seen) == [second]
+
+
+def test_the_humane_figures_do_not_depend_on_the_order_topics_are_read_in() -> None:
+    """The report reads four topics whose relative order differs from one read to the next:
+    a callback answered before its request was read still counts."""
+    from datetime import date
+
+    from shared.events import (
+        CallbackRequested,
+        ContactAttempted,
+        ContactRequested,
+        HardshipReported,
+        InstallmentDueSoon,
+        PaymentMissed,
+    )
+    from tools.simulator.figures import Humane
+
+    at = datetime(2026, 12, 5, 3, tzinfo=UTC)
+
+    def ev(data: object) -> CloudEvent:
+        return new_event(data, source="/test", key="C1", time=at)  # type: ignore[arg-type]
+
+    events = [
+        ev(CallbackRequested(account_id="A1", customer_id="C1", channel="voice", at=at)),
+        ev(
+            ContactRequested(
+                contact_id="K1",
+                account_id="A1",
+                customer_id="C1",
+                channel="voice",
+                template="callback",
+                not_before=at,
+                not_after=at + timedelta(hours=2),
+                strategy="s",
+                variant="champion",
+                purpose="callback",
+            )
+        ),
+        ev(
+            ContactAttempted(
+                contact_id="K1",
+                account_id="A1",
+                channel="voice",
+                outcome="right_party",
+                attempted_at=at,
+            )
+        ),
+        ev(HardshipReported(account_id="A1", customer_id="C1", reason="illness", source="sms")),
+        ev(
+            InstallmentDueSoon(
+                account_id="A2",
+                customer_id="C2",
+                installment_no=1,
+                due_date=date(2026, 12, 8),
+                amount=Decimal("10.00"),
+                days_until_due=3,
+            )
+        ),
+        ev(
+            PaymentMissed(
+                account_id="A2",
+                customer_id="C2",
+                installment_no=1,
+                due_date=date(2026, 12, 8),
+                amount_due=Decimal("10.00"),
+                total_overdue=Decimal("10.00"),
+                currency="CNY",
+                days_past_due=1,
+                bucket="1-29",
+            )
+        ),
+    ]
+    results = []
+    for order in (events, list(reversed(events))):
+        humane = Humane()
+        for event in order:
+            humane.see(event)
+        results.append(humane.figures({"A1": "1-29"}))
+    assert results[0] == results[1]
+    assert results[0]["callbacks"]["answered"] == 1
+    assert results[0]["hardship"]["cases"] == 1
+    assert sum(g["instalments"] for g in results[0]["reminders"]["paid_by_due_date"].values()) == 1

@@ -164,9 +164,10 @@ class Humane:
                 self.reminders[data.channel] += 1
             elif data.purpose == "callback":
                 self.callback_calls.add(data.contact_id)
-        elif isinstance(data, ContactAttempted):
-            if data.contact_id in self.callback_calls and data.outcome in RIGHT_PARTY:
-                self.callbacks_answered.add(data.contact_id)
+        elif isinstance(data, ContactAttempted) and data.outcome in RIGHT_PARTY:
+            # every conversation: which were callbacks is known only once all is read (the
+            # topics' relative order differs from one read to the next)
+            self.callbacks_answered.add(data.contact_id)
         elif isinstance(data, HardshipReported):
             self.hardship.setdefault(data.account_id, event.time)
             self.hardship_by[f"{data.source}:{data.reason}"] += 1
@@ -216,6 +217,7 @@ class Humane:
         klow, khigh = wilson(keeping, len(cases))
         agreed = sum(self.plans.values())
         calls = len(self.callback_calls)
+        answered = len(self.callbacks_answered & self.callback_calls)
         return {
             "reminders": {
                 "instalments_due_soon": len(self.due_soon),
@@ -240,8 +242,8 @@ class Humane:
             "callbacks": {
                 "requested": self.callbacks_asked,
                 "calls_placed": calls,
-                "answered": len(self.callbacks_answered),
-                "kept_rate": round(len(self.callbacks_answered) / max(1, calls), 4),
+                "answered": answered,
+                "kept_rate": round(answered / max(1, calls), 4),
             },
             "plans_by_source": dict(sorted(self.plans.items())),
             "plans_on_the_page_share": round(self.plans["self_service"] / max(1, agreed), 4),
