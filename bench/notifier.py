@@ -34,7 +34,7 @@ import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
 from bench.report import report
-from services.notifier.domain.signing import HEADER, header_value
+from shared.signing import HEADER, header_value
 from services.notifier.settings import DEV_PARTNER_KEY, DEV_PARTNER_SECRET
 from shared import topics
 from shared.db import asyncpg_dsn

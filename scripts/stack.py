@@ -35,14 +35,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_DIR = ROOT / "scripts" / "kafka"
 LOCK_FILE = KAFKA_DIR / "kafka.lock"
-SERVICES = ("ledger", "scheduler", "notifier", "bureau")
-SERVICE_PORTS = {"ledger": 8001, "scheduler": 8002, "notifier": 8003, "bureau": 8004}
+SERVICES = ("ledger", "scheduler", "notifier", "bureau", "desk")
+SERVICE_PORTS = {"ledger": 8001, "scheduler": 8002, "notifier": 8003, "bureau": 8004, "desk": 8005}
 DEV_DB_PASSWORD = "arrears-dev"  # noqa: S105 - matches shared.settings; refused outside dev
 PG_SYSTEM_USER = "arrears_pg"
 
 
 def log(message: str) -> None:
     print(f"[stack] {message}", flush=True)
+
+
+def _listed(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,14 @@ class StackConfig:
     kafka_heap: str = os.environ.get("ARREARS_KAFKA_HEAP", "768m")
     # the partner stand-in (tools/partners) the notifier sends to in dev
     partners_port: int = int(os.environ.get("ARREARS_PARTNERS_PORT", "8090"))
+    # where the desk takes calls and visits (comma-separated countries; empty: nowhere, every
+    # call goes to the stand-in), and for which strategy treatments (empty: all)
+    desk_countries: list[str] = field(
+        default_factory=lambda: _listed(os.environ.get("ARREARS_DESK_COUNTRIES", "CN"))
+    )
+    desk_treatments: list[str] = field(
+        default_factory=lambda: _listed(os.environ.get("ARREARS_DESK_TREATMENTS", ""))
+    )
 
     @property
     def bootstrap(self) -> str:
@@ -519,6 +531,23 @@ def migrate(cfg: StackConfig) -> None:
     log("migrated " + ", ".join(SERVICES))
 
 
+def demo_users(cfg: StackConfig) -> str:
+    """The desk's demo people (dev and test only), and their logins to print."""
+    if os.environ.get("ARREARS_ENV", "dev") not in ("dev", "test"):
+        return ""
+    result = subprocess.run(
+        [sys.executable, "-m", "services.desk", "users", "demo"],
+        cwd=ROOT,
+        env={**os.environ, **service_env(cfg, "desk")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"[stack] desk demo users failed:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
 # --- services ----------------------------------------------------------------------------------
 
 
@@ -534,9 +563,18 @@ def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
         # the self-service links in messages point at this notifier
         env["NOTIFIER_PUBLIC_URL"] = f"http://127.0.0.1:{cfg.service_ports['notifier']}"
     if service == "notifier" and "NOTIFIER_PARTNERS" not in os.environ:
-        from services.notifier.settings import dev_partner
+        from services.notifier.settings import dev_desk, dev_partner
 
-        partner = dev_partner(f"http://127.0.0.1:{cfg.partners_port}")
+        partners = [dev_partner(f"http://127.0.0.1:{cfg.partners_port}")]
+        if cfg.desk_countries:
+            # listed first: the desk takes the calls and visits of its countries (and
+            # treatments), the stand-in every other contact
+            desk = dev_desk(
+                f"http://127.0.0.1:{cfg.service_ports['desk']}",
+                cfg.desk_countries,
+                cfg.desk_treatments,
+            )
+            partners.insert(0, desk)
         env["NOTIFIER_PARTNERS"] = json.dumps(
             [
                 partner.model_dump(mode="json")
@@ -544,8 +582,17 @@ def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
                     "api_key": partner.api_key.get_secret_value(),
                     "webhook_secrets": [s.get_secret_value() for s in partner.webhook_secrets],
                 }
+                for partner in partners
             ]
         )
+    if service == "desk":
+        ports = cfg.service_ports
+        for name in ("notifier", "ledger", "scheduler"):
+            env.setdefault(f"DESK_{name.upper()}_URL", f"http://127.0.0.1:{ports[name]}")
+        if "DESK_READ_API_KEY" not in os.environ and env["ARREARS_ENV"] in ("dev", "test"):
+            from shared.auth import DEV_KEY
+
+            env["DESK_READ_API_KEY"] = DEV_KEY
     if service == "bureau":
         env.setdefault("BUREAU_ARCHIVE_DIR", str(cfg.state_dir / "bureau" / "archive"))
         env.setdefault("BUREAU_DROP_DIR", str(cfg.state_dir / "bureau" / "drop"))
@@ -615,6 +662,14 @@ def start_services(cfg: StackConfig) -> None:
 
         wait_for(f"{service} /readyz", ready, 120)
         log(f"{service} ready: http://127.0.0.1:{port}/docs")
+    logins = demo_users(cfg)
+    if logins:
+        print_desk(cfg, logins)
+
+
+def print_desk(cfg: StackConfig, logins: str) -> None:
+    print(f"\nThe desk: http://127.0.0.1:{cfg.service_ports['desk']}/login  (demo logins)")
+    print(logins.rstrip(), flush=True)
 
 
 def up(cfg: StackConfig, *, services: bool = True) -> None:
@@ -648,6 +703,7 @@ def campaign(cfg: StackConfig, extra: list[str]) -> int:
     if result.returncode != 0:
         return result.returncode
     log(f"campaign and report in {time.monotonic() - started:.0f}s")
+    print_desk(cfg, demo_users(cfg))
     print("\nAPI docs:")
     for service in SERVICES:
         print(f"  {service:10} http://127.0.0.1:{cfg.service_ports[service]}/docs")

@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 Listener = Callable[[datetime], Awaitable[None]]
 
 
+def wall_now() -> datetime:
+    """Wall time, for what is operational rather than business time (retry back-off, stale
+    claims, sessions): it must pass even while a controlled clock stands still."""
+    return datetime.now(UTC)
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

@@ -419,6 +419,9 @@ class ContactRequested(Payload):
     purpose: Literal["collection", "reminder", "hardship", "callback"] | None = None
     due_date: BusinessDate | None = None
     amount_due: Money | None = None
+    # the strategy's treatment (its segment), by which the notifier routes a call or a visit
+    # to the desk or to an external partner
+    treatment: Id | None = None
 
 
 @event_type("contact.suppressed", topics.SCHEDULER)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,3 +137,24 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class Window:
+    """At most ``limit`` requests per key in any ``seconds`` (wall time: operational), in this
+    process."""
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        self._limit, self._seconds = limit, seconds
+        self._hits: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self._seconds:
+            hits.popleft()
+        if len(hits) >= self._limit:
+            return False
+        hits.append(now)
+        if len(self._hits) > 100_000:  # forget idle keys rather than grow without bound
+            self._hits = {k: v for k, v in self._hits.items() if v}
+        return True

@@ -19,7 +19,7 @@ from services.notifier.domain.offers import Terms, chosen_terms, plan_installmen
 from services.notifier.domain.status import meaning
 from services.notifier.domain.templates import Renderer
 from services.notifier.repository import Customer, Delivery
-from services.notifier.settings import Partner
+from services.notifier.settings import DESK_PARTNER, Partner
 from shared.clock import Clock
 from shared.consumer import Handlers, PermanentError
 from shared.db import UnitOfWork
@@ -114,8 +114,12 @@ class Notifier:
 
     # --- contact.requested -------------------------------------------------------------------
 
-    def route(self, channel: str, country: str | None) -> Partner | None:
-        return next((p for p in self.partners.values() if p.serves(channel, country)), None)
+    def route(
+        self, channel: str, country: str | None, treatment: str | None = None
+    ) -> Partner | None:
+        return next(
+            (p for p in self.partners.values() if p.serves(channel, country, treatment)), None
+        )
 
     async def record_requests(self, uow: UnitOfWork, requests: Sequence[ContactRequested]) -> None:
         """The send intent, one row per contact; a request seen before changes nothing."""
@@ -124,7 +128,7 @@ class Notifier:
         for r in requests:
             if not self._renderer.has(r.template, r.channel):
                 raise PermanentError(f"template: no template {r.template} for channel {r.channel}")
-            partner = self.route(r.channel, countries.get(r.customer_id))
+            partner = self.route(r.channel, countries.get(r.customer_id), r.treatment)
             if partner is None:
                 raise PermanentError(f"channel: no partner serves {r.channel} for this country")
             rows.append((r, partner.name))
@@ -198,7 +202,7 @@ class Notifier:
                     customer_id=customer,
                     reason=report.hardship_reason or "other",
                     until=report.hardship_until,
-                    source=delivery.channel,
+                    source="desk" if partner == DESK_PARTNER else delivery.channel,
                 ),
             )
         elif means.callback and report.callback_at is not None:

@@ -19,8 +19,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
@@ -32,7 +33,7 @@ from services.notifier.domain.selfservice import LINK_DAYS, link_token
 from services.notifier.domain.templates import Renderer, UnknownTemplate, cents, offer_text
 from services.notifier.repository import Customer, Delivery, Result
 from services.notifier.settings import Partner
-from shared.clock import Clock
+from shared.clock import Clock, wall_now
 from shared.db import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ class Links:
         return f"{self.base_url.rstrip('/')}/s/{link_token(self.secret, contact_id, expires)}"
 
 
-def wall() -> datetime:
-    # Wall time on purpose: retry back-off and stale claims are operational, not business time.
-    return datetime.now(UTC)
+wall = wall_now  # retry back-off and stale claims are operational, not business time
 
 
 class Sender:
@@ -162,8 +161,24 @@ class Sender:
             rendered = self._renderer.render(row.template, row.channel, locale, context, link)
         except UnknownTemplate as exc:
             return result("failed", str(exc))
+        case: dict[str, Any] = {}
+        if row.channel in ("voice", "field_visit"):
+            case = {
+                "account_id": row.account_id,
+                "customer_id": row.customer_id,
+                "country": customer.country if customer else None,
+                "timezone": customer.timezone if customer else None,
+                "not_before": row.not_before.isoformat(),
+                "total_overdue": str(row.total_overdue) if row.total_overdue is not None else None,
+                "currency": row.currency,
+                "days_past_due": row.days_past_due,
+                "purpose": row.purpose,
+                "template": row.template,
+                "offer": row.offer,
+                "full_name": full_name or None,
+            }
         answer = await ADAPTERS[row.channel].send(
-            http, partner, Message(row.contact_id, address, rendered, row.not_after)
+            http, partner, Message(row.contact_id, address, rendered, row.not_after, case)
         )
         if answer.transient:
             breaker.failed(time.monotonic())

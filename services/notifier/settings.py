@@ -11,6 +11,11 @@ Channel = str
 DEV_PARTNER_SECRET = "dev-partner-webhook-secret"  # noqa: S105 - refused outside dev/test
 DEV_PARTNER_KEY = "dev-partner-api-key"
 DEV_SELF_SERVICE_SECRET = "dev-self-service-secret"  # noqa: S105 - refused outside dev/test
+# the in-house collector desk (services/desk) is a partner by this name: its hardship reports
+# say so (source "desk")
+DESK_PARTNER = "desk"
+DEV_DESK_KEY = "dev-desk-partner-api-key"
+DEV_DESK_SECRET = "dev-desk-webhook-secret"  # noqa: S105 - refused outside dev/test
 
 
 class Partner(BaseModel):
@@ -20,14 +25,21 @@ class Partner(BaseModel):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,31}$")]
     channels: Annotated[list[Channel], Field(min_length=1)]
     countries: list[str] = []  # empty: every country
+    # the strategy treatments (segments) it takes; empty: every one. The first partner that
+    # serves a contact gets it, so an in-house desk listed first takes its segment.
+    treatments: list[str] = []
     base_url: HttpUrl
     api_key: SecretStr
     webhook_secrets: Annotated[list[SecretStr], Field(min_length=1, max_length=2)]
     timeout_seconds: float = Field(5.0, gt=0, le=60)
     rate_limit_per_second: float = Field(200.0, gt=0)
 
-    def serves(self, channel: str, country: str | None) -> bool:
-        return channel in self.channels and (not self.countries or country in self.countries)
+    def serves(self, channel: str, country: str | None, treatment: str | None = None) -> bool:
+        return (
+            channel in self.channels
+            and (not self.countries or country in self.countries)
+            and (not self.treatments or treatment in self.treatments)
+        )
 
 
 def dev_partner(base_url: str = "http://127.0.0.1:8090") -> Partner:
@@ -37,6 +49,23 @@ def dev_partner(base_url: str = "http://127.0.0.1:8090") -> Partner:
         base_url=HttpUrl(base_url),
         api_key=SecretStr(DEV_PARTNER_KEY),
         webhook_secrets=[SecretStr(DEV_PARTNER_SECRET)],
+    )
+
+
+def dev_desk(
+    base_url: str = "http://127.0.0.1:8005",
+    countries: list[str] | None = None,
+    treatments: list[str] | None = None,
+) -> Partner:
+    """The desk as the notifier's partner for calls and visits, in dev and test."""
+    return Partner(
+        name=DESK_PARTNER,
+        channels=["voice", "field_visit"],
+        countries=countries or [],
+        treatments=treatments or [],
+        base_url=HttpUrl(base_url),
+        api_key=SecretStr(DEV_DESK_KEY),
+        webhook_secrets=[SecretStr(DEV_DESK_SECRET)],
     )
 
 
@@ -73,7 +102,8 @@ class NotifierSettings(ServiceSettings):
                 secrets = [s.get_secret_value() for s in partner.webhook_secrets]
                 if (
                     DEV_PARTNER_SECRET in secrets
-                    or partner.api_key.get_secret_value() == DEV_PARTNER_KEY
+                    or DEV_DESK_SECRET in secrets
+                    or partner.api_key.get_secret_value() in (DEV_PARTNER_KEY, DEV_DESK_KEY)
                 ):
                     raise ValueError(
                         f"partner {partner.name}: the development credentials are refused when "

@@ -607,4 +607,5 @@ def requested(
         purpose=timer.purpose,
         due_date=context.get("due_date"),
         amount_due=context.get("amount"),
+        treatment=timer.treatment,
     )

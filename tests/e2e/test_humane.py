@@ -19,7 +19,7 @@ import holidays
 import pytest
 import yaml
 
-from services.notifier.domain.signing import HEADER, header_value
+from shared.signing import HEADER, header_value
 from services.notifier.settings import DEV_PARTNER_SECRET
 from services.scheduler.strategies import FILES
 from shared.events import AccountFlagged

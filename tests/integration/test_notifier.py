@@ -21,7 +21,7 @@ import pytest_asyncio
 import uvicorn
 
 from services.notifier.bootstrap import build
-from services.notifier.domain.signing import HEADER, header_value
+from shared.signing import HEADER, header_value
 from services.notifier.settings import NotifierSettings
 from shared import topics
 from shared.auth import DEV_KEY

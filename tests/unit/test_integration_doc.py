@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from services.bureau.cycle import Cycles
 from services.bureau.domain.reporting import Identity, identity_complete
 from services.bureau.settings import BureauSettings
-from services.notifier.domain import signing
+from shared import signing
 from services.notifier.domain.replies import intent
 from services.notifier.domain.status import DELIVERY_STATUS
 from services.notifier.settings import Partner

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.notifier.domain import offers, replies, selfservice, signing
+from services.notifier.domain import offers, replies, selfservice
 from services.notifier.domain.breaker import Breaker
 from services.notifier.domain.offers import Terms, plan_installments
 from services.notifier.domain.templates import OPT_OUT_LINE, TEMPLATES, Renderer
+from shared import signing
 
 NOW = 1_800_000_000
 BODY = b'{"event_id":"e1","contact_id":"c1","status":"delivered"}'

@@ -28,7 +28,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
-from services.notifier.domain.signing import HEADER, header_value
+from shared.signing import HEADER, header_value
 
 DEFAULT_OUTCOME = {
     "sms": "delivered",

@@ -23,7 +23,7 @@ from shared.auth import DEV_KEY
 from shared.envelope import CloudEvent, InvalidEvent, decode, encode, new_event
 from shared.events import ClockSet, Payload
 
-SERVICES = ("ledger", "scheduler", "notifier", "bureau")
+SERVICES = ("ledger", "scheduler", "notifier", "bureau", "desk")
 log = logging.getLogger("simulator")
 SOURCE = "/simulator/core-banking"
 FORM_TOKEN = re.compile(r'name="form" value="([^"]+)"')
@@ -39,7 +39,7 @@ class Endpoints:
     services: dict[str, str] = field(
         default_factory=lambda: {
             name: f"http://127.0.0.1:{port}"
-            for name, port in zip(SERVICES, (8001, 8002, 8003, 8004), strict=True)
+            for name, port in zip(SERVICES, (8001, 8002, 8003, 8004, 8005), strict=True)
         }
     )
     partners: str = "http://127.0.0.1:8090"
@@ -50,7 +50,7 @@ class Endpoints:
         """The stack's own environment variables (scripts/stack.py), so both agree."""
         ports = {
             name: os.environ.get(f"ARREARS_{name.upper()}_PORT", str(default))
-            for name, default in zip(SERVICES, (8001, 8002, 8003, 8004), strict=True)
+            for name, default in zip(SERVICES, (8001, 8002, 8003, 8004, 8005), strict=True)
         }
         return cls(
             bootstrap=os.environ.get(

@@ -6,7 +6,7 @@ or redelivered send is never sent twice, and map the partner's answer to one ver
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +25,8 @@ class Message:
     address: str
     rendered: Rendered
     not_after: datetime
+    # for a call or a visit: the case a collector works it with (account, standing, offer)
+    case: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class Voice(HttpAdapter):
     channel = "voice"
 
     def payload(self, message: Message) -> dict[str, Any]:
-        return {"to": message.address, "script": message.rendered.body}
+        return {"to": message.address, "script": message.rendered.body, "case": message.case}
 
 
 class Letter(HttpAdapter):
@@ -109,7 +111,11 @@ class FieldVisit(HttpAdapter):
     channel = "field_visit"
 
     def payload(self, message: Message) -> dict[str, Any]:
-        return {"postal_address": message.address, "instructions": message.rendered.body}
+        return {
+            "postal_address": message.address,
+            "instructions": message.rendered.body,
+            "case": message.case,
+        }
 
 
 ADAPTERS: dict[str, HttpAdapter] = {

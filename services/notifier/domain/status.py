@@ -12,6 +12,8 @@ from shared.events import DISPOSITIONS, Outcome
 # Partner delivery statuses and what each means for the delivery.
 DELIVERY_STATUS = {"delivered": "delivered", "failed": "failed", "bounced": "failed"}
 DELIVERY_STATUS["returned"] = "returned"
+# a call or visit nobody made before its window closed (the desk's expired work item)
+DELIVERY_STATUS["expired"] = "expired"
 # Everything a partner's status webhook may report.
 STATUSES = set(DELIVERY_STATUS) | DISPOSITIONS
 NOTICES = {"bureau_pre_notice", "validation_notice"}

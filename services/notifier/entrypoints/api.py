@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
-from services.notifier.domain import signing
 from services.notifier.domain.offers import OfferRefused, Terms
 from services.notifier.domain.status import STATUSES
 from services.notifier.handlers import InboundReply, Notifier, StatusReport
+from shared import signing
 from shared.auth import require
 from shared.db import UnitOfWork
 from shared.events import HardshipReason, Id, OfferKind, Text

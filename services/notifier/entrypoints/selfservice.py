@@ -11,8 +11,6 @@ link. Nothing personal is in a URL, a log line or an error.
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -35,6 +33,7 @@ from services.notifier.handlers import OFFER_REPLY_WINDOW, Notifier
 from services.notifier.repository import Customer, Delivery
 from shared.db import UnitOfWork
 from shared.events import HardshipReason
+from shared.http import Window
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 COOKIE = "arrears_ss"
@@ -66,27 +65,6 @@ class Visit(NamedTuple):
     customer: Customer | None
     cookie: str
     form: dict[str, str]
-
-
-class Window:
-    """At most ``limit`` requests per key in any ``seconds`` (wall time: operational), in this
-    process."""
-
-    def __init__(self, limit: int, seconds: float) -> None:
-        self._limit, self._seconds = limit, seconds
-        self._hits: dict[str, deque[float]] = {}
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - self._seconds:
-            hits.popleft()
-        if len(hits) >= self._limit:
-            return False
-        hits.append(now)
-        if len(self._hits) > 100_000:  # forget idle keys rather than grow without bound
-            self._hits = {k: v for k, v in self._hits.items() if v}
-        return True
 
 
 def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str) -> APIRouter:

@@ -452,3 +452,82 @@ def _calendar(country: str, year: int) -> frozenset[date]:
 
 def is_holiday(country: str, day: date) -> bool:
     return day in _calendar(country, day.year)
+
+
+# --- what is still allowed today, in words (the collector desk shows it) ----------------------
+
+
+@dataclass(frozen=True)
+class StateLine:
+    rule: str
+    text: str
+
+
+@dataclass(frozen=True)
+class State:
+    """A channel's compliance state for one account at ``now``: whether a contact may be made
+    now, when the window closes (or next opens), and each rule that bears on it in words."""
+
+    channel: str
+    allowed_now: bool
+    window_closes_at: datetime | None
+    next_allowed_at: datetime | None
+    blocked_by: tuple[str, ...]
+    lines: tuple[StateLine, ...]
+
+
+def state(
+    pack: Pack, party: Party, history: Sequence[Contact], channel: Channel, now: datetime
+) -> State:
+    """Read-only: the same engine as :func:`decide`, asked about ``now``, plus the counts of
+    each cap so far today, as a collector needs them ("2 of 3 connected calls used today")."""
+    notes: list[str] = []
+    zone = _zone(party.timezone, pack, notes)
+    local = now.astimezone(zone)
+    today = local.date()
+    verdict = decide(pack, party, history, Proposal(channel, now), now)
+    lines: list[StateLine] = []
+    calls = [c for c in history if c.channel == channel]
+    mine = [c for c in calls if _mine(c, party)]
+    for rule in pack.rules:
+        if isinstance(rule, DailyCap) and rule.channel == channel:
+            counted = [
+                c
+                for c in (mine if rule.per == "customer" else calls)
+                if c.at.astimezone(zone).date() == today
+                and (rule.counts == "attempts" or c.outcome in CONNECTED or c.outcome is None)
+                and (rule.per == "customer" or c.address == party.addresses.get(channel))
+            ]
+            what = "connected calls" if rule.counts == "connected" else "call attempts"
+            where = "to this customer" if rule.per == "customer" else "to this number"
+            lines.append(
+                StateLine(rule.id, f"{len(counted)} of {rule.max} {what} {where} used today")
+            )
+        elif isinstance(rule, RollingCap) and rule.channel == channel:
+            since = today - timedelta(days=rule.days - 1)
+            counted = [
+                c
+                for c in mine
+                if c.account_id == party.account_id
+                and since <= c.at.astimezone(zone).date() <= today
+            ]
+            lines.append(
+                StateLine(
+                    rule.id, f"{len(counted)} of {rule.max} call attempts in {rule.days} days"
+                )
+            )
+        elif isinstance(rule, LocalHours) and channel not in rule.exempt_channels:
+            start, end = rule.start.strftime("%H:%M"), rule.end.strftime("%H:%M")
+            if rule.start <= local.time() < rule.end:
+                lines.append(StateLine(rule.id, f"window open; closes {end} local"))
+            else:
+                lines.append(StateLine(rule.id, f"window closed; opens {start} local"))
+        elif isinstance(rule, Stop) and rule.when == "third_party":
+            lines.append(StateLine(rule.id, "contact the debtor only; tell no third party"))
+    closes = None
+    if isinstance(verdict, Allowed) and verdict.not_before <= now:
+        closes = verdict.not_after
+        return State(channel, True, closes, now, (), tuple(lines))
+    if isinstance(verdict, Allowed):
+        return State(channel, False, None, verdict.not_before, verdict.deferred_by, tuple(lines))
+    return State(channel, False, None, None, verdict.rules, tuple(lines))

@@ -4,7 +4,7 @@ translate; the service layer and ``strategies`` do the work."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from services.scheduler import strategies
-from services.scheduler.domain import scoring
-from services.scheduler.domain.compliance import CHANNELS, Pack
+from services.scheduler.domain import compliance, scoring
+from services.scheduler.domain.compliance import CHANNELS, Channel, Pack
 from services.scheduler.domain.strategy import BUCKETS, Strategy
-from services.scheduler.repository import timers
+from services.scheduler.repository import facts, timers
 from shared.auth import require
 from shared.clock import Clock
 from shared.http import problem, validation_problem
@@ -81,6 +81,18 @@ class DryRunRequest(BaseModel):
     product: str | None = Field(None, max_length=64)
     version: int | None = Field(None, ge=1, description="default: the published version")
     at: AwareDatetime | None = Field(None, description="default: the service clock's now")
+
+
+class ComplianceState(BaseModel):
+    account_id: str
+    pack: str
+    channel: str
+    allowed_now: bool
+    window_closes_at: datetime | None
+    next_allowed_at: datetime | None
+    blocked_by: list[str]
+    lines: list[dict[str, str]]
+    at: datetime
 
 
 def router(
@@ -227,6 +239,39 @@ def router(
             found, packs, model, account, body.at or clock.now(), default_country
         )
         return JSONResponse(_jsonable(result))
+
+    lookback = timedelta(days=compliance.history_days(packs.values()))
+
+    @api.get(
+        "/accounts/{account_id}/compliance",
+        response_model=ComplianceState,
+        summary="What the pack still allows on a channel now, and why (for a collector)",
+        responses={404: {"description": "No such account"}},
+        dependencies=READ,
+    )
+    async def compliance_state(
+        account_id: str, uow: Uow, channel: Annotated[Channel, Query()] = "voice"
+    ) -> Any:
+        party = (await facts.parties(uow.session, [account_id])).get(account_id)
+        if party is None:
+            return problem(404, "Not Found", "no such account")
+        now = clock.now()
+        pack = packs.get(party.country or "", packs[default_country])
+        history = await facts.history(
+            uow.session, [party.customer_id], sorted(set(party.addresses.values())), now - lookback
+        )
+        found = compliance.state(pack, party, history, channel, now)
+        return ComplianceState(
+            account_id=account_id,
+            pack=f"{pack.country}@{pack.version}",
+            channel=found.channel,
+            allowed_now=found.allowed_now,
+            window_closes_at=found.window_closes_at,
+            next_allowed_at=found.next_allowed_at,
+            blocked_by=list(found.blocked_by),
+            lines=[{"rule": line.rule, "text": line.text} for line in found.lines],
+            at=now,
+        )
 
     @api.get("/packs", summary="The compliance packs and their rule ids", dependencies=READ)
     async def list_packs() -> Any:

@@ -1,4 +1,5 @@
-"""Partner webhook signatures: HMAC-SHA256 over ``"<timestamp>.<raw body>"``.
+"""Webhook signatures (partners and the desk to the notifier): HMAC-SHA256 over
+``"<timestamp>.<raw body>"``.
 
 Header ``Arrears-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>]``. Any of the partner's current
 secrets (two during a rotation) may have signed it; the timestamp must be within the tolerance

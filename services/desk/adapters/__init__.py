@@ -1,0 +1,1 @@
+"""What the desk reads from the other services' public HTTP APIs."""
