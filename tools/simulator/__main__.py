@@ -57,6 +57,7 @@ async def run(args: argparse.Namespace) -> int:
                     "webhooks": stats.webhooks,
                     "replies": stats.replies,
                     "sends_seen": stats.sends_seen,
+                    "desk_items": stats.desk_items,
                     "quiet_checks": system.quiet_checks,
                     "wall_seconds": round(elapsed, 1),
                     "phase_seconds": {k: round(v, 1) for k, v in stats.seconds.items()},
@@ -73,13 +74,18 @@ async def write_report(system: System, out: Path) -> None:
     figures, per_account = await gather(system, out)
     path = await asyncio.to_thread(report.write, out, figures, per_account)
     rows, humane = report.summary_rows(figures), report.humane_rows(figures)
-    width = max(len(k) for k, _ in rows + humane)
+    desk = report.desk_rows(figures)
+    width = max(len(k) for k, _ in rows + humane + desk)
     print("\nDecember campaign")
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     print("\nHumane collection")
     for key, value in humane:
         print(f"  {key:<{width}}  {value}")
+    if desk:
+        print("\nThe desk: collectors beside the partner channels")
+        for key, value in desk:
+            print(f"  {key:<{width}}  {value}")
     print(f"\n  report: {path.resolve()}\n  figures: {(out / 'campaign.json').resolve()}")
 
 

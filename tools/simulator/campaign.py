@@ -19,6 +19,7 @@ import re
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -60,7 +61,7 @@ from tools.simulator.model import (
     unpaid_at_start,
     uses_the_page,
 )
-from tools.simulator.system import System
+from tools.simulator.system import DeskSession, System
 
 log = logging.getLogger("simulator")
 EVENTS = uuid.UUID("3d0c2b9e-7a51-4f0e-8a7c-5e2f1b9d4c61")  # the simulator's webhook event ids
@@ -97,6 +98,7 @@ class Stats:
     replies: int = 0
     pages: int = 0
     sends_seen: int = 0
+    desk_items: int = 0
     started: float = field(default_factory=time.monotonic)
     # wall seconds spent by phase
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -141,6 +143,9 @@ class Campaign:
         self._in_bureau_scope: set[str] = set()  # accounts the bureau has reported or blocked
         self._told_hardship: set[str] = set()
         self._asked_callback: set[str] = set()
+        self._collectors: list[DeskSession] = []
+        self._lead: DeskSession | None = None
+        self._desk_contacts: set[str] = set()
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -236,6 +241,7 @@ class Campaign:
         ) as reader:
             self._reader = reader
             await self.system.partner("POST", "/control", json={"callbacks": False})
+            await self._sign_in_at_the_desk()
             try:
                 self._messages_next = (
                     await self.system.partner("GET", "/control/messages?since=1000000000")
@@ -256,9 +262,12 @@ class Campaign:
                         await self._snapshot("standing-start.json")
                 # last answers, then the system at rest
                 await self._act(steps[-1] + timedelta(minutes=1))
+                await self._desk_figures()
             finally:
                 await self.system.partner("POST", "/control", json={"callbacks": True})
                 (self.out / "sends-seen.json").write_text(json.dumps(self._sends_log))
+                for session in [*self._collectors, *([self._lead] if self._lead else [])]:
+                    await session.__aexit__(None, None, None)
         return self.stats
 
     async def step(self, at: datetime) -> None:
@@ -499,6 +508,66 @@ class Campaign:
                 }
             )
             self._react(c, request, at, message.get("body"))
+        await self._work_the_desk(at)
+
+    # --- the desk: simulated collectors ------------------------------------------------------
+
+    async def _sign_in_at_the_desk(self) -> None:
+        people = self.params.desk
+        for username, password in people.collectors:
+            self._collectors.append(await DeskSession(self.system, username, password).__aenter__())
+        if people.lead is not None:
+            self._lead = await DeskSession(self.system, *people.lead).__aenter__()
+
+    async def _work_the_desk(self, at: datetime) -> None:
+        """Each collector in turn takes the next item they may work and logs what the customer
+        did (the same draw as for a partner's call), until no one has anything left; then the
+        team lead approves what waits for approval."""
+        active = list(self._collectors)
+        while active:
+            still = []
+            for session in active:
+                taken = await session.call("POST", "/v1/work/next")
+                if taken.status_code == 204:
+                    continue
+                taken.raise_for_status()
+                await self._work_item(session, taken.json(), at)
+                still.append(session)
+            active = still
+        if self._lead is not None:
+            waiting = await self._lead.call("GET", "/v1/approvals")
+            waiting.raise_for_status()
+            for approval in waiting.json():
+                decided = await self._lead.call(
+                    "POST", f"/v1/approvals/{approval['approval_id']}", json={"approve": True}
+                )
+                if decided.status_code not in (200, 409):  # 409: decided before a restart
+                    raise RuntimeError(f"approval answered {decided.status_code}")
+
+    async def _work_item(self, session: DeskSession, item: dict[str, Any], at: datetime) -> None:
+        self.stats.desk_items += 1
+        self._desk_contacts.add(item["contact_id"])
+        request = self.requests.get(item["contact_id"])
+        c = self.by_account.get(request.account_id) if request else None
+        reported: list[dict[str, Any]] = []
+        if request is not None and c is not None:
+            self._react(c, request, at, item.get("script"), report=reported.append)
+        body = desk_outcome(reported[0] if reported else {"status": "no_answer"}, request)
+        path = f"/v1/work/{item['contact_id']}/outcome"
+        logged = await session.call("POST", path, json=body)
+        if logged.status_code == 422:  # terms the desk will not take: the call still happened
+            logged = await session.call("POST", path, json={"outcome": "right_party"})
+        if logged.status_code not in (200, 409):  # 409: logged before the desk restarted
+            raise RuntimeError(f"the desk answered {logged.status_code}: {logged.text[:300]}")
+
+    async def _desk_figures(self) -> None:
+        """Each collector's results as the desk counts them, for the report."""
+        if self._lead is None:
+            return
+        found = await self._lead.call("GET", "/v1/figures")
+        found.raise_for_status()
+        figures = found.json() | {"contacts": sorted(self._desk_contacts)}
+        (self.out / "desk.json").write_text(json.dumps(figures, indent=1))
 
     def _humane(
         self, c: Customer, request: ContactRequested, at: datetime, body: str | None
@@ -570,8 +639,15 @@ class Campaign:
             self._reply(c, request, at, sender, "YES")
 
     def _react(
-        self, c: Customer, request: ContactRequested, at: datetime, body: str | None = None
+        self,
+        c: Customer,
+        request: ContactRequested,
+        at: datetime,
+        body: str | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """How the customer answers; the status goes to the partner stand-in (as its webhook)
+        or, for a call the desk works, to ``report`` (the collector logs it)."""
         humane = self._humane(c, request, at, body)
         reaction = humane or react(
             self.params,
@@ -606,7 +682,9 @@ class Campaign:
             and status["status"] == "delivered"
             and request.template not in NOTICES
         )
-        if not quiet:
+        if report is not None:
+            report(status)
+        elif not quiet:
             self._add(at, c.customer_id, "status", status)
         if reaction.reply == "YES" and request.channel in ("sms", "email"):
             sender = c.phone if request.channel == "sms" else c.email
@@ -634,6 +712,46 @@ class Campaign:
                 datetime.combine(pay_day, dtime(12), c.zone).astimezone(UTC),
             )
             self._add(pay_at, c.customer_id, "pay", {"why": "contact"})
+
+
+# what a collector logs for what the customer did (a partner's status)
+DESK_OUTCOMES = {
+    "no_answer": "no_answer",
+    "right_party": "right_party",
+    "wrong_party": "wrong_party",
+    "refused": "refusal",
+    "promise_to_pay": "promise",
+    "dispute": "dispute",
+    "plan_accepted": "plan",
+    "hardship": "hardship",
+    "callback": "callback",
+    "delivered": "right_party",
+}
+
+
+def desk_outcome(status: dict[str, Any], request: ContactRequested | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"outcome": DESK_OUTCOMES.get(str(status["status"]), "right_party")}
+    if body["outcome"] == "promise":
+        body |= {"promise_amount": status["promise_amount"], "promise_date": status["promise_date"]}
+    elif body["outcome"] == "plan":
+        offer = request.offer if request is not None else None
+        if offer is None:
+            return {"outcome": "right_party"}
+        body |= {
+            "kind": offer.kind,
+            "installments": offer.installments,
+            "extension_days": offer.extension_days,
+            "settlement_percent": (
+                str(offer.settlement_percent) if offer.settlement_percent is not None else None
+            ),
+        }
+    elif body["outcome"] == "callback":
+        if not status.get("callback_at"):
+            return {"outcome": "right_party"}
+        body["callback_at"] = status["callback_at"]
+    elif body["outcome"] == "hardship":
+        body["hardship_reason"] = status.get("hardship_reason") or "other"
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def write_book_index(campaign: Campaign, path: Path) -> None:

@@ -543,4 +543,40 @@ async def gather(system: System, out: Path) -> tuple[dict[str, Any], dict[str, d
         events, book, start=start, end=end, decisions=response.json(), run=run
     )
     figures["dead_letters"] = await system.dead_letters()
+    if (out / "desk.json").exists():
+        figures["desk"] = desk_figures(json.loads((out / "desk.json").read_text()), events)
     return figures, per_account
+
+
+def desk_figures(desk: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
+    """Each collector's results as the desk counts them, beside the same rates for the calls
+    and visits external partners made (from ``contact.attempted``)."""
+    at_desk = set(desk.get("contacts", []))
+    partners: dict[str, Counter[str]] = defaultdict(Counter)
+    promised: set[str] = set()
+    for event in events:
+        data = event.data
+        if isinstance(data, ContactAttempted) and data.channel in ("voice", "field_visit"):
+            if data.contact_id in at_desk or data.outcome in ("sent", "expired", "failed"):
+                continue
+            row = partners[data.channel]
+            row["contacts"] += 1
+            row["right_party"] += data.outcome in RIGHT_PARTY
+            if data.outcome == "promise_to_pay":
+                row["promises"] += 1
+                promised.add(data.contact_id)
+            row["plans"] += data.outcome == "plan_accepted"
+    collectors = [
+        {k: c[k] for k in ("username", "contacts", "right_party", "promises", "kept", "broken")}
+        | {"plans": c["plans"], "hardship": c["hardship"]}
+        for c in desk.get("collectors", [])
+    ]
+    return {
+        "collectors": collectors,
+        "partners": {ch: dict(sorted(c.items())) for ch, c in sorted(partners.items())},
+        "items": len(at_desk),
+        "queues": [
+            {k: q[k] for k in ("channel", "country", "done", "expired", "approval")}
+            for q in desk.get("queues", [])
+        ],
+    }

@@ -99,6 +99,14 @@ class Humane(Strict):
     page: float
 
 
+class DeskPeople(Strict):
+    """Who works the desk's queues in the campaign (the demo logins ``make up`` creates), and
+    the team lead who approves plans beyond a collector's authority."""
+
+    collectors: list[tuple[str, str]] = []  # (username, password)
+    lead: tuple[str, str] | None = None
+
+
 class Params(Strict):
     start: datetime
     days: int = Field(ge=1, le=400)
@@ -124,6 +132,7 @@ class Params(Strict):
     letter_returned: float
     miss_again: float
     humane: Humane
+    desk: DeskPeople = DeskPeople()
 
     @classmethod
     def load(cls, path: Path = PARAMS) -> Params:

@@ -265,6 +265,40 @@ def summary_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "—"
+
+
+def desk_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Per collector (the desk's count) and per external partner channel: contacts,
+    right-party rate, promise rate (of right-party contacts), kept rate, plans."""
+    d = figures.get("desk")
+    if not d:
+        return []
+    rows: list[tuple[str, Any]] = [("items worked at the desk", d["items"])]
+    for c in d["collectors"]:
+        settled = c["kept"] + c["broken"]
+        rows.append(
+            (
+                f"collector {c['username']}",
+                f"{c['contacts']} contacts, right party {_share(c['right_party'], c['contacts'])}, "
+                f"promises {c['promises']} ({_share(c['promises'], c['right_party'])}), kept "
+                f"{_share(c['kept'], settled)}, plans {c['plans']}, hardship {c['hardship']}",
+            )
+        )
+    for channel, p in d["partners"].items():
+        rows.append(
+            (
+                f"external partner, {channel}",
+                f"{p.get('contacts', 0)} contacts, right party "
+                f"{_share(p.get('right_party', 0), p.get('contacts', 0))}, promises "
+                f"{p.get('promises', 0)} ({_share(p.get('promises', 0), p.get('right_party', 0))})"
+                f", plans {p.get('plans', 0)}",
+            )
+        )
+    return rows
+
+
 def humane_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
     h = figures.get("humane")
     if not h:
@@ -364,6 +398,7 @@ def render(figures: Mapping[str, Any]) -> str:
             _img("suppressions and deferrals by rule", rules_chart(figures)) + RULES_NOTE,
         ),
         ("Humane collection", _table(humane_rows(figures)) + HUMANE_NOTE),
+        ("The desk: collectors beside the partner channels", _table(desk_rows(figures))),
         ("Roll rates", _img("roll rates", roll_chart(figures))),
         (
             "Promises and plans",

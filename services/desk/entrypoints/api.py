@@ -10,7 +10,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -151,7 +151,8 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
             auth.clear_cookie(response)
             return response
 
-        return await signed_in(request, uow, then)
+        result: Response = await signed_in(request, uow, then)
+        return result
 
     @api.post(
         "/work/next",
@@ -164,6 +165,20 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
                 return Response(status_code=204)
             customer = await work.customer(uow.session, it.customer_id)
             return JSONResponse(jsonable(item_view(it, signed.person, customer, desk.clock.now())))
+
+        return await signed_in(request, uow, then)
+
+    @api.get("/work", summary="Every item received, by contact id (team leads, managers)")
+    async def listing(
+        request: Request,
+        uow: Uow,
+        after: Annotated[str, Query(max_length=128)] = "",
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    ) -> Any:
+        async def then(signed: Signed) -> Response:
+            if signed.person.role not in people.SEES_FIGURES:
+                raise Refused(403, "only a team lead or a manager lists the items")
+            return JSONResponse(jsonable(await work.listing(uow.session, after, limit)))
 
         return await signed_in(request, uow, then)
 

@@ -549,6 +549,19 @@ async def field_day(
     return [_item(r) for r in rows]
 
 
+async def listing(session: AsyncSession, after: str, limit: int) -> list[dict[str, Any]]:
+    """Every item received, by contact id (paged): what the desk was asked to do and what came
+    of it."""
+    rows = await session.execute(
+        text("""
+            SELECT contact_id, channel, account_id, status, outcome, worked_by, received_at
+            FROM work_item WHERE contact_id > :after ORDER BY contact_id LIMIT :n
+        """),
+        {"after": after, "n": limit},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
 async def expired_items(session: AsyncSession, limit: int = 50) -> list[Item]:
     rows = await session.execute(
         text(f"""
