@@ -241,7 +241,6 @@ class Campaign:
         ) as reader:
             self._reader = reader
             await self.system.partner("POST", "/control", json={"callbacks": False})
-            await self._sign_in_at_the_desk()
             try:
                 self._messages_next = (
                     await self.system.partner("GET", "/control/messages?since=1000000000")
@@ -252,6 +251,7 @@ class Campaign:
                 # instant the book is judged as the first step would judge it.
                 await self.system.set_clock(steps[0])
                 self.clock = steps[0]
+                await self._sign_in_at_the_desk()  # the desk takes writes once it has a clock
                 await self.publish_book()
                 await self._learn()
                 self.stats.timed("book", t)

@@ -136,20 +136,30 @@ async def take_next(
     them until ``until``. Candidates are row-locked with SKIP LOCKED (two collectors asking at
     once get different rows); the customer lock's primary key settles a race between two items
     of one customer."""
-    rows = await session.execute(
-        text(f"""
-            SELECT w.contact_id, w.customer_id FROM work_item w
-            WHERE {_VISIBLE}
-              AND (CAST(:only AS text) IS NULL OR w.contact_id = :only)
-              AND NOT EXISTS (SELECT 1 FROM customer_lock l
-                              WHERE l.customer_id = w.customer_id AND l.until > :now)
-            ORDER BY w.priority DESC, w.not_after, w.contact_id
-            LIMIT 20
-            FOR UPDATE OF w SKIP LOCKED
-        """),
-        _match(person, now) | {"only": only},
-    )
-    for contact_id, customer_id in rows.all():
+    tried: list[str] = []
+    for _ in range(50):
+        # one candidate at a time: a row locked while others are tried would keep it from
+        # every other collector asking at the same moment
+        row = (
+            await session.execute(
+                text(f"""
+                    SELECT w.contact_id, w.customer_id FROM work_item w
+                    WHERE {_VISIBLE}
+                      AND (CAST(:only AS text) IS NULL OR w.contact_id = :only)
+                      AND w.contact_id <> ALL(CAST(:tried AS text[]))
+                      AND NOT EXISTS (SELECT 1 FROM customer_lock l
+                                      WHERE l.customer_id = w.customer_id AND l.until > :now)
+                    ORDER BY w.priority DESC, w.not_after, w.contact_id
+                    LIMIT 1
+                    FOR UPDATE OF w SKIP LOCKED
+                """),
+                _match(person, now) | {"only": only, "tried": tried},
+            )
+        ).first()
+        if row is None:
+            return None
+        contact_id, customer_id = row
+        tried.append(contact_id)
         got = await session.execute(
             text("""
                 INSERT INTO customer_lock (customer_id, contact_id, holder, until)
