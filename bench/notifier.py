@@ -34,13 +34,13 @@ import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
 from bench.report import report
-from shared.signing import HEADER, header_value
 from services.notifier.settings import DEV_PARTNER_KEY, DEV_PARTNER_SECRET
 from shared import topics
 from shared.db import asyncpg_dsn
 from shared.envelope import encode, new_event
 from shared.events import ClockSet, ContactRequested
 from shared.kafka import ensure_topics, make_producer
+from shared.signing import HEADER, header_value
 from tests.support.databases import migrated_database
 from tests.support.infra import provide
 

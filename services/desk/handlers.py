@@ -349,8 +349,9 @@ class Desk:
     async def clock_moved(self, uow: UnitOfWork, now: datetime) -> None:
         """Lapsed holds go back to the queue; what nobody worked by its ``not_after`` expires
         and is reported so (the scheduler plans the contact again)."""
+        expired = await work.expire(uow.session, now)  # first: a lapsed hold expires as held
         await work.release_lapsed_locks(uow.session, now)
-        for it in await work.expire(uow.session, now):
+        for it in expired:
             event_id = f"expired:{it.contact_id}"
             body = {
                 "event_id": event_id,

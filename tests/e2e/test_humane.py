@@ -19,10 +19,10 @@ import holidays
 import pytest
 import yaml
 
-from shared.signing import HEADER, header_value
 from services.notifier.settings import DEV_PARTNER_SECRET
 from services.scheduler.strategies import FILES
 from shared.events import AccountFlagged
+from shared.signing import HEADER, header_value
 from tests.e2e.driver import Driver, Person
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

@@ -21,7 +21,6 @@ import pytest_asyncio
 import uvicorn
 
 from services.notifier.bootstrap import build
-from shared.signing import HEADER, header_value
 from services.notifier.settings import NotifierSettings
 from shared import topics
 from shared.auth import DEV_KEY
@@ -30,6 +29,7 @@ from shared.events import ClockSet, ContactOffer, ContactRequested, CustomerUpse
 from shared.fingerprint import fingerprint
 from shared.service import ServiceRuntime, create_app
 from shared.settings import DEV_FINGERPRINT_KEY
+from shared.signing import HEADER, header_value
 from tests.support.databases import migrated_database
 from tests.support.factories import caught_up, produce, read_topic, skip_history
 from tests.support.infra import Infra

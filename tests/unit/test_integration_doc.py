@@ -12,12 +12,12 @@ from pydantic import TypeAdapter
 from services.bureau.cycle import Cycles
 from services.bureau.domain.reporting import Identity, identity_complete
 from services.bureau.settings import BureauSettings
-from shared import signing
 from services.notifier.domain.replies import intent
 from services.notifier.domain.status import DELIVERY_STATUS
 from services.notifier.settings import Partner
 from services.scheduler.domain.compliance import Allowed, Party, Proposal, decide
 from services.scheduler.domain.packs import load_packs
+from shared import signing
 from shared.clock import ControlledClock
 from shared.events import DISPOSITIONS, CustomerUpserted
 from tests.support.integration_doc import example, examples

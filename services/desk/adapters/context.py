@@ -49,23 +49,21 @@ class Context:
             return None
         return response.json()
 
-    async def of(self, account_id: str, channel: str) -> AccountContext:
+    async def of(self, account_id: str, channel: str, contact_id: str) -> AccountContext:
+        """The account's context for the contact ``contact_id`` (judged without itself)."""
         ctx = AccountContext()
         account, history, contacts, compliance = await asyncio.gather(
             self._get("ledger", f"/v1/accounts/{account_id}", ctx),
             self._get("ledger", f"/v1/accounts/{account_id}/history", ctx),
             self._get("notifier", f"/v1/accounts/{account_id}/contacts", ctx),
-            self._get("scheduler", f"/v1/accounts/{account_id}/compliance?channel={channel}", ctx),
+            self._get(
+                "scheduler",
+                f"/v1/accounts/{account_id}/compliance?channel={channel}&contact_id={contact_id}",
+                ctx,
+            ),
         )
         ctx.account = account
         ctx.history = list(history or [])[-30:]
         ctx.contacts = list(contacts or [])[-30:]
         ctx.compliance = compliance
         return ctx
-
-    async def compliance(self, account_id: str, channel: str) -> dict[str, Any] | None:
-        ctx = AccountContext()
-        found = await self._get(
-            "scheduler", f"/v1/accounts/{account_id}/compliance?channel={channel}", ctx
-        )
-        return found if isinstance(found, dict) else None

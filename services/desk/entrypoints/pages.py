@@ -206,7 +206,7 @@ def router(desk: Desk, training: Training, auth: Auth, context: Context) -> APIR
         now = desk.clock.now()
         customer = await work.customer(uow.session, it.customer_id)
         view = item_view(it, signed.person, customer, now)
-        ctx = await context.of(it.account_id, it.channel)
+        ctx = await context.of(it.account_id, it.channel, it.contact_id)
         outcomes = queues.VISIT_OUTCOMES if it.channel == "field_visit" else queues.CALL_OUTCOMES
         local = now.astimezone(zone_of(it))
         return render(

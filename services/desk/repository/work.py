@@ -222,6 +222,8 @@ async def expire(session: AsyncSession, now: datetime) -> list[Item]:
               expired_reason = CASE WHEN status = 'held'
                 THEN 'held by ' || holder || ' when the window closed; not logged'
                 ELSE 'not taken before not_after' END,
+              -- the collector who held it still sees what became of it
+              worked_by = CASE WHEN status = 'held' THEN holder ELSE worked_by END,
               status = 'expired', holder = NULL, held_until = NULL
             WHERE status IN ('queued', 'held') AND not_after <= :now
             RETURNING {_ITEM}

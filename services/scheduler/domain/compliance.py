@@ -234,6 +234,7 @@ class Contact:
     address: str | None = None
     outcome: str | None = None  # None: requested, not reported yet (counted as an attempt)
     customer_id: str | None = None  # None: this customer's
+    contact_id: str | None = None
 
 
 def _mine(contact: Contact, party: Party) -> bool:

@@ -250,7 +250,17 @@ def router(
         dependencies=READ,
     )
     async def compliance_state(
-        account_id: str, uow: Uow, channel: Annotated[Channel, Query()] = "voice"
+        account_id: str,
+        uow: Uow,
+        channel: Annotated[Channel, Query()] = "voice",
+        contact_id: Annotated[
+            str | None,
+            Query(
+                max_length=128,
+                description="the contact being made now, left out of the "
+                "history it is judged against",
+            ),
+        ] = None,
     ) -> Any:
         party = (await facts.parties(uow.session, [account_id])).get(account_id)
         if party is None:
@@ -260,6 +270,7 @@ def router(
         history = await facts.history(
             uow.session, [party.customer_id], sorted(set(party.addresses.values())), now - lookback
         )
+        history = [c for c in history if c.contact_id is None or c.contact_id != contact_id]
         found = compliance.state(pack, party, history, channel, now)
         return ComplianceState(
             account_id=account_id,

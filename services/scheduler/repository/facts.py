@@ -103,7 +103,9 @@ async def history(
         {"ids": list(customer_ids), "refs": list(addresses), "since": since},
     )
     return [
-        Contact(r.account_id, r.channel, r.at, r.address_ref, r.outcome, r.customer_id)
+        Contact(
+            r.account_id, r.channel, r.at, r.address_ref, r.outcome, r.customer_id, r.contact_id
+        )
         for r in rows
     ]
 
