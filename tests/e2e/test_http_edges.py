@@ -18,10 +18,9 @@ from playwright.sync_api import Route
 from shared.settings import ServiceSettings
 from tests.e2e.driver import START
 from tests.e2e.support import RunningStack
-from tools.simulator.system import System
+from tools.simulator.system import SERVICES, System
 
 pytestmark = pytest.mark.e2e
-SERVICES = ("ledger", "scheduler", "notifier", "bureau")
 CHROMIUM = os.environ.get("ARREARS_CHROMIUM", "/usr/bin/chromium")
 LIMIT = ServiceSettings.model_fields["max_body_bytes"].default
 HUGE = 300 * 1024 * 1024  # 300 MB, about 75 times the limit

@@ -30,6 +30,7 @@ ledger = schemathesis.openapi.from_path(DOCS / "ledger.json")
 scheduler = schemathesis.openapi.from_path(DOCS / "scheduler.json")
 notifier = schemathesis.openapi.from_path(DOCS / "notifier.json")
 bureau = schemathesis.openapi.from_path(DOCS / "bureau.json")
+desk = schemathesis.openapi.from_path(DOCS / "desk.json")
 
 
 def answers_well(case: Case, running: RunningStack, service: str) -> None:
@@ -72,3 +73,9 @@ def test_the_bureau_api_never_fails_on_any_input(
     case: Case, system_under_test: RunningStack
 ) -> None:
     answers_well(case, system_under_test, "bureau")
+
+
+@desk.parametrize()
+@FUZZ
+def test_the_desk_api_never_fails_on_any_input(case: Case, system_under_test: RunningStack) -> None:
+    answers_well(case, system_under_test, "desk")

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from services.bureau.settings import BureauSettings
+from services.desk.settings import DeskSettings
 from services.ledger.settings import LedgerSettings
 from services.notifier.settings import NotifierSettings
 from services.scheduler.settings import SchedulerSettings
@@ -21,6 +22,7 @@ SETTINGS: list[type[ServiceSettings]] = [
     SchedulerSettings,
     NotifierSettings,
     BureauSettings,
+    DeskSettings,
 ]
 
 

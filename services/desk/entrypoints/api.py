@@ -238,11 +238,16 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
         return await signed_in(request, uow, then)
 
     @api.get("/training/personas", summary="The simulated customers a trainee can call")
-    async def personas() -> Any:
-        return [
-            {"key": p.key, "title": p.title, "brief": p.brief, "local_time": p.local_time}
-            for p in training.personas.values()
-        ]
+    async def personas(request: Request, uow: Uow) -> Any:
+        async def then(signed: Signed) -> Response:
+            return JSONResponse(
+                [
+                    {"key": p.key, "title": p.title, "brief": p.brief, "local_time": p.local_time}
+                    for p in training.personas.values()
+                ]
+            )
+
+        return await signed_in(request, uow, then)
 
     @api.post("/training/sessions", summary="Start a training call with a persona")
     async def start(body: StartTraining, request: Request, uow: Uow) -> Any:

@@ -21,7 +21,7 @@ from services.desk.domain.queues import DeskOutcome
 from services.desk.domain.training import MOVE_WORDS, Move
 from services.desk.entrypoints.api import figures_of
 from services.desk.entrypoints.auth import Auth, Signed
-from services.desk.entrypoints.views import item_view, money
+from services.desk.entrypoints.views import item_view, money, plain
 from services.desk.handlers import Desk, OutcomeForm, Refused, zone_of
 from services.desk.repository import people as people_store
 from services.desk.repository import training as training_store
@@ -62,6 +62,7 @@ def router(desk: Desk, training: Training, auth: Auth, context: Context) -> APIR
     api = APIRouter(include_in_schema=False)
     env = Environment(loader=FileSystemLoader(PAGES), autoescape=select_autoescape(["html"]))
     env.filters["money"] = money
+    env.filters["plain"] = plain
 
     def render(name: str, signed: Signed | None, status: int = 200, **values: Any) -> Response:
         html = env.get_template(name).render(

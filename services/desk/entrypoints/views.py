@@ -80,3 +80,11 @@ def money(value: Any) -> str:
         return f"{Decimal(str(value)):,.2f}"
     except (ArithmeticError, ValueError):
         return str(value)
+
+
+def plain(value: Any) -> str:
+    """An amount as a form field takes it back: two decimals, no grouping."""
+    try:
+        return f"{Decimal(str(value)):.2f}"
+    except (ArithmeticError, ValueError):
+        return str(value)
