@@ -164,6 +164,10 @@ async def promise_on_ledger(drive: Driver, person: Person) -> dict[str, Any] | N
 async def test_a_collector_takes_the_next_item_reads_its_compliance_and_logs_a_promise(
     drive: Driver, customers: list[Person], browser: Browser, tmp_path: Path
 ) -> None:
+    login = await browser.new_page(java_script_enabled=False)
+    await login.goto(f"{desk_url(drive)}/login")
+    await shot(login, "login", tmp_path)
+    await login.close()
     context, page = await signed_in(browser, drive, "wang")
     await shot(page, "queue", tmp_path)
     assert int(await page.inner_text("#waiting")) >= 1

@@ -18,7 +18,7 @@ from tests.support.databases import migrated_database
 from tests.support.infra import Infra
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = {"ledger": 28001, "scheduler": 28002, "notifier": 28003, "bureau": 28004}
+PORTS = {"ledger": 28001, "scheduler": 28002, "notifier": 28003, "bureau": 28004, "desk": 28005}
 
 
 def http_get(url: str) -> tuple[int, str]:
@@ -62,6 +62,9 @@ def test_up_brings_every_service_ready_and_down_leaves_no_process(tmp_path: Path
         )
         elapsed = time.monotonic() - started
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        # a newcomer is told where the desk is and how to sign in
+        assert f"The desk: http://127.0.0.1:{PORTS['desk']}/login" in up.stdout
+        assert "wang     demo-collector-pass    collector" in up.stdout
         for name, port in PORTS.items():
             code, body = http_get(f"http://127.0.0.1:{port}/readyz")
             assert code == 200, f"{name}: {body}"

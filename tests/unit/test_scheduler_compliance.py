@@ -397,3 +397,53 @@ def test_us_callback_the_customer_asked_for_is_not_held_by_the_quiet_days() -> N
     assert isinstance(collection, Allowed)
     assert callback.not_before == asked
     assert collection.not_before.date() >= WEEKDAY + timedelta(days=7)
+
+
+# --- the compliance state a collector reads ---------------------------------------------------
+
+
+def test_the_state_counts_todays_calls_and_names_when_the_window_closes() -> None:
+    from services.scheduler.domain.compliance import state
+
+    now = at(SH, WEEKDAY, 15)
+    history = [
+        Contact("A1", "voice", at(SH, WEEKDAY, 9), "ph1", "right_party"),
+        Contact("A1", "voice", at(SH, WEEKDAY, 12), "ph1", "no_answer"),
+        Contact("A1", "voice", at(SH, WEEKDAY - timedelta(days=1), 12), "ph1", "right_party"),
+    ]
+    found = state(CN, party(), history, "voice", now)
+    words = {line.rule: line.text for line in found.lines}
+    assert words["CN.voice.connected-per-day"] == (
+        "1 of 3 connected calls to this customer used today"
+    )
+    assert words["CN.voice.attempts-per-number-per-day"] == (
+        "2 of 6 call attempts to this number used today"
+    )
+    assert words["CN.window.local-hours"] == "window open; closes 22:00 local"
+    assert words["CN.stop.third-party"] == "contact the debtor only; tell no third party"
+    assert found.allowed_now
+    assert found.window_closes_at == at(SH, WEEKDAY, 22)
+
+
+def test_the_state_says_why_a_call_is_not_allowed_now_and_when_it_is() -> None:
+    from services.scheduler.domain.compliance import state
+
+    late = state(CN, party(), [], "voice", at(SH, WEEKDAY, 22, 30))
+    assert not late.allowed_now
+    assert "window closed; opens 08:00 local" in [line.text for line in late.lines]
+    assert late.next_allowed_at == at(SH, WEEKDAY + timedelta(days=1), 8)
+    spaced = state(
+        CN,
+        party(),
+        [Contact("A1", "voice", at(SH, WEEKDAY, 10), "ph1", "no_answer")],
+        "voice",
+        at(SH, WEEKDAY, 11),
+    )
+    assert not spaced.allowed_now
+    assert spaced.blocked_by == ("CN.spacing.calls",)
+    assert spaced.next_allowed_at == at(SH, WEEKDAY, 12)
+    us = state(US, party("US", NY), [], "voice", at(NY, WEEKDAY, 10))
+    assert "0 of 7 call attempts in 7 days" in [line.text for line in us.lines]
+    disputed = state(CN, party(dispute_open=True), [], "voice", at(SH, WEEKDAY, 10))
+    assert not disputed.allowed_now
+    assert disputed.blocked_by == ("CN.stop.dispute",)
