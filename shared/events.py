@@ -420,8 +420,9 @@ class ContactRequested(Payload):
     due_date: BusinessDate | None = None
     amount_due: Money | None = None
     # the strategy's treatment (its segment), by which the notifier routes a call or a visit
-    # to the desk or to an external partner
+    # to the desk or to an external partner; the propensity to pay it was decided with (0-1)
     treatment: Id | None = None
+    propensity: Annotated[Decimal, Field(ge=0, le=1)] | None = None
 
 
 @event_type("contact.suppressed", topics.SCHEDULER)

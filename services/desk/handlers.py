@@ -33,6 +33,8 @@ from shared.events import (
 )
 
 DESK_PROMISE = "desk:"  # the notifier names a partner's promise "<partner>:<event id>"
+# a promise broken this recently puts the account's next call first
+BROKEN_PROMISE_DAYS = 60
 
 
 class Refused(Exception):
@@ -125,13 +127,17 @@ class Desk:
         not_before = datetime.fromisoformat(case["not_before"]) if case.get("not_before") else now
         overdue = Decimal(case["total_overdue"]) if case.get("total_overdue") else None
         score = case.get("propensity")
+        account_id = case.get("account_id") or ""
+        broken = await work.broke_a_promise_since(
+            uow.session, account_id, now - timedelta(days=BROKEN_PROMISE_DAYS)
+        )
         value, why = queues.priority(
             Facts(
                 total_overdue=overdue or Decimal(0),
                 days_past_due=int(case.get("days_past_due") or 0),
                 not_after=not_after,
                 purpose=case.get("purpose"),
-                broken_promise=bool(case.get("broken_promise")),
+                broken_promise=broken,
                 propensity=Decimal(str(score)) if score is not None else None,
             ),
             self._weights,
@@ -143,7 +149,7 @@ class Desk:
             {
                 "contact_id": body["contact_id"],
                 "channel": channel,
-                "account_id": case.get("account_id") or "",
+                "account_id": account_id,
                 "customer_id": case.get("customer_id") or "",
                 "country": case.get("country"),
                 "locale": body.get("locale"),
@@ -399,6 +405,9 @@ class Desk:
             ]
             if ids:
                 await work.mark_promises(uow.session, ids, kept)
+        broken = [p.account_id for p in settled if isinstance(p, PromiseBroken)]
+        if broken:
+            await work.promises_broken(uow.session, sorted(set(broken)), self._clock.now())
         counts = Counter(
             "promises_kept" if isinstance(p, PromiseKept) else "promises_broken" for p in settled
         )

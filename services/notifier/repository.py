@@ -72,6 +72,7 @@ class Delivery:
     purpose: str | None = None
     due_date: date | None = None
     amount_due: Decimal | None = None
+    propensity: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,7 @@ async def record_requests(
             INSERT INTO delivery (contact_id, account_id, customer_id, channel, template,
                                   partner, locale, not_before, not_after, offer,
                                   total_overdue, currency, days_past_due, purpose, due_date,
-                                  amount_due, created_at)
+                                  amount_due, propensity, created_at)
             SELECT *, CAST(:now AS timestamptz)
             FROM unnest(CAST(:ids AS text[]), CAST(:accounts AS text[]),
                         CAST(:customers AS text[]), CAST(:channels AS text[]),
@@ -192,7 +193,8 @@ async def record_requests(
                         CAST(:not_after AS timestamptz[]), CAST(:offers AS jsonb[]),
                         CAST(:overdue AS numeric[]), CAST(:currencies AS text[]),
                         CAST(:dpd AS int[]), CAST(:purposes AS text[]),
-                        CAST(:due_dates AS date[]), CAST(:amounts_due AS numeric[]))
+                        CAST(:due_dates AS date[]), CAST(:amounts_due AS numeric[]),
+                        CAST(:propensities AS numeric[]))
             ON CONFLICT (contact_id) DO NOTHING
         """),
         {
@@ -212,6 +214,7 @@ async def record_requests(
             "purposes": [r.purpose for r, _ in requests],
             "due_dates": [r.due_date for r, _ in requests],
             "amounts_due": [r.amount_due for r, _ in requests],
+            "propensities": [r.propensity for r, _ in requests],
             "now": now,
         },
     )

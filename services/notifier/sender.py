@@ -176,6 +176,7 @@ class Sender:
                 "template": row.template,
                 "offer": row.offer,
                 "full_name": full_name or None,
+                "propensity": str(row.propensity) if row.propensity is not None else None,
             }
         answer = await ADAPTERS[row.channel].send(
             http, partner, Message(row.contact_id, address, rendered, row.not_after, case)

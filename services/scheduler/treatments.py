@@ -608,4 +608,5 @@ def requested(
         due_date=context.get("due_date"),
         amount_due=context.get("amount"),
         treatment=timer.treatment,
+        propensity=standing.propensity if standing else None,
     )

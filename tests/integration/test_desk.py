@@ -25,6 +25,7 @@ from services.desk.repository import work
 from services.desk.training import Training
 from shared.clock import ControlledClock
 from shared.db import UnitOfWorkFactory, make_engine, uow_factory
+from shared.events import PromiseBroken
 from tests.support.databases import migrated_database
 from tests.support.infra import Infra
 
@@ -278,3 +279,33 @@ async def test_a_training_session_writes_no_event_no_webhook_and_no_work(world: 
     async with world.units() as uow:
         with pytest.raises(Refused, match="not yours"):
             await training.view(uow, other, session_id)
+
+
+async def test_a_broken_promise_and_a_low_propensity_put_an_accounts_call_first(
+    world: World,
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    async with world.units() as uow:
+        broken = PromiseBroken(account_id=f"A-{tag}-broke", customer_id=f"{tag}-broke")
+        await world.desk.promises(uow, [broken])
+        await uow.commit()
+    calm = await world.send(f"{tag}-calm", days_past_due=5000, propensity="0.8")
+    unlikely = await world.send(f"{tag}-unlikely", days_past_due=5000, propensity="0.1")
+    broke = await world.send(f"{tag}-broke", days_past_due=5000, propensity="0.8")
+    items = {}
+    async with world.units() as uow:
+        for contact_id in (calm, unlikely, broke):
+            found = await work.item(uow.session, contact_id)
+            assert found is not None
+            items[contact_id] = found
+    assert items[broke].priority - items[calm].priority == Decimal(30)
+    assert (items[broke].priority_why or {})["broken_promise"] == "30.00"
+    assert items[unlikely].priority - items[calm].priority == Decimal(10)
+    collector = world.person(f"o{tag}")
+    order = []
+    for _ in range(3):
+        taken = await world.take(collector)
+        assert taken is not None
+        order.append(taken.contact_id)
+        await world.log(collector, taken.contact_id, OutcomeForm(DeskOutcome.NO_ANSWER))
+    assert order == [broke, unlikely, calm]

@@ -3,6 +3,7 @@ agency offers (``POST /v1/messages/{channel}``, Bearer key, ``Idempotency-Key``)
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -27,6 +28,7 @@ class Case(BaseModel):
     template: str | None = None
     offer: dict[str, Any] | None = None
     full_name: Annotated[str, Field(max_length=200)] | None = None
+    propensity: Annotated[Decimal, Field(ge=0, le=1)] | None = None
 
 
 class Send(BaseModel):

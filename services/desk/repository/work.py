@@ -464,6 +464,25 @@ async def customer(session: AsyncSession, customer_id: str) -> dict[str, Any] | 
     return dict(r._mapping) if r is not None else None
 
 
+async def promises_broken(session: AsyncSession, account_ids: Sequence[str], at: datetime) -> None:
+    await session.execute(
+        text("""
+            INSERT INTO broken_promise (account_id, broken_at)
+            SELECT unnest(CAST(:a AS text[])), :at
+            ON CONFLICT (account_id) DO UPDATE SET broken_at = excluded.broken_at
+        """),
+        {"a": list(account_ids), "at": at},
+    )
+
+
+async def broke_a_promise_since(session: AsyncSession, account_id: str, since: datetime) -> bool:
+    found = await session.execute(
+        text("SELECT 1 FROM broken_promise WHERE account_id = :a AND broken_at >= :s"),
+        {"a": account_id, "s": since},
+    )
+    return found.first() is not None
+
+
 async def add_figures(session: AsyncSession, counts: dict[str, Decimal]) -> None:
     if not counts:
         return

@@ -38,6 +38,7 @@ class Standing:
     locale: str | None
     overdue: Decimal
     days_past_due: int
+    propensity: Decimal | None = None  # the account's last score
 
 
 async def parties(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, Party]:
@@ -126,8 +127,10 @@ async def standings(
                      + CASE WHEN a.days_past_due > 0 AND NOT a.plan_kept
                                  AND a.dpd_as_of IS NOT NULL
                             THEN greatest(0, l.today - (a.dpd_as_of AT TIME ZONE l.tz)::date)
-                            ELSE 0 END AS days_past_due
+                            ELSE 0 END AS days_past_due,
+                   s.value AS propensity
             FROM account a LEFT JOIN customer c USING (customer_id)
+            LEFT JOIN score s USING (account_id)
             CROSS JOIN LATERAL (
               SELECT coalesce(c.timezone, 'UTC') AS tz,
                      (CAST(:now AS timestamptz)
@@ -137,7 +140,9 @@ async def standings(
         {"ids": list(account_ids), "now": now},
     )
     return {
-        r.account_id: Standing(r.account_id, r.currency, r.locale, r.overdue, r.days_past_due)
+        r.account_id: Standing(
+            r.account_id, r.currency, r.locale, r.overdue, r.days_past_due, r.propensity
+        )
         for r in rows
     }
 

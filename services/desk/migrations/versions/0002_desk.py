@@ -134,6 +134,11 @@ SCHEMA = """
       timezone    text,
       updated_at  timestamptz NOT NULL
     );
+    -- an account's last broken promise (ledger.events): its next call comes first
+    CREATE TABLE broken_promise (
+      account_id text PRIMARY KEY,
+      broken_at  timestamptz NOT NULL
+    );
     -- the campaign's figures, counted from the events as they arrive
     CREATE TABLE figure (
       name  text PRIMARY KEY,
