@@ -6,6 +6,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -158,3 +159,20 @@ class Window:
         if len(self._hits) > 100_000:  # forget idle keys rather than grow without bound
             self._hits = {k: v for k, v in self._hits.items() if v}
         return True
+
+
+async def read_form(request: Request, max_bytes: int, max_fields: int) -> dict[str, str] | None:
+    """A browser's urlencoded form, first value of each field; None when the body is over
+    ``max_bytes`` (refused by its declared length before it is read, else as soon as it
+    passes the limit)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+    parsed = parse_qs(b"".join(chunks).decode("utf-8", "replace"), max_num_fields=max_fields)
+    return {k: v[0] for k, v in parsed.items() if v}

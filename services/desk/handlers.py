@@ -313,7 +313,7 @@ class Desk:
         body = queues.status_body(event_id, it.contact_id, outcome, now, detail)
         status = str(body["status"])
         await work.record_outcome(uow.session, event_id, it, username, outcome, status, detail, now)
-        await work.enqueue_webhook(uow.session, event_id, body, now, wall_now())
+        await work.enqueue_webhook(uow.session, event_id, it.customer_id, body, now, wall_now())
         return event_id
 
     # --- approvals -------------------------------------------------------------------------
@@ -365,7 +365,7 @@ class Desk:
                 "status": "expired",
                 "occurred_at": it.not_after.isoformat(),
             }
-            await work.enqueue_webhook(uow.session, event_id, body, now, wall_now())
+            await work.enqueue_webhook(uow.session, event_id, it.customer_id, body, now, wall_now())
 
     async def pending(self, uow: UnitOfWork, now: datetime) -> int:
         return await work.unsent_webhooks(uow.session)

@@ -1,7 +1,9 @@
 """The loop that reports the desk's outcomes to the notifier: signed webhooks, exactly as any
 partner sends them, retried with back-off until the notifier accepts them. A row is claimed
 with SKIP LOCKED, so two desk processes never send one twice at once; the notifier's event id
-deduplication makes a resend after a crash harmless."""
+deduplication makes a resend after a crash harmless. One customer's webhooks go one at a time,
+in the order they were logged (the notifier and the ledger see a promise, then a plan, as the
+collector logged them); different customers' go at once."""
 
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def sender(
                 busy = 0
                 try:
                     async with units() as uow:
-                        due = await work.due_webhooks(uow.session, wall_now(), concurrency * 4)
+                        due = await work.due_webhooks(uow.session, wall_now(), concurrency)
                         results = await asyncio.gather(*(post(http, w.body) for w in due))
                         for hook, (verdict, error) in zip(due, results, strict=True):
                             if verdict == "sent":

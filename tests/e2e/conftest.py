@@ -4,11 +4,14 @@ their own, fresh, to compare two runs)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import Browser, async_playwright
 
 from shared.auth import DEV_KEY, ApiKeySpec, digest
 from tests.e2e.driver import START, Driver
@@ -53,3 +56,19 @@ async def drive(system_under_test: RunningStack) -> AsyncIterator[Driver]:
             await driver.to(START)
         yield driver
         await driver.stop()
+
+
+CHROMIUM = os.environ.get("ARREARS_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (which never downloads its own)."""
+    assert shutil.which(CHROMIUM), "Chromium is needed (.ci/run installs it)"
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        await launched.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -24,7 +23,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
-from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Route
 from playwright.async_api import Request as PwRequest
 
 from services.scheduler.strategies import FILES
@@ -33,7 +32,6 @@ from tests.e2e.support import RunningStack, running_stack, service_logs
 from tools.simulator.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-CHROMIUM = os.environ.get("ARREARS_CHROMIUM", "/usr/bin/chromium")
 SHOTS = os.environ.get("ARREARS_SCREENSHOTS")
 PASSWORDS = {
     "wang": "demo-collector-pass",
@@ -61,18 +59,6 @@ async def drive(desk_stack: RunningStack) -> AsyncIterator[Driver]:
         await driver.to(START)
         yield driver
         await driver.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    assert shutil.which(CHROMIUM), "Chromium is needed (.ci/run installs it)"
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield launched
-        await launched.close()
 
 
 def desk_url(drive: Driver) -> str:
@@ -155,6 +141,16 @@ async def customers(drive: Driver) -> list[Person]:
     return people
 
 
+def whose(drive: Driver, customers: list[Person], contact_id: str) -> Person:
+    """The customer a work item is about, by the contact requests seen."""
+    [person] = [
+        p
+        for p in customers
+        if contact_id in {r.contact_id for r in drive.events("contact.requested", p.account_id)}
+    ]
+    return person
+
+
 async def promise_on_ledger(drive: Driver, person: Person) -> dict[str, Any] | None:
     account = await drive.api("ledger", f"/v1/accounts/{person.account_id}")
     found: dict[str, Any] | None = account.get("promise")
@@ -184,11 +180,7 @@ async def test_a_collector_takes_the_next_item_reads_its_compliance_and_logs_a_p
     assert "110101" not in await page.content(), "the national id is masked"
     await shot(page, "item", tmp_path)
     contact_id = page.url.rsplit("/", 1)[-1]
-    [person] = [
-        p
-        for p in customers
-        if contact_id in {r.contact_id for r in drive.events("contact.requested", p.account_id)}
-    ]
+    person = whose(drive, customers, contact_id)
     day = drive.now.astimezone(person.zone).date() + timedelta(days=3)
     await page.check("input[name=outcome][value=promise]")
     await page.fill("input[name=promise_amount]", "800.00")
@@ -212,11 +204,7 @@ async def test_a_plan_beyond_authority_waits_for_approval_and_approved_reaches_t
     context, page = await signed_in(browser, drive, "li")
     await page.click("#take-next")
     contact_id = page.url.rsplit("/", 1)[-1]
-    [person] = [
-        p
-        for p in customers
-        if contact_id in {r.contact_id for r in drive.events("contact.requested", p.account_id)}
-    ]
+    person = whose(drive, customers, contact_id)
     offers = await page.inner_text("#offers")
     assert "You may agree\t6" in offers
     assert "With approval, up to\t12" in offers

@@ -16,6 +16,8 @@ from tests.e2e.support import RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 OPEN = {"/healthz", "/readyz"}
+# signing in to the desk is how a session begins: it needs none (it is rate-limited instead)
+SIGN_IN = ("desk", "/v1/session", "post")
 # Partners authenticate their webhooks with a signature instead of an API key; the desk's people
 # with a session (a key is no session), and the notifier with the desk's partner key.
 SIGNED = re.compile(r"^/v1/webhooks/")
@@ -35,6 +37,8 @@ async def test_every_route_but_health_needs_a_key_holding_its_scope(
                 # the dev partner's name, so a webhook is judged by its (missing) signature
                 url = base + re.sub(r"\{[^}]+\}", "x", path.replace("{partner}", "standin"))
                 for method in operations:
+                    if (service, path, method) == SIGN_IN:
+                        continue
                     anonymous = await http.request(method, url, json={})
                     narrow = await http.request(
                         method, url, json={}, headers={"Authorization": f"Bearer {NARROW_KEY}"}

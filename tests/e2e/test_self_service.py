@@ -8,35 +8,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Page, Route, async_playwright
+from playwright.async_api import Browser, Page, Route
 from playwright.async_api import Request as PwRequest
 
 from tests.e2e.driver import Driver, Person
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-CHROMIUM = os.environ.get("ARREARS_CHROMIUM", "/usr/bin/chromium")
 LINK = re.compile(r"https?://[^\s]+/s/[A-Za-z0-9_\-.]+")
 SHOTS = os.environ.get("ARREARS_SCREENSHOTS")
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    assert shutil.which(CHROMIUM), "Chromium is needed (.ci/run installs it)"
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield launched
-        await launched.close()
 
 
 async def open_page(browser: Browser, link: str, outside: list[str]) -> Page:

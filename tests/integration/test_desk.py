@@ -309,3 +309,51 @@ async def test_a_broken_promise_and_a_low_propensity_put_an_accounts_call_first(
         order.append(taken.contact_id)
         await world.log(collector, taken.contact_id, OutcomeForm(DeskOutcome.NO_ANSWER))
     assert order == [broke, unlikely, calm]
+
+
+async def test_the_admin_command_adds_a_person_whose_password_is_hashed(infra: Infra) -> None:
+    import subprocess
+    import sys
+
+    from services.desk import security
+    from services.desk.repository import people
+
+    url = await migrated_database(infra.admin_url, f"arrears_desk_a{uuid.uuid4().hex[:6]}", "desk")
+    command = [sys.executable, "-m", "services.desk", "users", "add", "zhou", "--role"]
+    command += ["field_agent", "--name", "Zhou Qiang", "--countries", "CN", "--skills"]
+    command += ["field_visit", "--password-stdin"]
+    env = {"DESK_DATABASE_URL": url, "ARREARS_ENV": "test", "PATH": "/usr/bin:/bin"}
+    added = await asyncio.to_thread(
+        subprocess.run,
+        command,
+        input="a long enough secret\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    assert "a long enough secret" not in added.stdout + added.stderr
+    short = await asyncio.to_thread(
+        subprocess.run,
+        command,
+        input="short\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert short.returncode == 2
+    assert "at least 10 characters" in short.stderr
+    engine = make_engine(url)
+    try:
+        async with uow_factory(engine)() as uow:
+            found = await people.account(uow.session, "zhou")
+    finally:
+        await engine.dispose()
+    assert found is not None
+    assert found.person.role is Role.FIELD_AGENT
+    assert found.person.skills == ("field_visit",)
+    assert found.password_hash.startswith("$argon2id$")
+    assert security.verify_password(found.password_hash, "a long enough secret")
+    assert not security.verify_password(found.password_hash, "a wrong secret!")

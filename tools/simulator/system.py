@@ -312,17 +312,22 @@ class System:
         response.raise_for_status()
         return response.json()
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One request, tried again while the connection drops or the server answers 502-504
-        (a server closing idle keep-alive connections; a service restarting, for up to
-        ``patience`` seconds). Every request the simulator repeats is idempotent: webhooks carry
-        the simulator's own event ids, which the notifier deduplicates."""
+    async def request(
+        self, method: str, url: str, *, client: httpx.AsyncClient | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One request (on ``client``, else the system's), tried again while the connection
+        drops or the server answers 502-504 (a server closing idle keep-alive connections; a
+        service restarting, for up to ``patience`` seconds). Every request the simulator repeats
+        is idempotent: webhooks carry the simulator's own event ids, which the notifier
+        deduplicates; the desk answers a repeated outcome 409 and a repeated take with the item
+        already held."""
+        http = client or self.http
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.patience
         pause = 0.1
         while True:
             try:
-                response = await self.http.request(method, url, **kwargs)
+                response = await http.request(method, url, **kwargs)
                 if response.status_code not in (502, 503, 504) or loop.time() > deadline:
                     return response
             except httpx.TransportError:
@@ -403,7 +408,7 @@ class DeskSession:
         self._system = system
         self.username = username
         self._password = password
-        self._http = httpx.AsyncClient(base_url=system.endpoints.services["desk"], timeout=30)
+        self._http = httpx.AsyncClient(timeout=30)  # a cookie jar of its own
         self._csrf = ""
 
     async def __aenter__(self) -> DeskSession:
@@ -433,17 +438,6 @@ class DeskSession:
     async def _retry(
         self, method: str, path: str, *, signing_in: bool = False, **kwargs: Any
     ) -> httpx.Response:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._system.patience
-        pause = 0.1
         headers = {} if signing_in else {"X-CSRF-Token": self._csrf}
-        while True:
-            try:
-                response = await self._http.request(method, path, headers=headers, **kwargs)
-                if response.status_code not in (502, 503, 504) or loop.time() > deadline:
-                    return response
-            except httpx.TransportError:
-                if loop.time() > deadline:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(1.0, pause * 2)
+        url = f"{self._system.endpoints.services['desk']}{path}"
+        return await self._system.request(method, url, client=self._http, headers=headers, **kwargs)

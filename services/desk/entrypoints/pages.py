@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -28,6 +27,7 @@ from services.desk.repository import training as training_store
 from services.desk.repository import work
 from services.desk.training import Training
 from shared.db import UnitOfWork
+from shared.http import read_form
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 MAX_FORM_BYTES = 16 * 1024
@@ -75,17 +75,8 @@ def router(desk: Desk, training: Training, auth: Auth, context: Context) -> APIR
         return _headers(HTMLResponse(html, status_code=status))
 
     async def form_of(request: Request) -> dict[str, str] | Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-            return Response("request body too large", status_code=413)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_FORM_BYTES:
-                return Response("request body too large", status_code=413)
-            chunks.append(chunk)
-        parsed = parse_qs(b"".join(chunks).decode("utf-8", "replace"), max_num_fields=30)
-        return {k: v[0] for k, v in parsed.items() if v}
+        form = await read_form(request, MAX_FORM_BYTES, 30)
+        return Response("request body too large", status_code=413) if form is None else form
 
     async def page(
         request: Request,

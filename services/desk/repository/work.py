@@ -379,24 +379,40 @@ class Webhook:
 
 
 async def enqueue_webhook(
-    session: AsyncSession, event_id: str, body: dict[str, Any], now: datetime, wall: datetime
+    session: AsyncSession,
+    event_id: str,
+    customer_id: str,
+    body: dict[str, Any],
+    now: datetime,
+    wall: datetime,
 ) -> None:
     await session.execute(
         text("""
-            INSERT INTO webhook_out (event_id, body, next_at, created_at)
-            VALUES (:e, CAST(:b AS jsonb), :wall, :now)
+            INSERT INTO webhook_out (event_id, customer_id, body, next_at, created_at)
+            VALUES (:e, :c, CAST(:b AS jsonb), :wall, :now)
             ON CONFLICT (event_id) DO NOTHING
         """),
-        {"e": event_id, "b": json.dumps(body, default=str), "now": now, "wall": wall},
+        {
+            "e": event_id,
+            "c": customer_id,
+            "b": json.dumps(body, default=str),
+            "now": now,
+            "wall": wall,
+        },
     )
 
 
 async def due_webhooks(session: AsyncSession, wall: datetime, limit: int) -> list[Webhook]:
+    """The first unsent webhook of each customer that is due: a customer's outcomes reach the
+    notifier in the order they were logged, different customers' at once."""
     rows = await session.execute(
         text("""
-            SELECT event_id, kind, body, attempts FROM webhook_out
+            SELECT event_id, kind, body, attempts FROM webhook_out w
             WHERE sent_at IS NULL AND next_at <= :wall
-            ORDER BY created_at, event_id LIMIT :n
+              AND NOT EXISTS (SELECT 1 FROM webhook_out e
+                              WHERE e.customer_id = w.customer_id AND e.sent_at IS NULL
+                                AND e.seq < w.seq)
+            ORDER BY seq LIMIT :n
             FOR UPDATE SKIP LOCKED
         """),
         {"wall": wall, "n": limit},

@@ -17,7 +17,6 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, get_args
-from urllib.parse import parse_qs
 
 import yaml
 from fastapi import APIRouter, Request
@@ -33,7 +32,7 @@ from services.notifier.handlers import OFFER_REPLY_WINDOW, Notifier
 from services.notifier.repository import Customer, Delivery
 from shared.db import UnitOfWork
 from shared.events import HardshipReason
-from shared.http import Window
+from shared.http import Window, read_form
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 COOKIE = "arrears_ss"
@@ -176,17 +175,8 @@ def router(notifier: Notifier, secret: str, fingerprint_key: str, creditor: str)
         return await repository.latest_offer(uow.session, delivery.account_id, since)
 
     async def form_of(request: Request) -> dict[str, str] | Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-            return Response("request body too large", status_code=413)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_FORM_BYTES:
-                return Response("request body too large", status_code=413)
-            chunks.append(chunk)
-        parsed = parse_qs(b"".join(chunks).decode("utf-8", "replace"), max_num_fields=20)
-        return {k: v[0] for k, v in parsed.items() if v}
+        form = await read_form(request, MAX_FORM_BYTES, 20)
+        return Response("request body too large", status_code=413) if form is None else form
 
     def throttled(request: Request, token: str) -> bool:
         client = request.client.host if request.client else "unknown"

@@ -386,28 +386,8 @@ def _window_on(
     calls = [c for c in history if c.channel == channel]
     mine = [c for c in calls if _mine(c, party)]
     for rule in pack.rules:
-        if isinstance(rule, DailyCap) and rule.channel == channel:
-            # per customer: this customer's; per address: every attempt to that address,
-            # whichever customer it was for (a household shares a number)
-            counted = [
-                c
-                for c in (mine if rule.per == "customer" else calls)
-                if c.at.astimezone(zone).date() == day
-                # a call requested but not reported yet may yet connect: count it
-                and (rule.counts == "attempts" or c.outcome in CONNECTED or c.outcome is None)
-                and (rule.per == "customer" or c.address == party.addresses.get(channel))
-            ]
-            if len(counted) >= rule.max:
-                deferred.append(rule.id)
-                return None
-        elif isinstance(rule, RollingCap) and rule.channel == channel:
-            since = day - timedelta(days=rule.days - 1)
-            counted = [
-                c
-                for c in mine
-                if c.account_id == party.account_id and since <= c.at.astimezone(zone).date() <= day
-            ]
-            if len(counted) >= rule.max:
+        if isinstance(rule, DailyCap | RollingCap) and rule.channel == channel:
+            if _used(rule, calls, mine, party, zone, day) >= rule.max:
                 deferred.append(rule.id)
                 return None
         elif isinstance(rule, QuietAfterConversation) and rule.channel == channel:
@@ -444,6 +424,34 @@ def _window_on(
             if start >= end:
                 return None
     return start, end
+
+
+def _used(
+    rule: DailyCap | RollingCap,
+    calls: Sequence[Contact],
+    mine: Sequence[Contact],
+    party: Party,
+    zone: ZoneInfo,
+    day: date,
+) -> int:
+    """How much of a cap the contacts use on local ``day``."""
+    if isinstance(rule, DailyCap):
+        # per customer: this customer's; per address: every attempt to that address, whichever
+        # customer it was for (a household shares a number)
+        return sum(
+            1
+            for c in (mine if rule.per == "customer" else calls)
+            if c.at.astimezone(zone).date() == day
+            # a call requested but not reported yet may yet connect: count it
+            and (rule.counts == "attempts" or c.outcome in CONNECTED or c.outcome is None)
+            and (rule.per == "customer" or c.address == party.addresses.get(rule.channel))
+        )
+    since = day - timedelta(days=rule.days - 1)
+    return sum(
+        1
+        for c in mine
+        if c.account_id == party.account_id and since <= c.at.astimezone(zone).date() <= day
+    )
 
 
 @lru_cache(maxsize=64)
@@ -492,30 +500,14 @@ def state(
     mine = [c for c in calls if _mine(c, party)]
     for rule in pack.rules:
         if isinstance(rule, DailyCap) and rule.channel == channel:
-            counted = [
-                c
-                for c in (mine if rule.per == "customer" else calls)
-                if c.at.astimezone(zone).date() == today
-                and (rule.counts == "attempts" or c.outcome in CONNECTED or c.outcome is None)
-                and (rule.per == "customer" or c.address == party.addresses.get(channel))
-            ]
+            used = _used(rule, calls, mine, party, zone, today)
             what = "connected calls" if rule.counts == "connected" else "call attempts"
             where = "to this customer" if rule.per == "customer" else "to this number"
-            lines.append(
-                StateLine(rule.id, f"{len(counted)} of {rule.max} {what} {where} used today")
-            )
+            lines.append(StateLine(rule.id, f"{used} of {rule.max} {what} {where} used today"))
         elif isinstance(rule, RollingCap) and rule.channel == channel:
-            since = today - timedelta(days=rule.days - 1)
-            counted = [
-                c
-                for c in mine
-                if c.account_id == party.account_id
-                and since <= c.at.astimezone(zone).date() <= today
-            ]
+            used = _used(rule, calls, mine, party, zone, today)
             lines.append(
-                StateLine(
-                    rule.id, f"{len(counted)} of {rule.max} call attempts in {rule.days} days"
-                )
+                StateLine(rule.id, f"{used} of {rule.max} call attempts in {rule.days} days")
             )
         elif isinstance(rule, LocalHours) and channel not in rule.exempt_channels:
             start, end = rule.start.strftime("%H:%M"), rule.end.strftime("%H:%M")

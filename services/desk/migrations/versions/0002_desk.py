@@ -113,6 +113,9 @@ SCHEMA = """
     -- the signed webhooks to the notifier, sent by the worker until accepted
     CREATE TABLE webhook_out (
       event_id   text PRIMARY KEY,
+      -- one customer's webhooks go in the order they were written (a promise, then a plan)
+      seq        bigserial NOT NULL,
+      customer_id text NOT NULL,
       kind       text NOT NULL DEFAULT 'status',
       body       jsonb NOT NULL,
       attempts   integer NOT NULL DEFAULT 0,
@@ -121,7 +124,7 @@ SCHEMA = """
       last_error text,
       created_at timestamptz NOT NULL
     );
-    CREATE INDEX webhook_out_due ON webhook_out (next_at) WHERE sent_at IS NULL;
+    CREATE INDEX webhook_out_due ON webhook_out (customer_id, seq) WHERE sent_at IS NULL;
 
     -- read-only context from core-banking.events (the national id only masked)
     CREATE TABLE customer (
