@@ -10,7 +10,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -111,16 +111,27 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["desk"])
     unsafe = {"POST", "PUT", "PATCH", "DELETE"}
 
+    async def session(request: Request) -> Signed:
+        """The person signed in, and a write's CSRF token checked: a dependency, so that it
+        answers (401, 403) before the body is even validated."""
+        async with request.app.state.runtime.uow() as uow:
+            signed = await auth.current(uow, request)
+        if signed is None:
+            raise HTTPException(401, "sign in first")
+        if request.method in unsafe and not auth.csrf_ok(signed, request.headers.get(CSRF_HEADER)):
+            raise HTTPException(403, f"missing or wrong {CSRF_HEADER}")
+        return signed
+
+    # a default, not an Annotated alias: this module's annotations are strings, read in its
+    # globals, where a closure's alias is not
+    signed_in_now = Depends(session)
+
     async def signed_in(
         request: Request,
         uow: UnitOfWork,
+        signed: Signed,
         then: Callable[[Signed], Awaitable[Any]],
     ) -> Any:
-        signed = await auth.current(uow, request)
-        if signed is None:
-            return problem(401, "Unauthorized", "sign in first")
-        if request.method in unsafe and not auth.csrf_ok(signed, request.headers.get(CSRF_HEADER)):
-            return problem(403, "Forbidden", f"missing or wrong {CSRF_HEADER}")
         try:
             result = await then(signed)
             await uow.commit()
@@ -144,21 +155,21 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
         return response
 
     @api.delete("/session", summary="Sign out", status_code=204, response_model=None)
-    async def logout(request: Request, uow: Uow) -> Response:
+    async def logout(request: Request, uow: Uow, who: Signed = signed_in_now) -> Response:
         async def then(signed: Signed) -> Response:
             await people_store.close_session(uow.session, signed.token_hash)
             response = Response(status_code=204)
             auth.clear_cookie(response)
             return response
 
-        result: Response = await signed_in(request, uow, then)
+        result: Response = await signed_in(request, uow, who, then)
         return result
 
     @api.post(
         "/work/next",
         summary="Take the next item this person may work (or the one they hold); 204: none",
     )
-    async def take_next(request: Request, uow: Uow) -> Any:
+    async def take_next(request: Request, uow: Uow, who: Signed = signed_in_now) -> Any:
         async def then(signed: Signed) -> Response:
             it = await desk.take_next(uow, signed.person)
             if it is None:
@@ -166,12 +177,13 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
             customer = await work.customer(uow.session, it.customer_id)
             return JSONResponse(jsonable(item_view(it, signed.person, customer, desk.clock.now())))
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.get("/work", summary="Every item received, by contact id (team leads, managers)")
     async def listing(
         request: Request,
         uow: Uow,
+        who: Signed = signed_in_now,
         after: Annotated[str, Query(max_length=128)] = "",
         limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     ) -> Any:
@@ -180,65 +192,73 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
                 raise Refused(403, "only a team lead or a manager lists the items")
             return JSONResponse(jsonable(await work.listing(uow.session, after, limit)))
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.get("/work/{contact_id}", summary="A work item (its holder, a team lead, a manager)")
-    async def get_item(contact_id: str, request: Request, uow: Uow) -> Any:
+    async def get_item(
+        contact_id: str, request: Request, uow: Uow, who: Signed = signed_in_now
+    ) -> Any:
         async def then(signed: Signed) -> Response:
             it = await desk.open_item(uow, signed.person, contact_id)
             customer = await work.customer(uow.session, it.customer_id)
             return JSONResponse(jsonable(item_view(it, signed.person, customer, desk.clock.now())))
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.post(
         "/work/{contact_id}/outcome",
         summary="Log the outcome; the desk reports it to the notifier (a plan beyond the "
         "collector's authority waits for approval)",
     )
-    async def log_outcome(contact_id: str, body: OutcomeBody, request: Request, uow: Uow) -> Any:
+    async def log_outcome(
+        contact_id: str, body: OutcomeBody, request: Request, uow: Uow, who: Signed = signed_in_now
+    ) -> Any:
         async def then(signed: Signed) -> Response:
             logged = await desk.log_outcome(uow, signed.person, contact_id, body.form())
             return JSONResponse(jsonable(logged.__dict__))
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.post("/work/{contact_id}/release", summary="Give an item back to the queue")
-    async def release(contact_id: str, request: Request, uow: Uow) -> Any:
+    async def release(
+        contact_id: str, request: Request, uow: Uow, who: Signed = signed_in_now
+    ) -> Any:
         async def then(signed: Signed) -> Response:
             await desk.release(uow, signed.person, contact_id)
             return JSONResponse({"status": "queued"})
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.get("/approvals", summary="Plans waiting for a team lead's approval")
-    async def approvals(request: Request, uow: Uow) -> Any:
+    async def approvals(request: Request, uow: Uow, who: Signed = signed_in_now) -> Any:
         async def then(signed: Signed) -> Response:
             if signed.person.role not in people.APPROVES:
                 raise Refused(403, "only a team lead or a manager sees approvals")
             return JSONResponse(jsonable(await work.approvals(uow.session)))
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.post("/approvals/{approval_id}", summary="Approve or decline a plan")
-    async def decide(approval_id: str, body: Decision, request: Request, uow: Uow) -> Any:
+    async def decide(
+        approval_id: str, body: Decision, request: Request, uow: Uow, who: Signed = signed_in_now
+    ) -> Any:
         async def then(signed: Signed) -> Response:
             status = await desk.decide(uow, signed.person, approval_id, body.approve)
             return JSONResponse({"status": status})
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.get("/figures", summary="Queues, each person's results and the campaign's figures")
-    async def figures(request: Request, uow: Uow) -> Any:
+    async def figures(request: Request, uow: Uow, who: Signed = signed_in_now) -> Any:
         async def then(signed: Signed) -> Response:
             if signed.person.role not in people.SEES_FIGURES:
                 raise Refused(403, "only a team lead or a manager sees the figures")
             return JSONResponse(jsonable(await figures_of(uow, desk.clock.now())))
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.get("/training/personas", summary="The simulated customers a trainee can call")
-    async def personas(request: Request, uow: Uow) -> Any:
+    async def personas(request: Request, uow: Uow, who: Signed = signed_in_now) -> Any:
         async def then(signed: Signed) -> Response:
             return JSONResponse(
                 [
@@ -247,10 +267,12 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
                 ]
             )
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.post("/training/sessions", summary="Start a training call with a persona")
-    async def start(body: StartTraining, request: Request, uow: Uow) -> Any:
+    async def start(
+        body: StartTraining, request: Request, uow: Uow, who: Signed = signed_in_now
+    ) -> Any:
         async def then(signed: Signed) -> Response:
             session_id = await training.start(
                 uow, signed.person, body.persona, body.locale, body.local_time, body.seed
@@ -258,33 +280,35 @@ def router(desk: Desk, training: Training, auth: Auth) -> APIRouter:
             played = await training.view(uow, signed.person, session_id)
             return JSONResponse(jsonable(played_view(played)), status_code=201)
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.get("/training/sessions/{session_id}", summary="A session's transcript and score")
-    async def view(session_id: str, request: Request, uow: Uow) -> Any:
+    async def view(session_id: str, request: Request, uow: Uow, who: Signed = signed_in_now) -> Any:
         async def then(signed: Signed) -> Response:
             return JSONResponse(
                 jsonable(played_view(await training.view(uow, signed.person, session_id)))
             )
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.post("/training/sessions/{session_id}/moves", summary="The trainee's next move")
-    async def move(session_id: str, body: PlayMove, request: Request, uow: Uow) -> Any:
+    async def move(
+        session_id: str, body: PlayMove, request: Request, uow: Uow, who: Signed = signed_in_now
+    ) -> Any:
         async def then(signed: Signed) -> Response:
             played = await training.play(uow, signed.person, session_id, body.move, body.text)
             return JSONResponse(jsonable(played_view(played)))
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     @api.get("/training/progress", summary="Each trainee's sessions and scores (trainers)")
-    async def progress(request: Request, uow: Uow) -> Any:
+    async def progress(request: Request, uow: Uow, who: Signed = signed_in_now) -> Any:
         async def then(signed: Signed) -> Response:
             if signed.person.role not in people.SEES_TRAINING:
                 raise Refused(403, "only trainers, team leads and managers see progress")
             return JSONResponse(jsonable(await training_store.progress(uow.session)))
 
-        return await signed_in(request, uow, then)
+        return await signed_in(request, uow, who, then)
 
     return api
 
