@@ -30,7 +30,7 @@ from tools.simulator.system import SERVICES
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800)]
 # long enough for every fault below (five kills of each of five services, the broker, the
 # database and a stalled partner, each followed by `up`) to land while the campaign runs
-CAMPAIGN = ["--customers", "600", "--days", "42", "--seed", "23"]
+CAMPAIGN = ["--customers", "600", "--days", "48", "--seed", "23"]
 KILLS_PER_SERVICE = 5
 # A reporting cycle every day, so that bureau records are submitted (and could be submitted
 # twice) while services die; a six-week campaign would otherwise see one or two.
@@ -100,7 +100,7 @@ def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
         for fault in plan:
             if campaign.poll() is not None:
                 break
-            time.sleep(chaos.uniform(0.3, 1.5))
+            time.sleep(chaos.uniform(0.2, 1.0))
             kind, what = fault.split(" ", 1)
             if kind == "kill":
                 pid = stack.running_pid(cfg, what)
