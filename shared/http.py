@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -11,10 +12,12 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import metrics
 
+log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
@@ -74,9 +77,44 @@ def _title(status: int) -> str:
         return "Error"
 
 
+# SQLSTATE classes of a database that is restarting or unreachable: connection exceptions
+# (08...) and operator intervention (57P01 admin shutdown, 57P03 cannot connect now)
+TRANSIENT_SQLSTATES = ("08", "57P")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means the server went away (worth a retry), not a bad query."""
+    if isinstance(exc, ConnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    for cause in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(TRANSIENT_SQLSTATES):
+            return True
+        if isinstance(cause, ConnectionError):
+            return True
+    return False
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database restarting answers 503 with Retry-After, as a proxy would, so that clients
+    retry; any other database error stays a 500 (and is logged as one)."""
+    if database_unavailable(exc):
+        response = problem(503, "Service Unavailable", "the database is unreachable; try again")
+        response.headers["Retry-After"] = "1"
+        return response
+    log.error("database error in %s", request.url.path, exc_info=exc)
+    return problem(500, "Internal Server Error")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(ConnectionError, _database_error)
 
     app.add_middleware(RefuseNul)
 

@@ -127,3 +127,45 @@ def test_engines_keep_bound_parameters_out_of_error_messages() -> None:
 
     engine = make_engine("postgresql+asyncpg://u:p@127.0.0.1:1/db")
     assert engine.sync_engine.hide_parameters
+
+
+class _Gone(Exception):
+    sqlstate = "08003"  # connection_does_not_exist: the database restarted under us
+
+
+class _Duplicate(Exception):
+    sqlstate = "23505"
+
+
+async def test_a_database_that_went_away_answers_503_with_retry_after_not_500() -> None:
+    import httpx
+    from fastapi import FastAPI
+    from sqlalchemy.exc import DBAPIError
+
+    from shared.http import install_problem_handlers
+
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/gone")
+    async def gone() -> None:
+        raise DBAPIError("SELECT 1", {}, _Gone())
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise ConnectionRefusedError(111, "Connect call failed")
+
+    @app.get("/duplicate")
+    async def duplicate() -> None:
+        raise DBAPIError("INSERT", {}, _Duplicate())
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for path in ("/gone", "/refused"):
+            answer = await http.get(path)
+            assert answer.status_code == 503, path
+            assert answer.headers["retry-after"] == "1"
+            assert answer.headers["content-type"] == "application/problem+json"
+        broken = await http.get("/duplicate")
+        assert broken.status_code == 500
+        assert "INSERT" not in broken.text  # the statement stays out of the answer
