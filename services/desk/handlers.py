@@ -59,7 +59,6 @@ class OutcomeForm:
     hardship_reason: str | None = None
     hardship_until: date | None = None
     callback_at: datetime | None = None  # aware; the page reads it in the customer's zone
-    note: str = ""
 
 
 @dataclass(frozen=True)

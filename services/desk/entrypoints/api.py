@@ -47,7 +47,6 @@ class OutcomeBody(BaseModel):
     ) = None
     hardship_until: date | None = None
     callback_at: AwareDatetime | None = None
-    note: Annotated[str, Field(max_length=1000)] = ""
 
     def form(self) -> OutcomeForm:
         return OutcomeForm(**self.model_dump())

@@ -426,5 +426,4 @@ def _outcome_form(form: dict[str, str], zone: Any) -> OutcomeForm:
         hardship_reason=form.get("hardship_reason") or None,
         hardship_until=until,
         callback_at=callback,
-        note=form.get("note", "")[:1000],
     )
