@@ -13,6 +13,7 @@ from services.scheduler.domain import scoring
 from services.scheduler.domain.packs import load_packs
 from services.scheduler.entrypoints.api import router
 from services.scheduler.handlers import Scheduler, handlers
+from services.scheduler.models import versions as model_versions
 from services.scheduler.treatments import Treatments
 from shared import topics
 from shared.clock import Clock
@@ -45,6 +46,7 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     )
 
     async def seed_strategies(uow: UnitOfWork, now: datetime) -> None:
+        await model_versions.seed(uow, model, now)
         await strategies.seed(uow, shipped, now)
 
     async def fire_timers(uow: UnitOfWork, now: datetime) -> None:

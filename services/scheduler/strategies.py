@@ -22,6 +22,7 @@ from services.scheduler.domain.strategy import (
     plan,
     treatment_for,
 )
+from services.scheduler.models import versions as model_versions
 from services.scheduler.repository import strategies as repository
 from shared.db import UnitOfWork
 
@@ -74,10 +75,15 @@ async def store(
 
 
 async def publish(uow: UnitOfWork, strategy_id: str, version: int, now: datetime) -> None:
-    """Make this version the published one; the previously published version is retired."""
+    """Make this version the published one; the previously published version is retired. A
+    version whose variant names a model that is not published is refused."""
     status = await repository.lock_status(uow.session, strategy_id, version)
     if status is None:
         raise KeyError(f"{strategy_id} version {version}")
+    found = await body(uow, strategy_id, version)
+    why = [] if found is None else await model_versions.unpublished_models(uow, found)
+    if why:
+        raise StrategyConflict("; ".join(why))
     if status != "published":
         await repository.publish(uow.session, strategy_id, version, now)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from services.scheduler.domain.strategy import (
     treatment_for,
 )
 from services.scheduler.repository import accounts, facts, strategies, timers
+from services.scheduler.repository import models as model_rows
 from services.scheduler.repository.facts import Standing
 from services.scheduler.repository.timers import (
     Assignment,
@@ -82,6 +84,7 @@ class Treatments:
         self._default_country = default_country
         self._history_days = compliance.history_days(self._packs.values())
         self._strategies: dict[tuple[str, int], Strategy] = {}  # parsed once per version
+        self._models: dict[int, scoring.Model] = {}
 
     # --- starting, holding and cancelling ----------------------------------------------------
 
@@ -105,9 +108,10 @@ class Treatments:
         if not account_ids:
             return Touched()
         now = self._clock.now()
-        scores = await self.rescore(uow, account_ids)
+        inputs = await facts.score_inputs(uow.session, account_ids, now)
         segments = await facts.facts(uow.session, account_ids)
         published = await self.published(uow)
+        models = await self.models(uow)
         if REPLACES[purpose]:
             await self.cancel(
                 uow, account_ids, "restart", trigger, quiet=True, purposes=REPLACES[purpose]
@@ -116,17 +120,27 @@ class Treatments:
         started: list[TreatmentRow] = []
         assigned: list[Assignment] = []
         decisions: list[Decision] = []
+        scores: dict[str, scoring.Score] = {}
         for account_id in account_ids:
             fact = segments.get(account_id)
             if fact is None:
                 continue
             customer_id, account_facts = fact
-            chosen = self._choose(published, account_id, account_facts, TRIGGERS[purpose])
-            score = scores.get(account_id)
-            inputs = {
+            chosen, score = self._choose(
+                published,
+                models,
+                account_id,
+                account_facts,
+                inputs.get(account_id),
+                TRIGGERS[purpose],
+            )
+            if score is not None:
+                scores[account_id] = score
+            inputs_seen = {
                 "bucket": account_facts.bucket,
                 "score": score.value if score else None,
-                "score_band": account_facts.score_band,
+                "score_band": score.band if score else account_facts.score_band,
+                "model_version": score.model_version if score else None,
                 "country": account_facts.country,
                 "overdue": account_facts.overdue,
                 "times_late": account_facts.times_late,
@@ -135,13 +149,15 @@ class Treatments:
             }
             if chosen is None:
                 decisions.append(
-                    Decision(account_id, "segment", None, ["no-treatment"], inputs, now)
+                    Decision(account_id, "segment", None, ["no-treatment"], inputs_seen, now)
                 )
                 continue
             strategy, variant, treatment = chosen
             assigned.append(Assignment(account_id, strategy.id, strategy.version, variant.name))
             decisions.append(
-                Decision(account_id, "segment", None, [f"treatment:{treatment.name}"], inputs, now)
+                Decision(
+                    account_id, "segment", None, [f"treatment:{treatment.name}"], inputs_seen, now
+                )
             )
             decisions.append(
                 Decision(
@@ -203,6 +219,7 @@ class Treatments:
             decisions.append(
                 Decision(account_id, "scheduled", None, [treatment.name], {"steps": steps}, now)
             )
+        await facts.save_scores(uow.session, scores, now)
         await timers.start(uow.session, assigned, started, planned, now)
         await timers.record(uow.session, decisions)
         return Touched.of(account_ids)
@@ -210,16 +227,36 @@ class Treatments:
     def _choose(
         self,
         published: Sequence[Strategy],
+        models: Mapping[int, scoring.Model],
         account_id: str,
-        facts: AccountFacts,
+        account: AccountFacts,
+        inputs: scoring.Inputs | None,
         trigger: Trigger = "missed",
-    ) -> tuple[Strategy, Variant, Treatment] | None:
+    ) -> tuple[tuple[Strategy, Variant, Treatment] | None, scoring.Score | None]:
+        """The first published strategy with a treatment for the account, scored with the model
+        its variant names (the segment's score band is that model's); and the score."""
+        score = None
         for strategy in published:
             variant = assign_variant(strategy, account_id)
-            treatment = treatment_for(variant, facts, trigger)
+            model = models.get(variant.model or self._model.version, self._model)
+            if inputs is not None:
+                score = scoring.score(inputs, model)
+                account = replace(account, score_band=score.band)
+            treatment = treatment_for(variant, account, trigger)
             if treatment is not None:
-                return strategy, variant, treatment
-        return None
+                return (strategy, variant, treatment), score
+        if inputs is not None:
+            score = scoring.score(inputs, self._model)
+        return None, score
+
+    async def models(self, uow: UnitOfWork) -> dict[int, scoring.Model]:
+        """The published model versions (parsed once each); the shipped one always."""
+        found = {self._model.version: self._model}
+        for version, body in await model_rows.published(uow.session):
+            if version not in self._models:
+                self._models[version] = scoring.Model.model_validate(body)
+            found[version] = self._models[version]
+        return found
 
     async def published(self, uow: UnitOfWork) -> list[Strategy]:
         found = []
@@ -318,9 +355,15 @@ class Treatments:
     async def rescore(
         self, uow: UnitOfWork, account_ids: Sequence[str]
     ) -> dict[str, scoring.Score]:
+        """Score again with the model each account was last scored with (its variant's)."""
         now = self._clock.now()
         inputs = await facts.score_inputs(uow.session, account_ids, now)
-        scores = {a: scoring.score(i, self._model) for a, i in inputs.items()}
+        used = await facts.model_versions(uow.session, account_ids)
+        models = await self.models(uow)
+        scores = {
+            a: scoring.score(i, models.get(used.get(a) or self._model.version, self._model))
+            for a, i in inputs.items()
+        }
         await facts.save_scores(uow.session, scores, now)
         return scores
 

@@ -21,9 +21,9 @@ from shared.events import (
     PromiseKept,
     PromiseMade,
 )
+from shared.history import first_seen
 from tools.simulator.figures import compute, difference_interval, wilson
 from tools.simulator.model import Params, book, react
-from tools.simulator.system import first_seen
 
 PARAMS = Params.load()
 T0 = datetime(2026, 12, 3, 5, 30, tzinfo=UTC)

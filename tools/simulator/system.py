@@ -20,8 +20,9 @@ from aiokafka.errors import KafkaError
 
 from shared import topics
 from shared.auth import DEV_KEY
-from shared.envelope import CloudEvent, InvalidEvent, decode, encode, new_event
+from shared.envelope import CloudEvent, decode, encode, new_event
 from shared.events import ClockSet, Payload
+from shared.history import TopicReader
 
 SERVICES = ("ledger", "scheduler", "notifier", "bureau", "desk")
 log = logging.getLogger("simulator")
@@ -335,109 +336,3 @@ class System:
                     raise
             await asyncio.sleep(pause)
             pause = min(1.0, pause * 2)
-
-
-def first_seen(events: list[CloudEvent], seen: set[tuple[str, str]]) -> list[CloudEvent]:
-    """The events whose (source, id) is not in ``seen``, once each, in order; adds them."""
-    fresh = []
-    for event in events:
-        if (event.source, event.id) not in seen:
-            seen.add((event.source, event.id))
-            fresh.append(event)
-    return fresh
-
-
-class TopicReader:
-    """Reads topics from the beginning up to their current end, on each ``drain``."""
-
-    def __init__(self, bootstrap: str, partitions: list[TopicPartition]) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            fetch_max_bytes=32 << 20,
-            fetch_max_wait_ms=10,
-        )
-        self._partitions = partitions
-        self.unreadable = 0
-        self.redelivered = 0
-        self._seen: set[tuple[str, str]] = set()
-
-    async def __aenter__(self) -> TopicReader:
-        await self._consumer.start()
-        self._consumer.assign(self._partitions)
-        await self._consumer.seek_to_beginning(*self._partitions)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
-
-    async def drain(self) -> list[CloudEvent]:
-        """Every event published since the last drain, in partition order (one customer's
-        events in their order), each once: publication is at least once (an outbox whose
-        service died between sending a row and marking it sent sends it again, same id), so
-        the driver, like every consumer, counts an event by its source and id."""
-        for attempt in range(60):  # a broker restarting: wait for it
-            try:
-                ends = await self._consumer.end_offsets(self._partitions)
-                break
-            except KafkaError:
-                if attempt == 59:
-                    raise
-                await asyncio.sleep(1)
-        out: list[CloudEvent] = []
-        while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
-            batch = await self._consumer.getmany(timeout_ms=20, max_records=20_000)
-            for records in batch.values():
-                for r in records:
-                    try:
-                        out.append(decode(r.key, r.value, r.headers))
-                    except InvalidEvent:
-                        self.unreadable += 1
-        fresh = first_seen(out, self._seen)
-        self.redelivered += len(out) - len(fresh)
-        return fresh
-
-
-class DeskSession:
-    """One person signed in at the desk (a simulated collector, a team lead): their own cookie
-    jar and CSRF token, requests retried like any other while the desk restarts."""
-
-    def __init__(self, system: System, username: str, password: str) -> None:
-        self._system = system
-        self.username = username
-        self._password = password
-        self._http = httpx.AsyncClient(timeout=30)  # a cookie jar of its own
-        self._csrf = ""
-
-    async def __aenter__(self) -> DeskSession:
-        await self.sign_in()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._http.aclose()
-
-    async def sign_in(self) -> None:
-        response = await self._retry(
-            "POST",
-            "/v1/session",
-            json={"username": self.username, "password": self._password},
-            signing_in=True,
-        )
-        response.raise_for_status()
-        self._csrf = response.json()["csrf"]
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = await self._retry(method, path, **kwargs)
-        if response.status_code == 401:  # the session lapsed: sign in again, once
-            await self.sign_in()
-            response = await self._retry(method, path, **kwargs)
-        return response
-
-    async def _retry(
-        self, method: str, path: str, *, signing_in: bool = False, **kwargs: Any
-    ) -> httpx.Response:
-        headers = {} if signing_in else {"X-CSRF-Token": self._csrf}
-        url = f"{self._system.endpoints.services['desk']}{path}"
-        return await self._system.request(method, url, client=self._http, headers=headers, **kwargs)

@@ -150,6 +150,9 @@ class Variant(_Model):
     name: Slug
     role: Literal["champion", "challenger"]
     weight: Annotated[int, Field(ge=0, le=100)]  # percent of traffic
+    # the propensity model version it scores with (published through /v1/models); None: the
+    # shipped hand-written model
+    model: Annotated[int, Field(ge=1)] | None = None
     treatments: Annotated[tuple[Treatment, ...], Field(min_length=1)]
 
 

@@ -16,6 +16,7 @@ from services.scheduler import strategies
 from services.scheduler.domain import compliance, scoring
 from services.scheduler.domain.compliance import CHANNELS, Channel, Pack
 from services.scheduler.domain.strategy import BUCKETS, Strategy
+from services.scheduler.models import versions as model_versions
 from services.scheduler.repository import facts, timers
 from shared.auth import require
 from shared.clock import Clock
@@ -65,6 +66,23 @@ class Valid(BaseModel):
     valid: bool
     strategy_id: str
     version: int
+
+
+class ModelVersion(BaseModel):
+    version: int
+    kind: Literal["hand-written", "fitted"]
+    status: Literal["draft", "published", "retired"]
+    checksum: str
+    created_at: datetime
+    published_at: datetime | None
+    retired_at: datetime | None
+    training: dict[str, Any] | None = Field(description="its training window, when fitted")
+    held_out: dict[str, Any] | None = Field(description="its metrics on held-out decisions")
+
+
+class StoredModel(BaseModel):
+    version: int
+    result: Literal["created", "unchanged"]
 
 
 class DryRunRequest(BaseModel):
@@ -187,7 +205,10 @@ def router(
         "/strategies/{strategy_id}/versions/{version}/publish",
         response_model=list[StrategyVersion],
         summary="Publish a version; the one published before is retired",
-        responses={404: {"description": "No such version"}},
+        responses={
+            404: {"description": "No such version"},
+            409: {"description": "A variant names a model version that is not published"},
+        },
         dependencies=WRITE,
     )
     async def publish(strategy_id: str, version: VersionNo, uow: Uow) -> Any:
@@ -195,6 +216,8 @@ def router(
             await strategies.publish(uow, strategy_id, version, clock.now())
         except KeyError:
             return problem(404, "Not Found", "no such strategy version")
+        except strategies.StrategyConflict as exc:
+            return problem(409, "Conflict", str(exc))
         await uow.commit()
         return [v for v in await strategies.versions(uow) if v["strategy_id"] == strategy_id]
 
@@ -239,6 +262,88 @@ def router(
             found, packs, model, account, body.at or clock.now(), default_country
         )
         return JSONResponse(_jsonable(result))
+
+    @api.get(
+        "/models",
+        response_model=list[ModelVersion],
+        summary="Every stored propensity model version and its status",
+        dependencies=READ,
+    )
+    async def list_models(uow: Uow) -> Any:
+        return await model_versions.versions(uow)
+
+    @api.get(
+        "/models/{version}",
+        summary="One model version's content: weights, bands, training window, metrics",
+        responses={404: {"description": "No such version"}},
+        dependencies=READ,
+    )
+    async def get_model(version: VersionNo, uow: Uow) -> Any:
+        found = await model_versions.body(uow, version)
+        if found is None:
+            return problem(404, "Not Found", "no such model version")
+        return found.model_dump(mode="json")
+
+    @api.post(
+        "/models",
+        response_model=StoredModel,
+        status_code=201,
+        summary="Store a model version as a draft (publish it separately)",
+        responses={
+            409: {"description": "That version exists with other content"},
+            422: {"description": "Invalid (a feature unknown, or one listed without a weight)"},
+        },
+        dependencies=WRITE,
+    )
+    async def create_model(
+        request: Request, uow: Uow, document: Annotated[dict[str, Any], Body()]
+    ) -> Any:
+        try:
+            parsed = scoring.Model.model_validate(document)
+        except ValidationError as exc:
+            errors = exc.errors(include_input=False, include_url=False)
+            return validation_problem(request, errors, ("body",), "invalid model")
+        try:
+            result = await model_versions.store(uow, parsed, clock.now())
+        except model_versions.ModelConflict as exc:
+            return problem(409, "Conflict", str(exc))
+        await uow.commit()
+        return StoredModel(version=parsed.version, result=result)
+
+    @api.post(
+        "/models/{version}/publish",
+        response_model=list[ModelVersion],
+        summary="Publish a model version: a strategy variant may then score with it",
+        responses={404: {"description": "No such version"}},
+        dependencies=WRITE,
+    )
+    async def publish_model(version: VersionNo, uow: Uow) -> Any:
+        try:
+            await model_versions.publish(uow, version, clock.now())
+        except KeyError:
+            return problem(404, "Not Found", "no such model version")
+        await uow.commit()
+        return await model_versions.versions(uow)
+
+    @api.post(
+        "/models/{version}/retire",
+        response_model=list[ModelVersion],
+        summary="Retire a model version no published strategy scores with",
+        responses={
+            404: {"description": "No such version"},
+            409: {"description": "A published strategy's variant, or the default, uses it"},
+        },
+        dependencies=WRITE,
+    )
+    async def retire_model(version: VersionNo, uow: Uow) -> Any:
+        try:
+            await model_versions.retire(uow, version, model.version, clock.now())
+        except KeyError:
+            return problem(404, "Not Found", "no such model version")
+        except model_versions.ModelConflict as exc:
+            return problem(409, "Conflict", str(exc))
+        await uow.commit()
+        return await model_versions.versions(uow)
 
     lookback = timedelta(days=compliance.history_days(packs.values()))
 

@@ -181,19 +181,29 @@ async def facts(
 async def score_inputs(
     session: AsyncSession, account_ids: Sequence[str], now: datetime
 ) -> dict[str, scoring.Inputs]:
+    """What :func:`scoring.features` needs, as of now (the fitting replays the same from the
+    history: services/scheduler/domain/learning.py)."""
     rows = await session.execute(
         text("""
             SELECT a.account_id, c.credit_score, a.days_past_due, a.broken_promises,
-                   a.kept_promises,
+                   a.kept_promises, a.overdue, a.times_late,
                    (SELECT count(*) FROM payment_seen p
                     WHERE p.account_id = a.account_id AND p.at >= :since) AS payments_90d,
-                   (SELECT count(*) FROM contact_log l
-                    WHERE l.account_id = a.account_id
-                      AND l.outcome = ANY(CAST(:talks AS text[]))) AS talks,
-                   (SELECT count(*) FROM contact_log l
-                    WHERE l.account_id = a.account_id
-                      AND l.outcome = ANY(CAST(:failures AS text[]))) AS failures
+                   k.talks, k.failures, k.attempts,
+                   last.channel AS last_channel,
+                   extract(hour FROM last.attempted_at
+                                AT TIME ZONE coalesce(c.timezone, 'UTC'))::int AS last_hour
             FROM account a LEFT JOIN customer c USING (customer_id)
+            CROSS JOIN LATERAL (
+              SELECT count(*) FILTER (WHERE l.outcome = ANY(CAST(:talks AS text[]))) AS talks,
+                     count(*) FILTER (WHERE l.outcome = ANY(CAST(:failures AS text[])))
+                       AS failures,
+                     count(*) FILTER (WHERE l.outcome IS NOT NULL) AS attempts
+              FROM contact_log l WHERE l.account_id = a.account_id) k
+            LEFT JOIN LATERAL (
+              SELECT l.channel, l.attempted_at FROM contact_log l
+              WHERE l.account_id = a.account_id AND l.attempted_at IS NOT NULL
+              ORDER BY l.attempted_at DESC, l.contact_id DESC LIMIT 1) last ON true
             WHERE a.account_id = ANY(CAST(:ids AS text[]))
         """),
         {
@@ -212,9 +222,26 @@ async def score_inputs(
             kept_promises=r.kept_promises,
             right_party_contacts=r.talks,
             failed_contacts=r.failures,
+            overdue=r.overdue,
+            times_late=r.times_late,
+            contacts=r.attempts,
+            last_channel=r.last_channel,
+            last_local_hour=r.last_hour,
         )
         for r in rows
     }
+
+
+async def model_versions(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, int]:
+    """The model version each account was last scored with."""
+    rows = await session.execute(
+        text(
+            "SELECT account_id, model_version FROM score"
+            " WHERE account_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": list(account_ids)},
+    )
+    return {a: v for a, v in rows}
 
 
 def _json(value: Any) -> str:
