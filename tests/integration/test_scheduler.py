@@ -451,3 +451,52 @@ async def test_a_contact_fired_days_after_the_miss_states_what_is_owed_then(
     data = later[-1].data
     assert data.days_past_due == 7  # type: ignore[attr-defined]
     assert data.total_overdue == Decimal("1500.00")  # type: ignore[attr-defined]
+
+
+async def test_a_variant_scores_with_the_model_version_it_names_and_decisions_record_it(
+    scheduler: Scheduler,
+) -> None:
+    from services.scheduler.bootstrap import load_model
+
+    c = scheduler.client
+    listed = (await c.get("/v1/models", headers=AUTH)).json()
+    assert [(m["version"], m["kind"], m["status"]) for m in listed] == [
+        (1, "hand-written", "published")
+    ]
+    hand = load_model().model_dump(mode="json")
+    lacking = hand | {"version": 2, "features": [*hand["features"], "times_late"]}
+    refused = await c.post("/v1/models", json=lacking, headers=AUTH)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "lacks times_late" in refused.text
+    # a model that scores everyone low: the segment's band follows the variant's model
+    gloomy = hand | {"version": 2, "kind": "fitted", "intercept": -6.0}
+    assert (await c.post("/v1/models", json=gloomy, headers=AUTH)).status_code == 201
+
+    strategy = shipped_strategy()
+    strategy["version"] += 1
+    strategy["variants"][0] |= {"weight": 100, "model": 2}
+    strategy["variants"][1]["weight"] = 0
+    assert (await c.post("/v1/strategies", json=strategy, headers=AUTH)).status_code == 201
+    path = f"/v1/strategies/early-and-late/versions/{strategy['version']}/publish"
+    early = await c.post(path, headers=AUTH)
+    assert early.status_code == 409
+    assert "variants.0.model: model version 2 is not published" in early.text
+    assert (await c.post("/v1/models/2/publish", headers=AUTH)).status_code == 200
+    assert (await c.post(path, headers=AUTH)).status_code == 200
+    in_use = await c.post("/v1/models/2/retire", headers=AUTH)
+    assert in_use.status_code == 409
+    assert "variants.0.model scores with model version 2" in in_use.text
+    assert (await c.post("/v1/models/1/retire", headers=AUTH)).status_code == 409  # the default
+
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)
+    _, account = await delinquent_customer(scheduler, at)  # credit 720: high by the hand model
+    decided = await scheduler.until_decided(account, "segment")
+    segment = next(d for d in decided if d["kind"] == "segment")
+    assert segment["inputs"]["model_version"] == 2
+    assert segment["inputs"]["score_band"] == "low"
+    assert segment["reasons"] == ["treatment:early-high-risk"]
+    shown = (await c.get("/v1/models/2", headers=AUTH)).json()
+    assert shown["intercept"] == -6.0

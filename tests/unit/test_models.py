@@ -47,8 +47,10 @@ def test_a_model_file_round_trips() -> None:
     model = fitting.fit(replayed(1500, 5), PARAMS, 7, load_model())
     back = fitting.load(fitting.dump(model))
     assert back == model
-    assert back.version == 7 and back.kind == "fitted"
-    assert back.training is not None and back.training.decisions > 0
+    assert back.version == 7
+    assert back.kind == "fitted"
+    assert back.training is not None
+    assert back.training.decisions > 0
     points = replayed(1500, 5).decisions[:50]
     assert fitting.predict(back, points) == fitting.predict(model, points)
 
