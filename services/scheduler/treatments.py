@@ -8,10 +8,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from services.scheduler.domain import compliance, policies, scoring
+from services.scheduler.domain import choice, compliance, policies, scoring
 from services.scheduler.domain.compliance import (
     Allowed,
     Contact,
@@ -25,6 +26,7 @@ from services.scheduler.domain.compliance import (
 from services.scheduler.domain.strategy import (
     AccountFacts,
     Offer,
+    Step,
     Strategy,
     Treatment,
     Trigger,
@@ -473,6 +475,12 @@ class Treatments:
         customers = sorted({t.customer_id for t in due})
         history = Seen(await facts.history(uow.session, customers, addresses, since))
         standing = await facts.standings(uow.session, claimed, now)
+        steps = await self._steps_of(uow, due)
+        choosy = sorted(
+            {t.account_id for t in due if (st := steps.get(t.contact_id)) and _asks(st)}
+        )
+        credit = await facts.credit_scores(uow.session, choosy) if choosy else {}
+        models = await self.models(uow) if choosy else {}
         fired: list[Timer] = []
         settled: list[tuple[str, str]] = []
         moved: list[tuple[str, datetime]] = []
@@ -502,19 +510,50 @@ class Treatments:
                     )
                 )
                 continue
+            step = steps.get(timer.contact_id)
+            chose: list[str] = []
+            model = self._model
+            if step is not None and _asks(step):
+                model = models.get(self._variant_model(timer), self._model)
+                segment = model.segment_of(credit.get(timer.account_id))
+                inputs["segment"] = segment
+                inputs["model_version"] = model.version
+            if step is not None and step.best_of:
+                timer, why = self._best_channel(
+                    timer, step, model, inputs["segment"], pack, party, history, now
+                )
+                inputs["best_channel"] = why
+                inputs["channel"] = timer.channel
+                chose.append(f"best-channel:{timer.channel}")
             proposal = Proposal(
                 timer.channel, max(timer.due_at, now), requested=timer.purpose == "callback"
             )
             verdict = compliance.decide(pack, party, history.of(party), proposal, now)
             inputs["notes"] = list(verdict.notes) + ([fallback] if fallback else [])
-            if isinstance(verdict, Allowed) and verdict.not_before <= now:
+            later = None
+            if step is not None and step.best_hour and isinstance(verdict, Allowed):
+                later = self._best_hour(timer, model, inputs["segment"], party, pack, verdict, now)
+            if later is not None:
+                until, why = later
+                moved.append((timer.contact_id, until))
+                decisions.append(
+                    Decision(
+                        timer.account_id,
+                        "deferred",
+                        timer.contact_id,
+                        [*chose, f"best-hour:{why['hour']}"],
+                        inputs | {"until": until, "best_hour": why},
+                        now,
+                    )
+                )
+            elif isinstance(verdict, Allowed) and verdict.not_before <= now:
                 fired.append(timer)
                 decisions.append(
                     Decision(
                         timer.account_id,
                         "fired",
                         timer.contact_id,
-                        list(verdict.deferred_by),
+                        [*chose, *verdict.deferred_by],
                         inputs | {"not_before": now, "not_after": verdict.not_after},
                         now,
                     )
@@ -540,7 +579,7 @@ class Treatments:
                         timer.account_id,
                         "deferred",
                         timer.contact_id,
-                        list(verdict.deferred_by),
+                        [*chose, *verdict.deferred_by],
                         inputs | {"until": verdict.not_before},
                         now,
                     )
@@ -575,6 +614,96 @@ class Treatments:
         await timers.record(uow.session, decisions)
         return len(fired) + len(settled) + len(moved)
 
+    async def _steps_of(self, uow: UnitOfWork, due: Sequence[Timer]) -> dict[str, Step]:
+        """The strategy step each timer was planned from (versions parsed once each)."""
+        found = {}
+        for timer in due:
+            key = (timer.strategy_id, timer.version)
+            if key not in self._strategies:
+                body = await strategies.body(uow.session, *key)
+                if body is None:
+                    continue
+                self._strategies[key] = Strategy.model_validate(body)
+            variant = next(
+                (v for v in self._strategies[key].variants if v.name == timer.variant), None
+            )
+            treatment = variant and next(
+                (t for t in variant.treatments if t.name == timer.treatment), None
+            )
+            if treatment and 1 <= timer.step_no <= len(treatment.steps):
+                found[timer.contact_id] = treatment.steps[timer.step_no - 1]
+        return found
+
+    def _variant_model(self, timer: Timer) -> int:
+        strategy = self._strategies.get((timer.strategy_id, timer.version))
+        variant = strategy and next((v for v in strategy.variants if v.name == timer.variant), None)
+        return (variant.model if variant else None) or self._model.version
+
+    def _best_channel(
+        self,
+        timer: Timer,
+        step: Step,
+        model: scoring.Model,
+        segment: str,
+        pack: Pack,
+        party: Party,
+        history: Seen,
+        now: datetime,
+    ) -> tuple[Timer, dict[str, Any]]:
+        """The best-ranked candidate the customer has an address for and the pack allows (now
+        or later); the step's own channel when none is."""
+        ranked = choice.rank_channels(model.contact_rates, segment, list(step.best_of))
+        why: dict[str, Any] = {
+            "ranked": [
+                {"channel": r.channel, "payment_rate": r.payment_rate, "contacts": r.contacts}
+                for r in ranked
+            ],
+        }
+        for r in ranked:
+            if r.channel not in party.addresses:
+                continue
+            proposal = Proposal(r.channel, max(timer.due_at, now))
+            if isinstance(
+                compliance.decide(pack, party, history.of(party), proposal, now), Allowed
+            ):
+                why["chosen"] = r.channel
+                return replace(
+                    timer,
+                    channel=r.channel,
+                    template=step.best_of[r.channel],
+                ), why
+        why["chosen"] = timer.channel
+        why["note"] = "no candidate allowed or reachable: the step's own channel"
+        return timer, why
+
+    def _best_hour(
+        self,
+        timer: Timer,
+        model: scoring.Model,
+        segment: str,
+        party: Party,
+        pack: Pack,
+        verdict: Allowed,
+        now: datetime,
+    ) -> tuple[datetime, dict[str, Any]] | None:
+        """A later hour of the window the contact may go in today, when its rate is better."""
+        zone = ZoneInfo(party.timezone or pack.default_timezone)
+        start = max(verdict.not_before, now).astimezone(zone)
+        closes = (verdict.not_after - timedelta(minutes=1)).astimezone(zone)
+        last = closes.hour if closes.date() == start.date() else 23
+        found = choice.best_hour(model.contact_rates, segment, timer.channel, start.hour, last)
+        if found is None:
+            return None
+        until = start.replace(hour=found.hour, minute=0, second=0, microsecond=0)
+        if until >= verdict.not_after or until <= start:
+            return None
+        return until.astimezone(UTC), {
+            "hour": found.hour,
+            "payment_rate": found.payment_rate,
+            "rate_now": found.now_rate,
+            "hour_now": start.hour,
+        }
+
     def _publish(self, uow: UnitOfWork, timer: Timer, data: Payload) -> None:
         uow.publish(
             new_event(
@@ -585,6 +714,10 @@ class Treatments:
                 subject=timer.account_id,
             )
         )
+
+
+def _asks(step: Step) -> bool:
+    return bool(step.best_of) or step.best_hour
 
 
 class Seen:

@@ -459,6 +459,9 @@ async def test_a_variant_scores_with_the_model_version_it_names_and_decisions_re
     from services.scheduler.bootstrap import load_model
 
     c = scheduler.client
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)  # the API writes on the clock
     listed = (await c.get("/v1/models", headers=AUTH)).json()
     assert [(m["version"], m["kind"], m["status"]) for m in listed] == [
         (1, "hand-written", "published")
@@ -489,9 +492,6 @@ async def test_a_variant_scores_with_the_model_version_it_names_and_decisions_re
     assert "variants.0.model scores with model version 2" in in_use.text
     assert (await c.post("/v1/models/1/retire", headers=AUTH)).status_code == 409  # the default
 
-    day = scheduler.quiet_day()
-    at = scheduler.local(day, 10)
-    await scheduler.set_clock(at)
     _, account = await delinquent_customer(scheduler, at)  # credit 720: high by the hand model
     decided = await scheduler.until_decided(account, "segment")
     segment = next(d for d in decided if d["kind"] == "segment")
@@ -500,3 +500,65 @@ async def test_a_variant_scores_with_the_model_version_it_names_and_decisions_re
     assert segment["reasons"] == ["treatment:early-high-risk"]
     shown = (await c.get("/v1/models/2", headers=AUTH)).json()
     assert shown["intercept"] == -6.0
+
+
+async def test_a_step_asking_for_the_best_channel_and_hour_takes_them_from_its_models_table(
+    scheduler: Scheduler,
+) -> None:
+    """The variant's model says email pays better than sms for prime customers, and 20:00
+    better than 10:00: the day-0 step goes by email, held to 20:00 local, and says why."""
+    from services.scheduler.bootstrap import load_model
+
+    c = scheduler.client
+    day = scheduler.quiet_day()
+    at = scheduler.local(day, 10)
+    await scheduler.set_clock(at)  # the API writes on the clock
+    rates = [
+        {
+            "segment": "prime",
+            "channel": ch,
+            "hour": h,
+            "contacts": 50,
+            "right_party_rate": 0.9,
+            "payment_rate": p,
+        }
+        for ch, h, p in (
+            ("sms", 10, 0.05),
+            ("sms", 20, 0.06),
+            ("email", 10, 0.1),
+            ("email", 20, 0.3),
+        )
+    ]
+    table = load_model().model_dump(mode="json") | {"version": 2, "contact_rates": rates}
+    stored = await c.post("/v1/models", json=table, headers=AUTH)
+    assert stored.status_code == 201, stored.text
+    assert (await c.post("/v1/models/2/publish", headers=AUTH)).status_code == 200
+    strategy = shipped_strategy()
+    strategy["version"] += 1
+    strategy["variants"][0] |= {"weight": 100, "model": 2}
+    strategy["variants"][1]["weight"] = 0
+    first = strategy["variants"][0]["treatments"][4]["steps"][0]  # early-low-risk, day 0
+    first |= {"best_of": {"sms": "reminder_soft", "email": "reminder_soft"}, "best_hour": True}
+    assert (await c.post("/v1/strategies", json=strategy, headers=AUTH)).status_code == 201
+    path = f"/v1/strategies/early-and-late/versions/{strategy['version']}/publish"
+    assert (await c.post(path, headers=AUTH)).status_code == 200
+
+    _, account = await delinquent_customer(scheduler, at)  # credit 720: prime
+    decided = await scheduler.until_decided(account, "deferred")
+    held = next(d for d in decided if d["kind"] == "deferred")
+    assert held["reasons"] == ["best-channel:email", "best-hour:20"]
+    assert held["inputs"]["segment"] == "prime"
+    assert held["inputs"]["best_channel"]["ranked"][0] == {
+        "channel": "email",
+        "payment_rate": 0.2,
+        "contacts": 100,
+    }
+    assert held["inputs"]["best_hour"]["hour"] == 20
+    assert not await contacts(scheduler.kafka, account)
+
+    await scheduler.set_clock(scheduler.local(day, 20))
+    (requested,) = await until_contacts(scheduler.kafka, account, 1)
+    assert requested.data.channel == "email"  # type: ignore[attr-defined]
+    assert requested.data.not_before == scheduler.local(day, 20)  # type: ignore[attr-defined]
+    fired = next(d for d in await scheduler.decisions(account) if d["kind"] == "fired")
+    assert fired["reasons"][0] == "best-channel:email"

@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
 from services.scheduler.bootstrap import load_model
-from services.scheduler.domain import learning, scoring
+from services.scheduler.domain import choice, learning, scoring
 from services.scheduler.domain.learning import History
+from services.scheduler.domain.scoring import ContactRate
 from services.scheduler.models import fit as fitting
 from shared.envelope import CloudEvent, new_event
 from shared.events import PaymentReceived
@@ -185,3 +186,44 @@ def test_scores_in_the_scheduler_and_in_the_fitting_are_the_same_function() -> N
     served = scoring.score(point.inputs, model)
     assert float(served.value) == pytest.approx(fitting.predict(model, [point])[0], abs=5e-5)
     assert served.model_version == 2
+
+
+def _rate(channel: str, hour: int, paid: float, n: int = 40, segment: str = "prime") -> ContactRate:
+    return ContactRate.model_validate(
+        {
+            "segment": segment,
+            "channel": channel,
+            "hour": hour,
+            "contacts": n,
+            "right_party_rate": 0.5,
+            "payment_rate": paid,
+        }
+    )
+
+
+def test_channels_rank_by_payment_rate_for_the_segment_and_unknown_ones_come_last() -> None:
+    rates = [
+        _rate("sms", 9, 0.1),
+        _rate("voice", 9, 0.3, 10),
+        _rate("voice", 14, 0.1, 30),
+        _rate("email", 9, 0.9, segment="subprime"),
+    ]
+    ranked = choice.rank_channels(rates, "prime", ["email", "sms", "voice"])
+    assert [(r.channel, r.payment_rate, r.contacts) for r in ranked] == [
+        ("voice", 0.15, 40),
+        ("sms", 0.1, 40),
+        ("email", None, 0),
+    ]
+
+
+def test_a_later_hour_is_chosen_only_when_it_pays_better_than_now() -> None:
+    rates = [
+        _rate("sms", 9, 0.1),
+        _rate("sms", 13, 0.2),
+        _rate("sms", 19, 0.2),
+        _rate("sms", 21, 0.5),
+    ]
+    assert choice.best_hour(rates, "prime", "sms", 9, 20) == choice.HourChoice(13, 0.2, 0.1)
+    assert choice.best_hour(rates, "prime", "sms", 9, 21) == choice.HourChoice(21, 0.5, 0.1)
+    assert choice.best_hour(rates, "prime", "sms", 13, 20) is None  # 19 is no better than 13
+    assert choice.best_hour(rates, "prime", "voice", 9, 21) is None  # nothing known

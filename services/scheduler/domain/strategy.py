@@ -92,6 +92,12 @@ class Step(_Model):
     channel: Channel
     template: Slug
     offer: Offer | None = None
+    # ask for the best channel among these (each with its template), by the payment rate in
+    # the variant's model's contact table for the customer's segment; ``channel`` and
+    # ``template`` when the table knows none of them
+    best_of: dict[Channel, Slug] = {}
+    # ask for the best local hour of today's window (a later hour only if its rate is better)
+    best_hour: bool = False
 
 
 class Segment(_Model):
@@ -138,11 +144,12 @@ class Treatment(_Model):
         for n, step in enumerate(self.steps):
             if step.offer is not None:
                 raise ValueError(f"steps.{n}.offer: a reminder before the due date offers nothing")
-            if step.channel not in REMINDER_CHANNELS:
-                raise ValueError(
-                    f"steps.{n}.channel: a reminder before the due date goes by "
-                    f"{', '.join(REMINDER_CHANNELS)}, not {step.channel}"
-                )
+            for channel in (step.channel, *step.best_of):
+                if channel not in REMINDER_CHANNELS:
+                    raise ValueError(
+                        f"steps.{n}.channel: a reminder before the due date goes by "
+                        f"{', '.join(REMINDER_CHANNELS)}, not {channel}"
+                    )
         return self
 
 

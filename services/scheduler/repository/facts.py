@@ -232,6 +232,19 @@ async def score_inputs(
     }
 
 
+async def credit_scores(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, int | None]:
+    """Each account's customer's credit score (its segment in a contact table)."""
+    rows = await session.execute(
+        text("""
+            SELECT a.account_id, c.credit_score
+            FROM account a LEFT JOIN customer c USING (customer_id)
+            WHERE a.account_id = ANY(CAST(:ids AS text[]))
+        """),
+        {"ids": list(account_ids)},
+    )
+    return {a: s for a, s in rows}
+
+
 async def model_versions(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, int]:
     """The model version each account was last scored with."""
     rows = await session.execute(

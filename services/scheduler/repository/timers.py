@@ -292,12 +292,21 @@ async def fired(
 ) -> None:
     """The timers fired, and their contacts logged with the address (``refs``) each used."""
     ids = [t.contact_id for t in timers]
+    # the channel and template it went by (a step asking for the best channel chose them)
     await session.execute(
         text("""
-            UPDATE timer t SET status = 'fired', settled_at = CAST(:now AS timestamptz)
-            WHERE t.contact_id = ANY(CAST(:ids AS text[]))
+            UPDATE timer t SET status = 'fired', settled_at = CAST(:now AS timestamptz),
+                               channel = u.channel, template = u.template
+            FROM unnest(CAST(:ids AS text[]), CAST(:channels AS text[]),
+                        CAST(:templates AS text[])) AS u (contact_id, channel, template)
+            WHERE t.contact_id = u.contact_id
         """),
-        {"ids": ids, "now": now},
+        {
+            "ids": ids,
+            "channels": [t.channel for t in timers],
+            "templates": [t.template for t in timers],
+            "now": now,
+        },
     )
     await session.execute(
         text("""
