@@ -6,14 +6,18 @@ one set-based pass and announces the payments with the amounts that pass left.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.ledger.announcements import ActiveFlags, announcements, receipt_event
+from services.ledger.domain import rollrate
 from services.ledger.domain.allocation import LedgerError, allocate, apply, validate_schedule
 from services.ledger.repository import book, evaluation
+from services.ledger.repository import rollrate as rollrate_rows
 from services.ledger.repository.rows import Evaluated, Settled, StateRow
 from shared.clock import Clock
 from shared.consumer import Handlers, PermanentError, Touched
@@ -234,6 +238,39 @@ class Ledger:
 
     async def standings(self, uow: UnitOfWork, account_ids: Sequence[str]) -> list[StateRow]:
         return await evaluation.standings(uow.session, self._clock.now(), account_ids)
+
+    async def roll_rates(
+        self,
+        uow: UnitOfWork,
+        as_of: datetime | None,
+        step_days: int,
+        periods: int,
+        horizon_days: int,
+    ) -> dict[str, Any]:
+        """The roll-rate forecast from ``as_of`` (default now) with its back-test; what is
+        expected to be recovered when it is made as of now; and, once the horizon has passed,
+        what happened."""
+        now = self._clock.now()
+        at = min(as_of or now, now)
+        bounds = rollrate.boundaries(at, step_days, periods)
+        counts = await rollrate_rows.transitions(uow.session, bounds)
+        made = rollrate.forecast(counts, bounds, step_days, horizon_days)
+        out: dict[str, Any] = dataclasses.asdict(made)
+        out["expected_recovery"] = None
+        if at == now:
+            overdue = await rollrate_rows.delinquent_overdue(uow.session)
+            out["expected_recovery"] = {
+                "accounts": round(
+                    sum(made.now[b] * made.cure_probability[b] for b in made.cure_probability), 2
+                ),
+                "overdue": rollrate.expected_recovery(overdue, made.cure_probability),
+            }
+        out["actual"] = None
+        horizon = at + timedelta(days=horizon_days)
+        if horizon <= now:
+            then = await rollrate_rows.transitions(uow.session, [at, horizon])
+            out["actual"] = rollrate.at_end(then, 0)
+        return out
 
     # --- the settle step and delinquency ------------------------------------------------------
 

@@ -219,3 +219,65 @@ async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_
         assert len(announced) == len(set(announced)) == reminded > 0  # each once
     finally:
         await engine.dispose()
+
+
+async def test_roll_rate_transitions_in_sql_match_the_domain(infra: Infra) -> None:
+    """Random books and bucket histories, random period boundaries: the set-based SQL counts
+    the same (period, from, to) transitions as the domain's specification."""
+    from services.ledger.domain import rollrate
+    from services.ledger.repository import rollrate as rollrate_rows
+
+    url = await migrated_database(infra.admin_url, "arrears_test_rollrate", "ledger")
+    engine = make_engine(url)
+    units = uow_factory(engine)
+    rng = random.Random(5)
+    start = datetime(2026, 9, 1, tzinfo=UTC)
+    names = rollrate.NAMES
+    try:
+        for trial in range(4):
+            book_rows, changes = [], []
+            for n in range(150):
+                account = f"RR{trial}-{n}"
+                opened = DAY0 + timedelta(days=rng.randint(-40, 60))
+                at, bucket = start, "current"
+                for _ in range(rng.choice([0, 0, 1, 2, 4])):
+                    at += timedelta(days=rng.randint(1, 30), hours=rng.randint(0, 23))
+                    to = rng.choice([b for b in names[:5] if b != bucket])
+                    changes.append(rollrate.Change(account, at, bucket, to))
+                    bucket = to
+                book_rows.append(rollrate.Book(account, opened, bucket))
+            as_of = start + timedelta(days=rng.randint(40, 120), hours=rng.randint(0, 23))
+            bounds = rollrate.boundaries(as_of, rng.choice([5, 10, 30]), rng.randint(1, 6))
+            changes.sort(key=lambda c: c.at)
+            async with units() as uow:
+                await uow.session.execute(text("DELETE FROM bucket_change"))
+                await uow.session.execute(text("DELETE FROM account"))
+                await uow.session.execute(
+                    text("""
+                        INSERT INTO account (account_id, customer_id, product, currency,
+                                             principal, opened_on, bucket)
+                        VALUES (:a, 'C', 'personal_loan', 'CNY', 1000, :opened, :bucket)
+                    """),
+                    [
+                        {"a": b.account_id, "opened": b.opened_on, "bucket": b.bucket}
+                        for b in book_rows
+                    ],
+                )
+                if changes:
+                    await uow.session.execute(
+                        text("""
+                            INSERT INTO bucket_change (account_id, from_bucket, to_bucket,
+                                                       days_past_due, changed_at)
+                            VALUES (:a, :f, :t, 0, :at)
+                        """),
+                        [
+                            {"a": c.account_id, "f": c.from_bucket, "t": c.to_bucket, "at": c.at}
+                            for c in changes
+                        ],
+                    )
+                from_sql = await rollrate_rows.transitions(uow.session, bounds)
+                await uow.commit()
+            assert from_sql == rollrate.transitions(book_rows, changes, bounds), trial
+            assert sum(from_sql.values()) > 0
+    finally:
+        await engine.dispose()

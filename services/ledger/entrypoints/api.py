@@ -7,7 +7,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -198,6 +199,31 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
             )
             for r in rows
         ]
+
+    @api.get(
+        "/forecast/roll-rates",
+        summary="Roll rates between buckets as a Markov chain, the buckets forecast ahead, the "
+        "expected recovery, and the back-test of each past period",
+        description=(
+            "Periods of `step_days` end at `as_of` (default now); the matrix is estimated from "
+            "every period, the forecast runs `horizon_days` ahead. `back_test` forecasts each "
+            "past period from the ones before it: `error` is the share of accounts forecast "
+            "in the wrong bucket, `tolerance` what sampling and estimation alone would explain. "
+            "`expected_recovery` (as of now only): accounts expected back to current, and their "
+            "overdue amounts by currency weighted by that chance. `actual`: once the horizon "
+            "has passed, where the accounts stood then."
+        ),
+        dependencies=[Depends(require("ledger:read"))],
+    )
+    async def get_roll_rates(
+        uow: Uow,
+        as_of: Annotated[AwareDatetime | None, Query()] = None,
+        step_days: Annotated[int, Query(ge=1, le=366)] = 30,
+        periods: Annotated[int, Query(ge=1, le=36)] = 6,
+        horizon_days: Annotated[int, Query(ge=1, le=366)] = 30,
+    ) -> Any:
+        found = await ledger.roll_rates(uow, as_of, step_days, periods, horizon_days)
+        return JSONResponse(jsonable_encoder(found))
 
     @api.post(
         "/events",
