@@ -61,7 +61,7 @@ def test_each_back_tested_period_is_within_the_tolerance_of_its_own_sample() -> 
         assert test.accounts == 3000
         assert test.error <= test.tolerance, test
     informed = [t for t in made.back_test if not t.unseen]
-    assert len(informed) >= 4
+    assert len(informed) >= 2  # once every bucket reached has been seen before
     for test in informed:
         assert test.error < 0.05
         assert test.cures_predicted == pytest.approx(test.cures_actual, rel=0.2)
