@@ -170,6 +170,23 @@ def test_a_new_version_reshuffles_assignment_independently() -> None:
     assert 2000 < moved < 4400  # about 2 * 0.8 * 0.2 of accounts change variant
 
 
+def test_a_new_version_with_the_old_salt_moves_only_the_share_given_to_a_new_variant() -> None:
+    """A challenger added between the champion and the control group with the old version as
+    its salt takes its accounts from the champion's share only: the control group stays."""
+    first = Strategy.model_validate(SHIPPED)
+    document = strategy(version=SHIPPED["version"] + 1) | {"salt": str(SHIPPED["version"])}
+    champion, control = document["variants"]
+    added = copy.deepcopy(champion) | {"name": "fitted", "role": "challenger", "weight": 20}
+    document["variants"] = [champion | {"weight": 60}, added, control]
+    second = Strategy.model_validate(document)
+    pairs = Counter(
+        (assign_variant(first, f"A{i}").name, assign_variant(second, f"A{i}").name)
+        for i in range(10_000)
+    )
+    assert set(pairs) == {("champion", "champion"), ("champion", "fitted"), (control["name"],) * 2}
+    assert 1800 < pairs[("champion", "fitted")] < 2200
+
+
 def test_segments_pick_the_first_matching_treatment() -> None:
     champion = Strategy.model_validate(SHIPPED).variants[0]
 

@@ -82,8 +82,10 @@ def _instant(event: CloudEvent) -> datetime:
 
 
 def ordered(events: Iterable[CloudEvent]) -> list[tuple[datetime, CloudEvent]]:
-    """The events by the instant they tell of (stable within an instant)."""
-    return sorted(((_instant(e), e) for e in events), key=lambda pair: pair[0])
+    """The events by the instant they tell of, then by topic, keeping the order they came in
+    within a topic (one customer's events are in order in their partition): however partitions
+    were interleaved in the reading, one account's story replays the same."""
+    return sorted(((_instant(e), e) for e in events), key=lambda pair: (pair[0], pair[1].topic))
 
 
 def _worse(new: str, old: str) -> bool:

@@ -167,6 +167,10 @@ class Strategy(_Model):
     id: Slug
     version: Annotated[int, Field(ge=1)]
     description: str = ""
+    # what accounts are assigned by (default: the version). A new version with the salt of an
+    # earlier one keeps each account's point, so a variant added by taking part of another's
+    # weight moves only that part: the running experiment goes on beside the new one.
+    salt: Slug | None = None
     variants: Annotated[tuple[Variant, ...], Field(min_length=1, max_length=10)]
 
     @model_validator(mode="after")
@@ -193,9 +197,11 @@ class AccountFacts:
 
 
 def assign_variant(strategy: Strategy, account_id: str) -> Variant:
-    """Deterministic: SHA-256 of (account, strategy id, version) picks a point in [0, 10000),
-    which the cumulative weights divide. Same inputs, same variant, on any replica, any day."""
-    digest = hashlib.sha256(f"{account_id}|{strategy.id}|{strategy.version}".encode()).digest()
+    """Deterministic: SHA-256 of (account, strategy id, salt or version) picks a point in
+    [0, 10000), which the cumulative weights divide. Same inputs, same variant, on any replica,
+    any day."""
+    key = strategy.salt or str(strategy.version)
+    digest = hashlib.sha256(f"{account_id}|{strategy.id}|{key}".encode()).digest()
     point = int.from_bytes(digest[:8], "big") % 10_000
     cumulative = 0
     for variant in strategy.variants:

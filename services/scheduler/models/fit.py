@@ -58,7 +58,8 @@ def split(
     """The labelled decision points, earlier ones to fit on and the latest to judge by, cut at
     an instant (two points of one instant fall on the same side)."""
     labelled = sorted(
-        (p for p in history.decisions if p.paid is not None), key=lambda p: (p.at, p.account_id)
+        (p for p in history.decisions if p.paid is not None),
+        key=lambda p: (p.at, p.account_id, p.trigger, p.inputs.times_late),
     )
     if not labelled:
         return [], []
