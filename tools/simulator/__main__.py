@@ -75,7 +75,8 @@ async def write_report(system: System, out: Path) -> None:
     path = await asyncio.to_thread(report.write, out, figures, per_account)
     rows, humane = report.summary_rows(figures), report.humane_rows(figures)
     desk = report.desk_rows(figures)
-    width = max(len(k) for k, _ in rows + humane + desk)
+    learned = report.model_rows(figures)
+    width = max(len(k) for k, _ in rows + humane + desk + learned)
     print("\nDecember campaign")
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
@@ -86,6 +87,15 @@ async def write_report(system: System, out: Path) -> None:
         print("\nThe desk: collectors beside the partner channels")
         for key, value in desk:
             print(f"  {key:<{width}}  {value}")
+    if learned:
+        print("\nLearning from the campaign")
+        for key, value in learned:
+            print(f"  {key:<{width}}  {value}")
+        table = report.contact_table_rows(figures)
+        if table:
+            print("  contact table (" + ", ".join(report.CONTACT_HEAD) + "):")
+            for row in table:
+                print("    " + "  ".join(f"{v:<10}" for v in row).rstrip())
     print(f"\n  report: {path.resolve()}\n  figures: {(out / 'campaign.json').resolve()}")
 
 

@@ -44,6 +44,7 @@ from shared.events import (
     ReportSubmitted,
     ScheduledInstallment,
 )
+from tools.simulator import models
 from tools.simulator.model import (
     Customer,
     Params,
@@ -146,6 +147,7 @@ class Campaign:
         self._collectors: list[DeskSession] = []
         self._lead: DeskSession | None = None
         self._desk_contacts: set[str] = set()
+        self.fitted: dict[str, Any] | None = None  # the model fitted mid-campaign
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -256,10 +258,13 @@ class Campaign:
                 await self._learn()
                 self.stats.timed("book", t)
                 self.schedule_regular_payments()
+                fit_at = steps[0] + timedelta(days=self.params.models.fit_after_days)
                 for at in steps:
                     await self.step(at)
                     if self.stats.steps == 1:
                         await self._snapshot("standing-start.json")
+                    if self.fitted is None and at >= fit_at and self.params.models.weight:
+                        await self._fit_challenger(at)
                 # last answers, then the system at rest
                 await self._act(steps[-1] + timedelta(minutes=1))
                 await self._desk_figures()
@@ -396,6 +401,23 @@ class Campaign:
                     raise RuntimeError("the self-service page refused a plan within its limits")
 
         await asyncio.gather(*(one(a) for a in actions))
+
+    async def _fit_challenger(self, at: datetime) -> None:
+        t = time.monotonic()
+        self.fitted = await models.fit_challenger(self.system, self.params.models, at)
+        await asyncio.to_thread(
+            (self.out / "models.json").write_text, json.dumps(self.fitted, indent=1, default=str)
+        )
+        log.info(
+            "%s: fitted model %s on %s decision points in %.1fs; challenger %s in strategy v%s",
+            at.isoformat(),
+            self.fitted.get("model_version"),
+            self.fitted.get("decisions"),
+            time.monotonic() - t,
+            self.fitted.get("challenger"),
+            self.fitted.get("strategy_version"),
+        )
+        self.stats.timed("fit", t)
 
     async def _learn(self) -> None:
         """What the system said since the last step: contact requests (to know what a message

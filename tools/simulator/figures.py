@@ -4,6 +4,7 @@ from the beginning) and their report APIs; no database is read. Pure functions o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -15,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from services.scheduler.domain import learning
 from services.scheduler.domain.strategy import Strategy, assign_variant
 from services.scheduler.strategies import load_files
 from shared import topics
@@ -44,6 +46,8 @@ from shared.events import (
     ReportCorrected,
     ReportSubmitted,
 )
+from shared.history import read_history
+from tools.simulator import models
 from tools.simulator.system import System
 
 BUCKETS = ["current", "1-29", "30-59", "60-89", "90-119", "120-149", "150-179", "180+"]
@@ -68,6 +72,7 @@ TALLIED: dict[type, tuple[str, str]] = {
 class Account:
     """One account's story as the events tell it."""
 
+    account_id: str = ""
     currency: str = ""
     bucket: str = "current"
     overdue: Decimal = Decimal(0)
@@ -79,6 +84,7 @@ class Account:
     missed: int = 0
     delinquent_ever: bool = False
     variant: str | None = None
+    model_variant: str | None = None  # its variant under the fitted model's strategy version
     requested: int = 0
     sent: int = 0
     suppressed: int = 0
@@ -263,6 +269,64 @@ def _variant(account_id: str) -> str:
     return assign_variant(_SHIPPED[0], account_id).name
 
 
+def _group(
+    members: Sequence[Account], ends: Mapping[str, str]
+) -> tuple[dict[str, Any], list[float], list[float]]:
+    """One group's cure and recovery (per account, so currencies never mix), with intervals;
+    and the per-account values, for a difference between groups."""
+    ordered = sorted(members, key=lambda m: m.account_id)
+    cures = [1.0 if ends.get(m.account_id, "current") == "current" else 0.0 for m in ordered]
+    recovery = [
+        float(min(Decimal(1), a.recovered / a.exposure)) if a.exposure > 0 else 0.0
+        for a in sorted(members, key=lambda m: (m.currency, m.exposure, m.recovered))
+    ]
+    cured = int(sum(cures))
+    low, high = wilson(cured, len(members))
+    mean, rlow, rhigh = mean_interval(recovery)
+    stats = {
+        "accounts": len(members),
+        "cured": cured,
+        "cure_rate": round(cured / len(members), 4) if members else 0.0,
+        "cure_rate_ci95": [round(low, 4), round(high, 4)],
+        "recovery_rate": round(mean, 4),
+        "recovery_rate_ci95": [round(rlow, 4), round(rhigh, 4)],
+        "recovered": {
+            cur: money(sum((m.recovered for m in members if m.currency == cur), Decimal(0)))
+            for cur in sorted({m.currency for m in members})
+        },
+    }
+    return stats, cures, recovery
+
+
+def model_challenger(
+    accounts: Mapping[str, Account], ends: Mapping[str, str], fitted: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The fitted model's challenger against the champion, on the accounts whose treatment
+    started under the strategy version that carries it (each in the variant it was given)."""
+    name = fitted.get("challenger")
+    if not name:
+        return None
+    groups = {
+        group: [a for a in accounts.values() if a.model_variant == group]
+        for group in ("champion", name)
+    }
+    stats, cures, recovery = {}, {}, {}
+    for group, members in groups.items():
+        stats[group], cures[group], recovery[group] = _group(members, ends)
+    point, low, high = difference_interval(recovery["champion"], recovery[name])
+    cpoint, clow, chigh = difference_interval(cures["champion"], cures[name])
+    return {
+        "strategy_version": fitted.get("strategy_version"),
+        "model_version": fitted.get("model_version"),
+        "groups": stats,
+        "recovery_rate_difference": round(point, 4),
+        "recovery_rate_difference_ci95": [round(low, 4), round(high, 4)],
+        "cure_rate_difference": round(cpoint, 4),
+        "cure_rate_difference_ci95": [round(clow, 4), round(chigh, 4)],
+        "significant": low > 0 or high < 0 or clow > 0 or chigh < 0,
+    }
+
+
 def compute(
     events: Iterable[CloudEvent],
     book: Sequence[Mapping[str, Any]],
@@ -271,12 +335,15 @@ def compute(
     end: Mapping[str, str],
     decisions: Sequence[Mapping[str, Any]],
     run: Mapping[str, Any],
+    fitted: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(figures, per-account figures). ``start`` and ``end`` map account ids to buckets (the
     ledger's standing after the first and the last clock move)."""
     accounts: dict[str, Account] = {
-        row["account_id"]: Account(currency=row["currency"]) for row in book
+        row["account_id"]: Account(account_id=row["account_id"], currency=row["currency"])
+        for row in book
     }
+    challenger_version = (fitted or {}).get("strategy_version")
     contacts_by_day: dict[str, Counter[str]] = defaultdict(Counter)
     outcomes: Counter[str] = Counter()
     suppressed_by_rule: Counter[str] = Counter()
@@ -314,6 +381,8 @@ def compute(
         elif isinstance(data, ContactRequested) and account:
             account.requested += 1
             account.variant = account.variant or data.variant
+            if challenger_version and data.strategy_version == challenger_version:
+                account.model_variant = account.model_variant or data.variant
             other["contacts_requested"] += 1
         elif isinstance(data, ContactSuppressed) and account:
             account.suppressed += 1
@@ -383,27 +452,7 @@ def compute(
     recovery_values: dict[str, list[float]] = {}
     ends = {aid: end.get(aid, "current") for aid in accounts}
     for name, members in sorted(by_variant.items()):
-        ids = {aid for aid, a in accounts.items() if a in members}
-        cured = sum(1 for aid in ids if ends[aid] == "current")
-        cure_values[name] = [1.0 if ends[aid] == "current" else 0.0 for aid in sorted(ids)]
-        recovery_values[name] = [
-            float(min(Decimal(1), a.recovered / a.exposure)) if a.exposure > 0 else 0.0
-            for a in sorted(members, key=lambda m: (m.currency, m.exposure, m.recovered))
-        ]
-        low, high = wilson(cured, len(members))
-        mean, rlow, rhigh = mean_interval(recovery_values[name])
-        variants[name] = {
-            "accounts": len(members),
-            "cured": cured,
-            "cure_rate": round(cured / len(members), 4),
-            "cure_rate_ci95": [round(low, 4), round(high, 4)],
-            "recovery_rate": round(mean, 4),
-            "recovery_rate_ci95": [round(rlow, 4), round(rhigh, 4)],
-            "recovered": {
-                cur: money(sum((m.recovered for m in members if m.currency == cur), Decimal(0)))
-                for cur in sorted({m.currency for m in members})
-            },
-        }
+        variants[name], cure_values[name], recovery_values[name] = _group(members, ends)
     comparison = None
     if {"champion", "early-plan"} <= set(variants):
         point, low, high = difference_interval(
@@ -485,6 +534,7 @@ def compute(
             "cumulative_by_day": cumulative,
         },
         "champion_challenger": {"variants": variants, "comparison": comparison},
+        "model_challenger": model_challenger(accounts, ends, fitted) if fitted else None,
         "bureau": {
             "cycles": {c: dict(n) for c, n in sorted(bureau_cycles.items())},
             "submitted": sum(n["submitted"] for n in bureau_cycles.values()),
@@ -539,13 +589,35 @@ async def gather(system: System, out: Path) -> tuple[dict[str, Any], dict[str, d
         topics.LEDGER, topics.SCHEDULER, topics.NOTIFIER, topics.BUREAU
     ) as reader:
         events = await reader.drain()
-    figures, per_account = compute(
-        events, book, start=start, end=end, decisions=response.json(), run=run
+    fitted = (
+        json.loads((out / "models.json").read_text()) if (out / "models.json").exists() else None
     )
+    figures, per_account = compute(
+        events, book, start=start, end=end, decisions=response.json(), run=run, fitted=fitted
+    )
+    figures["models"] = await model_figures(system, fitted, run)
     figures["dead_letters"] = await system.dead_letters()
     if (out / "desk.json").exists():
         figures["desk"] = desk_figures(json.loads((out / "desk.json").read_text()), events)
     return figures, per_account
+
+
+async def model_figures(
+    system: System, fitted: Mapping[str, Any] | None, run: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The model fitted mid-campaign judged after its fit beside the hand-written one, the
+    contact table, and the ledger's roll-rate forecast against what happened."""
+    out: dict[str, Any] = {"fit": None, "judged": None, "forecast": None}
+    if fitted is not None:
+        out["fit"] = {k: v for k, v in fitted.items() if k not in ("model", "seconds")}
+        if fitted.get("model"):
+            history = await read_history(system.endpoints.bootstrap, learning.TOPICS)
+            out["judged"] = await asyncio.to_thread(models.judged, dict(fitted), history)
+    if run.get("start") and run.get("days"):
+        start = datetime.fromisoformat(str(run["start"]))
+        end = max(await system.latest_clock() or start, start)
+        out["forecast"] = await models.forecast(system, start, end)
+    return out
 
 
 def desk_figures(desk: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:

@@ -107,6 +107,16 @@ class DeskPeople(Strict):
     lead: tuple[str, str] | None = None
 
 
+class ModelsPlan(Strict):
+    """When the campaign fits a propensity model on its own history and runs it as a
+    challenger variant: after ``fit_after_days``, with ``weight`` percent of the champion's
+    traffic (0: never)."""
+
+    fit_after_days: int = Field(21, ge=1)
+    challenger: str = "fitted-model"
+    weight: int = Field(20, ge=0, le=100)
+
+
 class Params(Strict):
     start: datetime
     days: int = Field(ge=1, le=400)
@@ -133,6 +143,7 @@ class Params(Strict):
     miss_again: float
     humane: Humane
     desk: DeskPeople = DeskPeople()
+    models: ModelsPlan = ModelsPlan()
 
     @classmethod
     def load(cls, path: Path = PARAMS) -> Params:

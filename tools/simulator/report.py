@@ -299,6 +299,114 @@ def desk_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _auc(j: Mapping[str, Any]) -> str:
+    if j.get("auc") is None:
+        return f"n/a ({j.get('decisions', 0)} decisions, {j.get('payers', 0)} paid)"
+    return (
+        f"AUC {j['auc']:.3f} ± {1.96 * j['auc_se']:.3f}, Brier {j['brier']:.3f} "
+        f"({j['decisions']} decisions, {j['payers']} paid)"
+    )
+
+
+def model_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The fitted model beside the hand-written one, its challenger against the champion, and
+    the roll-rate forecast against what happened."""
+    m = figures.get("models") or {}
+    fit = m.get("fit")
+    rows: list[tuple[str, Any]] = []
+    if fit and fit.get("skipped"):
+        rows.append(("model fit", f"skipped at {fit['fitted_at']}: {fit['skipped']}"))
+    elif fit:
+        training = fit.get("training") or {}
+        rows.append(
+            (
+                "model fitted",
+                f"version {fit['model_version']} at {fit['fitted_at']} on "
+                f"{training.get('decisions')} decision points "
+                f"({training.get('start', '')[:10]} to {training.get('held_out_from', '')[:10]}), "
+                f"challenger {fit['challenger']} ({fit['weight']}% of traffic) in strategy "
+                f"version {fit['strategy_version']}",
+            )
+        )
+        rows.append(("  at the fit, held out: fitted", _auc(fit["held_out_at_fit"] or {})))
+        rows.append(
+            ("  at the fit, held out: hand-written", _auc(fit["hand_written_at_fit"] or {}))
+        )
+    judged = (m.get("judged") or {}).get("after_fit")
+    if judged:
+        rows.append(("after the fit: fitted model", _auc(judged["fitted"])))
+        rows.append(("after the fit: hand-written model", _auc(judged["hand_written"])))
+    c = figures.get("model_challenger")
+    if c:
+        for name, g in c["groups"].items():
+            rows.append(
+                (
+                    f"  {name} (from strategy v{c['strategy_version']})",
+                    f"{g['accounts']} accounts, cure {_rate(g, 'cure_rate')}, "
+                    f"recovery {_rate(g, 'recovery_rate')}",
+                )
+            )
+        lo, hi = c["recovery_rate_difference_ci95"]
+        clo, chi = c["cure_rate_difference_ci95"]
+        rows.append(
+            (
+                "  challenger minus champion",
+                f"recovery {c['recovery_rate_difference']:+.1%} [{lo:+.1%}, {hi:+.1%}], "
+                f"cure {c['cure_rate_difference']:+.1%} [{clo:+.1%}, {chi:+.1%}]"
+                + (" (significant)" if c["significant"] else " (not significant)"),
+            )
+        )
+    f = m.get("forecast")
+    if f:
+        actual = f.get("actual") or {}
+        predicted = f["predicted"]
+        moved = [b for b in predicted if predicted[b] >= 0.5 or actual.get(b)]
+        rows.append(
+            (
+                f"roll-rate forecast from {f['as_of'][:10]}, {f['horizon_days']} days",
+                ", ".join(f"{b} {predicted[b]:.0f} (was {actual.get(b, '?')})" for b in moved),
+            )
+        )
+        tests = f.get("back_test") or []
+        if tests:
+            rows.append(
+                (
+                    "  back-test, one period ahead",
+                    f"{len(tests)} periods of {f['step_days']} days, mean error "
+                    f"{f['mean_error']:.1%} of accounts, each within its tolerance: "
+                    + ("yes" if all(t["error"] <= t["tolerance"] for t in tests) else "no"),
+                )
+            )
+    return rows
+
+
+def contact_table_rows(figures: Mapping[str, Any]) -> list[list[str]]:
+    """Segment, channel, local hour, contacts, reached, paid within the outcome window."""
+    judged = (figures.get("models") or {}).get("judged") or {}
+    return [
+        [
+            r["segment"],
+            r["channel"],
+            f"{r['hour']:02d}:00",
+            str(r["contacts"]),
+            f"{r['right_party_rate']:.0%}",
+            f"{r['payment_rate']:.0%}",
+        ]
+        for r in judged.get("contact_table", [])
+    ]
+
+
+def _grid(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
+CONTACT_HEAD = ("segment", "channel", "local hour", "contacts", "reached", "paid")
+
+
 def humane_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
     h = figures.get("humane")
     if not h:
@@ -386,6 +494,19 @@ img { max-width: 100%; } .note { color: #666; font-size: 0.9em; }
 """
 
 
+MODELS_NOTE = (
+    "<p class=note>The model is fitted (scikit-learn, regularised logistic regression) on the "
+    "decision points of the campaign's first weeks: a missed payment or a worse bucket, and "
+    "whether at least what was overdue was paid within the outcome window. It runs as a "
+    "challenger variant (the champion's treatments, scored by the fitted model) for the rest. "
+    "'After the fit' judges both models on the same later decisions, which the fit never saw; "
+    "± is 1.96 standard errors (Hanley and McNeil). Contact table: contacts whose outcome "
+    "window closed, 'reached' a conversation for calls and visits, a delivery for messages, "
+    "'paid' any payment within the window. The forecast is the ledger's "
+    "(GET /v1/forecast/roll-rates).</p>"
+)
+
+
 def render(figures: Mapping[str, Any]) -> str:
     sections = [
         ("Summary", _table(summary_rows(figures))),
@@ -400,6 +521,12 @@ def render(figures: Mapping[str, Any]) -> str:
         ("Humane collection", _table(humane_rows(figures)) + HUMANE_NOTE),
         ("The desk: collectors beside the partner channels", _table(desk_rows(figures))),
         ("Roll rates", _img("roll rates", roll_chart(figures))),
+        (
+            "Learning from the campaign: a fitted model, best channel and hour, the forecast",
+            _table(model_rows(figures))
+            + _grid(CONTACT_HEAD, contact_table_rows(figures))
+            + MODELS_NOTE,
+        ),
         (
             "Promises and plans",
             _img("promises and plans", outcomes_chart(figures)),

@@ -336,3 +336,46 @@ class System:
                     raise
             await asyncio.sleep(pause)
             pause = min(1.0, pause * 2)
+
+
+class DeskSession:
+    """One person signed in at the desk (a simulated collector, a team lead): their own cookie
+    jar and CSRF token, requests retried like any other while the desk restarts."""
+
+    def __init__(self, system: System, username: str, password: str) -> None:
+        self._system = system
+        self.username = username
+        self._password = password
+        self._http = httpx.AsyncClient(timeout=30)  # a cookie jar of its own
+        self._csrf = ""
+
+    async def __aenter__(self) -> DeskSession:
+        await self.sign_in()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def sign_in(self) -> None:
+        response = await self._retry(
+            "POST",
+            "/v1/session",
+            json={"username": self.username, "password": self._password},
+            signing_in=True,
+        )
+        response.raise_for_status()
+        self._csrf = response.json()["csrf"]
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self._retry(method, path, **kwargs)
+        if response.status_code == 401:  # the session lapsed: sign in again, once
+            await self.sign_in()
+            response = await self._retry(method, path, **kwargs)
+        return response
+
+    async def _retry(
+        self, method: str, path: str, *, signing_in: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {} if signing_in else {"X-CSRF-Token": self._csrf}
+        url = f"{self._system.endpoints.services['desk']}{path}"
+        return await self._system.request(method, url, client=self._http, headers=headers, **kwargs)

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from services.scheduler.domain.scoring import ContactRate, Inputs, Model, band_of
 from services.scheduler.domain.strategy import BUCKETS
+from shared import topics
 from shared.envelope import CloudEvent
 from shared.events import (
     FAILURES,
@@ -35,6 +36,8 @@ from shared.events import (
     PromiseKept,
 )
 
+# what the replay learns from: the customers and loans, the ledger's news, contact outcomes
+TOPICS = (topics.CORE_BANKING, topics.LEDGER, topics.NOTIFIER)
 MESSAGES = ("sms", "email", "letter")  # a message reaches the customer when it is delivered
 
 

@@ -23,16 +23,13 @@ from services.scheduler.bootstrap import MODEL, load_model
 from services.scheduler.domain import learning
 from services.scheduler.domain.scoring import Model
 from services.scheduler.models import fit as fitting
-from shared import topics
 from shared.auth import DEV_KEY
 from shared.envelope import CloudEvent
 from shared.history import read_history
 
-HISTORY = (topics.CORE_BANKING, topics.LEDGER, topics.NOTIFIER)
-
 
 async def history(bootstrap: str, until: datetime | None) -> list[CloudEvent]:
-    events = await read_history(bootstrap, HISTORY)
+    events = await read_history(bootstrap, learning.TOPICS)
     return [e for e in events if until is None or e.time <= until]
 
 
