@@ -301,13 +301,14 @@ def _group(
 def model_challenger(
     accounts: Mapping[str, Account], ends: Mapping[str, str], fitted: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    """The fitted model's challenger against the champion, on the accounts whose treatment
-    started under the strategy version that carries it (each in the variant it was given)."""
+    """The fitted model's challenger against the champion, on the accounts in arrears whose
+    collection treatment started under the strategy version that carries it (each in the
+    variant it was given)."""
     name = fitted.get("challenger")
     if not name:
         return None
     groups = {
-        group: [a for a in accounts.values() if a.model_variant == group]
+        group: [a for a in accounts.values() if a.model_variant == group and a.delinquent_ever]
         for group in ("champion", name)
     }
     stats, cures, recovery = {}, {}, {}
@@ -381,7 +382,8 @@ def compute(
         elif isinstance(data, ContactRequested) and account:
             account.requested += 1
             account.variant = account.variant or data.variant
-            if challenger_version and data.strategy_version == challenger_version:
+            collects = data.purpose != "reminder"
+            if collects and challenger_version and data.strategy_version == challenger_version:
                 account.model_variant = account.model_variant or data.variant
             other["contacts_requested"] += 1
         elif isinstance(data, ContactSuppressed) and account:

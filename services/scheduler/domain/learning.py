@@ -26,6 +26,7 @@ from shared.envelope import CloudEvent
 from shared.events import (
     FAILURES,
     RIGHT_PARTY,
+    AccountCured,
     ContactAttempted,
     CustomerUpserted,
     DelinquencyChanged,
@@ -57,6 +58,7 @@ class _Contact:
     channel: str
     at: datetime
     outcome: str
+    in_arrears: bool  # something was overdue when it was made (a collection contact)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class _Account:
     kept: int = 0
     missed: int = 0  # payment.missed events: the scheduler's times_late
     contacts: dict[str, _Contact] = field(default_factory=dict)
+    overdue: Decimal = Decimal(0)
 
 
 @dataclass
@@ -124,7 +127,9 @@ def _inputs(
 @dataclass(frozen=True)
 class History:
     decisions: list[DecisionPoint]
-    contacts: list[tuple[str, str, str, datetime, str]]  # account, customer, channel, at, outcome
+    # (account, customer, channel, at, outcome) of each contact made while the account was in
+    # arrears (a reminder before a due date is no collection contact)
+    contacts: list[tuple[str, str, str, datetime, str]]
     payments: dict[str, list[tuple[datetime, Decimal]]]
     credit: dict[str, float | None]  # customer -> credit score
     timezones: dict[str, str | None]
@@ -137,6 +142,7 @@ def replay(events: Iterable[CloudEvent], outcome_days: int) -> History:
     accounts: dict[str, _Account] = defaultdict(_Account)
     customers: dict[str, _Customer] = defaultdict(_Customer)
     points: list[DecisionPoint] = []
+    latest: dict[str, int] = {}  # account -> index of its latest decision point
     buckets: dict[str, str] = {}
     payments: dict[str, list[tuple[datetime, Decimal]]] = defaultdict(list)
     end = None
@@ -166,35 +172,50 @@ def replay(events: Iterable[CloudEvent], outcome_days: int) -> History:
             )
             if isinstance(data, PaymentMissed):
                 acct.missed += 1  # counted before the decision, as the scheduler counts it
+            acct.overdue = Decimal(data.total_overdue)
             if decides:
-                overdue = Decimal(data.total_overdue)
-                points.append(
-                    DecisionPoint(
-                        account_id,
-                        at,
-                        event.type,
-                        _inputs(acct, customer, at, data.days_past_due, overdue),
-                        overdue,
-                        customer.credit_score,
-                    )
+                overdue = acct.overdue
+                point = DecisionPoint(
+                    account_id,
+                    at,
+                    event.type,
+                    _inputs(acct, customer, at, data.days_past_due, overdue),
+                    overdue,
+                    customer.credit_score,
                 )
+                # one decision per account and instant (the scheduler scores an account once
+                # for a batch): a second miss at the same instant replaces the first
+                same = latest.get(account_id)
+                if same is not None and points[same].at == at:
+                    points[same] = point
+                else:
+                    latest[account_id] = len(points)
+                    points.append(point)
         elif isinstance(data, PaymentReceived):
             acct.payments.append(at)
             payments[account_id].append((at, Decimal(data.amount)))
+            acct.overdue = Decimal(data.total_overdue)
             if Decimal(data.total_overdue) == 0:
                 buckets[account_id] = "current"
+        elif isinstance(data, AccountCured):
+            acct.overdue = Decimal(0)
         elif isinstance(data, PromiseKept):
             acct.kept += 1
         elif isinstance(data, PromiseBroken):
             acct.broken += 1
         elif isinstance(data, ContactAttempted):
             # the latest attempt's outcome and time, as the scheduler's contact log keeps them
-            acct.contacts[data.contact_id] = _Contact(data.channel, at, str(data.outcome))
+            known = acct.contacts.get(data.contact_id)
+            in_arrears = known.in_arrears if known else acct.overdue > 0
+            acct.contacts[data.contact_id] = _Contact(
+                data.channel, at, str(data.outcome), in_arrears
+            )
     labelled = [_label(p, payments.get(p.account_id, []), outcome_days, end) for p in points]
     contacts = [
         (a, acct.customer_id, c.channel, c.at, c.outcome)
         for a, acct in accounts.items()
         for c in acct.contacts.values()
+        if c.in_arrears
     ]
     return History(
         labelled,
