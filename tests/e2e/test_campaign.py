@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from shared.auth import DEV_KEY
 from tests.e2e.support import RunningStack, running_stack, service_logs
@@ -230,3 +231,33 @@ def test_the_same_seed_gives_the_same_figures(
     with running_stack(tmp_path / "stack", 32000) as again:
         second = play(again, tmp_path / "out")
     assert comparable(second) == comparable(json.loads((out / "campaign.json").read_text()))
+
+
+def test_the_fit_command_rebuilds_the_campaigns_model_and_publishes_it(
+    first: tuple[RunningStack, Path], tmp_path: Path
+) -> None:
+    """``python -m services.scheduler.models fit`` on the topics up to the campaign's fit
+    instant writes the very model the campaign fitted; with --publish the scheduler lists it."""
+    running, out = first
+    fitted = json.loads((out / "models.json").read_text())
+    scheduler = running.endpoints.services["scheduler"]
+    for name in ("a.yaml", "b.yaml"):
+        result = running.run(
+            "-m", "services.scheduler.models", "fit", "--until", fitted["fitted_at"],
+            "--version", str(fitted["model_version"]), "--out", str(tmp_path / name),
+            "--bootstrap", running.endpoints.bootstrap,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "a.yaml").read_text() == (tmp_path / "b.yaml").read_text()
+    model = yaml.safe_load((tmp_path / "a.yaml").read_text())
+    assert model == fitted["model"]
+    result = running.run(
+        "-m", "services.scheduler.models", "fit", "--out", str(tmp_path / "c.yaml"),
+        "--bootstrap", running.endpoints.bootstrap, "--publish", scheduler,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert printed["published"]
+    listed = httpx.get(f"{scheduler}/v1/models", headers=AUTH).json()
+    assert (printed["version"], "published") in [(m["version"], m["status"]) for m in listed]
+    assert printed["held_out"]["decisions"] > 0

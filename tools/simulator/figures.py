@@ -610,15 +610,15 @@ async def model_figures(
     """The model fitted mid-campaign judged after its fit beside the hand-written one, the
     contact table, and the ledger's roll-rate forecast against what happened."""
     out: dict[str, Any] = {"fit": None, "judged": None, "forecast": None}
+    end = await system.latest_clock()
     if fitted is not None:
         out["fit"] = {k: v for k, v in fitted.items() if k not in ("model", "seconds")}
         if fitted.get("model"):
             history = await read_history(system.endpoints.bootstrap, learning.TOPICS)
-            out["judged"] = await asyncio.to_thread(models.judged, dict(fitted), history)
+            out["judged"] = await asyncio.to_thread(models.judged, dict(fitted), history, end)
     if run.get("start") and run.get("days"):
         start = datetime.fromisoformat(str(run["start"]))
-        end = max(await system.latest_clock() or start, start)
-        out["forecast"] = await models.forecast(system, start, end)
+        out["forecast"] = await models.forecast(system, start, max(end or start, start))
     return out
 
 

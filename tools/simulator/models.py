@@ -44,7 +44,7 @@ async def fit_challenger(system: System, plan: ModelsPlan, now: datetime) -> dic
     events = [
         e for e in await read_history(system.endpoints.bootstrap, learning.TOPICS) if e.time <= now
     ]
-    replayed = await asyncio.to_thread(learning.replay, events, params.outcome_days)
+    replayed = await asyncio.to_thread(learning.replay, events, params.outcome_days, now)
     listed = await _json(system, "GET", "/v1/models")
     version = max(m["version"] for m in listed) + 1
     try:
@@ -98,13 +98,13 @@ async def fit_challenger(system: System, plan: ModelsPlan, now: datetime) -> dic
     }
 
 
-def judged(fit: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
+def judged(fit: dict[str, Any], events: list[CloudEvent], end: datetime | None) -> dict[str, Any]:
     """The fitted model and the hand-written one on the same decision points: those made after
     the fit (never seen by it) whose outcome window closed before the campaign ended."""
     model = Model.model_validate(fit["model"])
     hand = load_model()
     days = model.outcome_days or 10
-    replayed = learning.replay(events, days)
+    replayed = learning.replay(events, days, end)
     since = datetime.fromisoformat(fit["fitted_at"])
     points = [p for p in replayed.decisions if p.paid is not None and p.at > since]
     mine, theirs = fitting.judge(model, points), fitting.judge(hand, points)

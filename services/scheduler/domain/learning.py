@@ -137,8 +137,11 @@ class History:
     end: datetime | None
 
 
-def replay(events: Iterable[CloudEvent], outcome_days: int) -> History:
-    """The decision points of ``events`` with their inputs and outcomes."""
+def replay(
+    events: Iterable[CloudEvent], outcome_days: int, until: datetime | None = None
+) -> History:
+    """The decision points of ``events`` with their inputs and outcomes; ``until``: the instant
+    the history was read up to (default: its latest event), by which outcomes are known."""
     accounts: dict[str, _Account] = defaultdict(_Account)
     customers: dict[str, _Customer] = defaultdict(_Customer)
     points: list[DecisionPoint] = []
@@ -210,6 +213,7 @@ def replay(events: Iterable[CloudEvent], outcome_days: int) -> History:
             acct.contacts[data.contact_id] = _Contact(
                 data.channel, at, str(data.outcome), in_arrears
             )
+    end = until or end
     labelled = [_label(p, payments.get(p.account_id, []), outcome_days, end) for p in points]
     contacts = [
         (a, acct.customer_id, c.channel, c.at, c.outcome)

@@ -58,7 +58,7 @@ async def fit_command(args: argparse.Namespace) -> int:
     hand = load_model(Path(args.baseline))
     until = datetime.fromisoformat(args.until) if args.until else None
     events = await history(args.bootstrap, until)
-    replayed = learning.replay(events, params.outcome_days)
+    replayed = learning.replay(events, params.outcome_days, until)
     async with client(args.api_key) as http:
         version = args.version or (
             await next_version(http, args.publish) if args.publish else hand.version + 1
@@ -104,7 +104,10 @@ async def evaluate_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.scheduler.models")
     sub = parser.add_subparsers(dest="command", required=True)
-    bootstrap = os.environ.get("ARREARS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    # the stack's own variables (scripts/stack.py), as the simulator reads them
+    bootstrap = os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{os.environ.get('ARREARS_KAFKA_PORT', '9092')}"
+    )
     fit_cmd = sub.add_parser("fit", help="fit a propensity model on the event history")
     fit_cmd.add_argument("--bootstrap", default=bootstrap)
     fit_cmd.add_argument("--until", help="only the history known by this instant (ISO 8601)")
