@@ -263,7 +263,13 @@ class Ledger:
                 "accounts": round(
                     sum(made.now[b] * made.cure_probability[b] for b in made.cure_probability), 2
                 ),
-                "overdue": rollrate.expected_recovery(overdue, made.cure_probability),
+                # money as decimal strings, as every other amount the ledger serves
+                "overdue": {
+                    currency: str(amount)
+                    for currency, amount in rollrate.expected_recovery(
+                        overdue, made.cure_probability
+                    ).items()
+                },
             }
         out["actual"] = None
         horizon = at + timedelta(days=horizon_days)

@@ -261,3 +261,15 @@ def test_the_fit_command_rebuilds_the_campaigns_model_and_publishes_it(
     listed = httpx.get(f"{scheduler}/v1/models", headers=AUTH).json()
     assert (printed["version"], "published") in [(m["version"], m["status"]) for m in listed]
     assert printed["held_out"]["decisions"] > 0
+    # and both models judged on the same decisions after the campaign's fit
+    result = running.run(
+        "-m", "services.scheduler.models", "evaluate", "--model", str(tmp_path / "a.yaml"),
+        "--model", "services/scheduler/data/propensity.yaml", "--since", fitted["fitted_at"],
+        "--bootstrap", running.endpoints.bootstrap,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    judged = json.loads(result.stdout)
+    figures = json.loads((out / "campaign.json").read_text())["models"]["judged"]["after_fit"]
+    assert judged["model 2"]["decisions"] == judged["model 1"]["decisions"] > 0
+    assert judged["model 2"]["auc"] == figures["fitted"]["auc"]
+    assert judged["model 1"]["auc"] == figures["hand_written"]["auc"]

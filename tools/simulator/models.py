@@ -106,7 +106,7 @@ def judged(fit: dict[str, Any], events: list[CloudEvent], end: datetime | None) 
     days = model.outcome_days or 10
     replayed = learning.replay(events, days, end)
     since = datetime.fromisoformat(fit["fitted_at"])
-    points = [p for p in replayed.decisions if p.paid is not None and p.at > since]
+    points = [p for p in replayed.decisions if p.paid is not None and p.at >= since]
     mine, theirs = fitting.judge(model, points), fitting.judge(hand, points)
     rows = [
         r

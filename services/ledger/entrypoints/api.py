@@ -17,7 +17,7 @@ from services.ledger.repository import views
 from shared.auth import require
 from shared.consumer import ConsumerSpec, PermanentError, apply_events, inbox_name
 from shared.envelope import CloudEvent, describe_errors
-from shared.events import REGISTRY, Id, PaymentPosted
+from shared.events import REGISTRY, Id, Instant, PaymentPosted
 from shared.http import count_rejected, problem
 from shared.service import Uow
 from shared.topics import CORE_BANKING
@@ -217,7 +217,7 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
     )
     async def get_roll_rates(
         uow: Uow,
-        as_of: Annotated[AwareDatetime | None, Query()] = None,
+        as_of: Annotated[Instant | None, Query()] = None,
         step_days: Annotated[int, Query(ge=1, le=366)] = 30,
         periods: Annotated[int, Query(ge=1, le=36)] = 6,
         horizon_days: Annotated[int, Query(ge=1, le=366)] = 30,
