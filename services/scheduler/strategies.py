@@ -126,16 +126,22 @@ def dry_run(
     account: DryRunAccount,
     now: datetime,
     default_country: str,
+    models: Mapping[int, scoring.Model] | None = None,
 ) -> dict[str, Any]:
     """What ``strategy`` would do for ``account`` from ``now``: score, variant, treatment and each
     step with the compliance engine's verdict (assuming earlier steps were sent as planned)."""
+    variant = assign_variant(strategy, account.account_id)
+    # the model the variant scores with (a variant naming none: the shipped one)
+    model = (models or {}).get(variant.model or model.version, model)
     score = scoring.score(
-        scoring.Inputs(account.credit_score, account.days_past_due, 0, 0, 0, 0, 0), model
+        scoring.Inputs(
+            account.credit_score, account.days_past_due, 0, 0, 0, 0, 0, overdue=account.overdue
+        ),
+        model,
     )
     facts = AccountFacts(
         account.bucket, score.band, account.product, account.country, account.overdue
     )
-    variant = assign_variant(strategy, account.account_id)
     treatment = treatment_for(variant, facts)
     result: dict[str, Any] = {
         "strategy": strategy.id,
@@ -143,6 +149,7 @@ def dry_run(
         "variant": variant.name,
         "role": variant.role,
         "score": score.value,
+        "model_version": score.model_version,
         "score_band": score.band,
         "score_contributions": score.contributions,
         "treatment": treatment.name if treatment else None,

@@ -491,6 +491,14 @@ async def test_a_variant_scores_with_the_model_version_it_names_and_decisions_re
     assert in_use.status_code == 409
     assert "variants.0.model scores with model version 2" in in_use.text
     assert (await c.post("/v1/models/1/retire", headers=AUTH)).status_code == 409  # the default
+    dry = await c.post(
+        "/v1/strategies/early-and-late/dry-run",
+        json={"account_id": "DRY-1", "bucket": "1-29", "days_past_due": 4, "overdue": "1000",
+              "country": "CN", "timezone": TZ, "credit_score": 720},
+        headers=AUTH,
+    )  # fmt: skip
+    assert dry.status_code == 200, dry.text
+    assert (dry.json()["model_version"], dry.json()["score_band"]) == (2, "low")
 
     _, account = await delinquent_customer(scheduler, at)  # credit 720: high by the hand model
     decided = await scheduler.until_decided(account, "segment")

@@ -452,3 +452,19 @@ def test_a_hardship_payment_holiday_is_reported_as_forbearance_and_other_plans_a
     assert (
         special_comment(facts(plan_active=False, plan_hardship=True, plan_kind="extension")) == ""
     )
+
+
+def test_a_plan_the_ledger_has_ended_but_this_service_has_not_heard_of_is_not_reconciled() -> None:
+    from services.bureau.domain.records import reconciled
+
+    row = {
+        "account_id": "A1", "currency": "CNY", "overdue": Decimal("800"), "balance": Decimal("800"),
+        "days_past_due": 30, "bucket": "30-59", "plan_active": True,
+    }  # fmt: skip
+    standing = {
+        "overdue": "800", "balance": "800", "bucket": "30-59", "currency": "CNY",
+        "days_past_due": 30,
+    }  # fmt: skip
+    assert reconciled(row, {"A1": standing | {"plan_active": True}})
+    assert not reconciled(row, {"A1": standing | {"plan_active": False}})
+    assert reconciled(row, {"A1": standing})  # a ledger that does not say: amounts only

@@ -40,8 +40,8 @@ def statement(row: Row) -> Statement:
 
 def reconciled(row: Row, ledger: Mapping[str, Mapping[str, Any]] | None) -> bool:
     """Consistent in itself (a currency, overdue within the balance, days past due only with
-    something overdue) and, when the ledger was asked, equal to it in overdue, balance, bucket
-    and currency."""
+    something overdue) and, when the ledger was asked, equal to it in overdue, balance, bucket,
+    currency and whether a plan runs."""
     consistent = bool(
         row["currency"] is not None
         and row["overdue"] >= 0
@@ -59,6 +59,10 @@ def reconciled(row: Row, ledger: Mapping[str, Mapping[str, Any]] | None) -> bool
         and Decimal(str(standing["balance"])) == row["balance"]
         and standing["bucket"] == row["bucket"]
         and standing["currency"] == row["currency"]
+        # a plan that broke at the cycle's own clock move changes no amount, but the record
+        # (its instalment, its comment): wait for the news as for a bucket change
+        and bool(standing.get("plan_active", row.get("plan_active")))
+        == bool(row.get("plan_active"))
     )
 
 

@@ -131,6 +131,7 @@ class Standing(BaseModel):
     days_past_due: int
     bucket: str
     first_delinquency: date | None = None
+    plan_active: bool = Field(False, description="A repayment plan is running")
 
 
 class IngestResult(BaseModel):
@@ -196,6 +197,7 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
                 days_past_due=r.dpd,
                 bucket=r.bucket,
                 first_delinquency=r.first_delinquency,
+                plan_active=r.plan_active,
             )
             for r in rows
         ]

@@ -330,7 +330,8 @@ async def standings(
     """Where many accounts stand at ``now``, in one set-based statement (for reconciliation)."""
     rows = await session.execute(
         text(
-            "SELECT s.*, a.currency FROM ("
+            "SELECT s.*, a.currency, EXISTS (SELECT 1 FROM plan p WHERE p.account_id ="
+            " s.account_id AND p.status = 'active') AS plan_active FROM ("
             + STATE_SQL[1].text
             + ") s JOIN account a USING (account_id)"
         ),

@@ -20,6 +20,7 @@ class StateRow:
     first_delinquency: date | None
     today: date
     currency: str = ""
+    plan_active: bool = False
 
 
 @dataclass(frozen=True, slots=True)

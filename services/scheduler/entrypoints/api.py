@@ -258,8 +258,9 @@ def router(
             channels=body.channels,
             product=body.product,
         )
+        models = await model_versions.published(uow)
         result = strategies.dry_run(
-            found, packs, model, account, body.at or clock.now(), default_country
+            found, packs, model, account, body.at or clock.now(), default_country, models
         )
         return JSONResponse(_jsonable(result))
 
