@@ -87,27 +87,25 @@ def estimate(counts: Mapping[tuple[int, str, str], int], periods: Iterable[int])
 
 
 def observed(counts: Mapping[tuple[int, str, str], int], periods: Iterable[int]) -> dict[str, int]:
+    """Transitions seen from each bucket in ``periods``."""
     wanted = set(periods)
-    seen: Counter[str] = Counter()
-    for (k, a, _), n in counts.items():
-        if k in wanted:
-            seen[a] += n
-    return {a: seen[a] for a in NAMES}
+    return _tally(((a, n) for (k, a, _), n in counts.items() if k in wanted))
 
 
 def at_start(counts: Mapping[tuple[int, str, str], int], k: int) -> dict[str, int]:
-    out: Counter[str] = Counter()
-    for (period, a, _), n in counts.items():
-        if period == k:
-            out[a] += n
-    return {a: out[a] for a in NAMES}
+    """Where the accounts of period ``k`` stood as it began."""
+    return _tally((a, n) for (period, a, _), n in counts.items() if period == k)
 
 
 def at_end(counts: Mapping[tuple[int, str, str], int], k: int) -> dict[str, int]:
+    """Where the accounts of period ``k`` stood as it ended."""
+    return _tally((b, n) for (period, _, b), n in counts.items() if period == k)
+
+
+def _tally(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
     out: Counter[str] = Counter()
-    for (period, _, b), n in counts.items():
-        if period == k:
-            out[b] += n
+    for bucket, n in pairs:
+        out[bucket] += n
     return {b: out[b] for b in NAMES}
 
 
