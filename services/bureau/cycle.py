@@ -142,7 +142,8 @@ class Cycles:
         rows = [{**r, "overdue": r["overdue_now"]} for r in fetched]
         ledger = None
         if self._ledger.configured and http is not None:
-            ledger = await self._ledger.standings(http, [r["account_id"] for r in rows])
+            # as the ledger's own move to this instant left them (its plans settled)
+            ledger = await self._ledger.standings(http, [r["account_id"] for r in rows], now)
         if (
             wait
             and ledger is not None

@@ -6,6 +6,7 @@ one set-based pass and announces the payments with the amounts that pass left.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -235,6 +236,17 @@ class Ledger:
 
     async def state(self, uow: UnitOfWork, account_id: str) -> StateRow | None:
         return await evaluation.state(uow.session, self._clock.now(), account_id)
+
+    async def reached(self, instant: datetime, patience: float) -> bool:
+        """Whether the clock is at or past ``instant`` with its move applied, waiting up to
+        ``patience`` seconds for it (a move in progress, a restart still catching up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while self._clock.now() < instant or getattr(self._clock, "busy", False):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def standings(self, uow: UnitOfWork, account_ids: Sequence[str]) -> list[StateRow]:
         return await evaluation.standings(uow.session, self._clock.now(), account_ids)

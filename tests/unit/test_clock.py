@@ -58,3 +58,33 @@ async def test_naive_instants_are_refused() -> None:
     clock = ControlledClock(T0)
     with pytest.raises(ValueError, match="aware"):
         await clock.set(datetime(2026, 12, 2))  # noqa: DTZ001
+
+
+async def test_the_ledger_answers_as_of_an_instant_only_once_its_move_is_applied() -> None:
+    """A reporting cycle asks the ledger's standing as of its own instant: the ledger waits
+    until its clock has reached it and every listener of the move has run."""
+    import asyncio
+
+    from services.ledger.bootstrap import products
+    from services.ledger.handlers import Ledger
+
+    start = datetime(2026, 12, 1, 1, 30, tzinfo=UTC)
+    clock = ControlledClock(start)
+    ledger = Ledger(clock, products())
+    later = start + timedelta(hours=4)
+    assert await ledger.reached(start, 0.1)
+    assert not await ledger.reached(later, 0.1)
+    release = asyncio.Event()
+
+    async def slow_evaluation(now: datetime) -> None:
+        await release.wait()
+
+    clock.on_advance(slow_evaluation)
+    moving = asyncio.create_task(clock.set(later))
+    await asyncio.sleep(0.05)
+    assert clock.now() == later
+    assert not await ledger.reached(later, 0.1)  # the move is still being applied
+    waiting = asyncio.create_task(ledger.reached(later, 5))
+    release.set()
+    assert await waiting
+    await moving

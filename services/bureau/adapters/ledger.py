@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -19,14 +20,18 @@ class Ledger:
         return self._url is not None
 
     async def standings(
-        self, http: httpx.AsyncClient, account_ids: Sequence[str]
+        self, http: httpx.AsyncClient, account_ids: Sequence[str], as_of: datetime | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Where these accounts stand now, by account id (unknown ones are absent). A ledger
-        that cannot be asked raises: the cycle stops and resumes rather than reporting what
-        could not be checked."""
+        """Where these accounts stand, by account id (unknown ones are absent), as the ledger's
+        move to ``as_of`` left them (it answers once it has applied it). A ledger that cannot
+        be asked, or has not caught up, raises: the cycle stops and resumes rather than
+        reporting what could not be checked."""
+        body: dict[str, Any] = {"account_ids": list(account_ids)}
+        if as_of is not None:
+            body["as_of"] = as_of.isoformat()
         response = await http.post(
             f"{self._url}/v1/accounts/standing",
-            json={"account_ids": list(account_ids)},
+            json=body,
             headers={"Authorization": f"Bearer {self._key.get_secret_value()}"}
             if self._key
             else {},

@@ -121,6 +121,12 @@ class HistoryEntry(BaseModel):
 
 class StandingRequest(BaseModel):
     account_ids: list[Id] = Field(min_length=1, max_length=MAX_STANDINGS)
+    as_of: Instant | None = Field(
+        None,
+        description="Answer once this service's clock has reached this instant and applied its "
+        "move (plans and promises settled, buckets evaluated); 503 with Retry-After if it has "
+        "not within 10 seconds. A reporting cycle asks with its own instant.",
+    )
 
 
 class Standing(BaseModel):
@@ -187,6 +193,12 @@ def router(spec: ConsumerSpec, service: str, ledger: Ledger) -> APIRouter:
         dependencies=[Depends(require("ledger:read"))],
     )
     async def post_standing(body: StandingRequest, uow: Uow) -> Any:
+        if body.as_of is not None and not await ledger.reached(body.as_of, 10.0):
+            late = problem(
+                503, "Service Unavailable", "this service's clock has not applied that instant yet"
+            )
+            late.headers["Retry-After"] = "1"
+            return late
         rows = await ledger.standings(uow, body.account_ids)
         return [
             Standing(
