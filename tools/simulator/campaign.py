@@ -531,6 +531,10 @@ class Campaign:
             )
             self._react(c, request, at, message.get("body"))
         await self._work_the_desk(at)
+        # what the desk's collectors logged (its webhooks, the promises and plans they bring)
+        # is in everywhere before customers act at the next step: otherwise a promise taken now
+        # and a payment sent next would reach the scheduler on two topics in either order
+        await self.system.wait_quiet(self.clock)
 
     # --- the desk: simulated collectors ------------------------------------------------------
 
