@@ -42,6 +42,9 @@ from shared.events import (
 )
 
 SOURCE = "/arrears/ledger"
+# How far ahead of this service's clock an ``as_of`` may be and still be waited for: the next
+# clock move (the campaign's are hours apart); anything later is refused at once.
+REACH = timedelta(days=1)
 PLAN_EVENTS: Mapping[str, type[AccountEvent]] = {"completed": PlanCompleted, "broken": PlanBroken}
 PROMISE_EVENTS: Mapping[str, type[AccountEvent]] = {"kept": PromiseKept, "broken": PromiseBroken}
 
@@ -240,6 +243,8 @@ class Ledger:
     async def reached(self, instant: datetime, patience: float) -> bool:
         """Whether the clock is at or past ``instant`` with its move applied, waiting up to
         ``patience`` seconds for it (a move in progress, a restart still catching up)."""
+        if instant - self._clock.now() > REACH:
+            return False  # not the move in progress or the next one: no reason to wait
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
         while self._clock.now() < instant or getattr(self._clock, "busy", False):

@@ -74,6 +74,9 @@ async def test_the_ledger_answers_as_of_an_instant_only_once_its_move_is_applied
     later = start + timedelta(hours=4)
     assert await ledger.reached(start, 0.1)
     assert not await ledger.reached(later, 0.1)
+    far = asyncio.get_running_loop().time()
+    assert not await ledger.reached(start + timedelta(days=2), 30)  # refused without waiting
+    assert asyncio.get_running_loop().time() - far < 1
     release = asyncio.Event()
 
     async def slow_evaluation(now: datetime) -> None:

@@ -125,7 +125,8 @@ class StandingRequest(BaseModel):
         None,
         description="Answer once this service's clock has reached this instant and applied its "
         "move (plans and promises settled, buckets evaluated); 503 with Retry-After if it has "
-        "not within 10 seconds. A reporting cycle asks with its own instant.",
+        "not within 10 seconds, at once if the instant is more than a day ahead of its clock. "
+        "A reporting cycle asks with its own instant.",
     )
 
 
