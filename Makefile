@@ -28,11 +28,11 @@ venv: $(DEV)
 ## play the December campaign (10,000 customers, 45 days), write its report, and leave it all
 ## running (idempotent: a second run reprints the report).
 up: $(RUN)
-	$(PY) -m scripts.stack up --campaign $(CAMPAIGN_ARGS)
+	$(PY) -m scripts.stack up --campaign $(if $(REPLICAS),--replicas $(REPLICAS)) $(CAMPAIGN_ARGS)
 
 ## The same stack on the wall clock, without a campaign.
 services: $(RUN)
-	$(PY) -m scripts.stack up
+	$(PY) -m scripts.stack up $(if $(REPLICAS),--replicas $(REPLICAS))
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m scripts.stack down; fi

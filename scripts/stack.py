@@ -72,6 +72,8 @@ class StackConfig:
         }
     )
     kafka_heap: str = os.environ.get("ARREARS_KAFKA_HEAP", "768m")
+    # processes of each service (one consumer group, one database, one HTTP port)
+    replicas: int = int(os.environ.get("ARREARS_REPLICAS", "0") or 0)
     # the partner stand-in (tools/partners) the notifier sends to in dev
     partners_port: int = int(os.environ.get("ARREARS_PARTNERS_PORT", "8090"))
     # where the desk takes calls and visits (comma-separated countries; empty: nowhere, every
@@ -93,6 +95,23 @@ class StackConfig:
 
     def pidfile(self, name: str) -> Path:
         return self.state_dir / "run" / f"{name}.pid"
+
+    def replica_count(self) -> int:
+        """``replicas`` if given, else what the last ``up --replicas`` of this stack chose."""
+        if self.replicas > 0:
+            return self.replicas
+        saved = self.state_dir / "replicas"
+        return int(saved.read_text()) if saved.exists() else 1
+
+    def processes(self, service: str, count: int | None = None) -> list[str]:
+        """The process names of a service's replicas: ``ledger``, ``ledger-2``..."""
+        n = self.replica_count() if count is None else count
+        return [service, *(f"{service}-{i}" for i in range(2, n + 1))]
+
+    def started_processes(self, service: str) -> list[str]:
+        """Every replica this stack has a pid file for, however many it runs now."""
+        found = {p.stem for p in (self.state_dir / "run").glob(f"{service}-*.pid")}
+        return sorted({*self.processes(service), *found}, key=lambda n: (len(n), n))
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -641,23 +660,27 @@ def readyz(port: int) -> tuple[int, str]:
 
 def start_services(cfg: StackConfig) -> None:
     start_partners(cfg)
+    replicas = cfg.replica_count()
     for service in SERVICES:
-        if running_pid(cfg, service) is not None:
-            log(f"{service} already running")
-            continue
-        spawn(
-            cfg, service, [sys.executable, "-m", f"services.{service}"], service_env(cfg, service)
-        )
-        log(f"starting {service} on 127.0.0.1:{cfg.service_ports[service]}")
+        for index, name in enumerate(cfg.processes(service), start=1):
+            if running_pid(cfg, name) is not None:
+                log(f"{name} already running")
+                continue
+            env = service_env(cfg, service) | {"ARREARS_REPLICA": str(index)}
+            if replicas > 1:
+                env["ARREARS_HTTP_REUSE_PORT"] = "true"
+            spawn(cfg, name, [sys.executable, "-m", f"services.{service}"], env)
+            log(f"starting {name} on 127.0.0.1:{cfg.service_ports[service]}")
     for service in SERVICES:
         port = cfg.service_ports[service]
 
         def ready(service: str = service, port: int = port) -> bool:
-            if running_pid(cfg, service) is None:
-                raise SystemExit(
-                    f"[stack] {service} exited; see {cfg.logs / (service + '.log')}; it ends:\n"
-                    + log_tail(cfg.logs / f"{service}.log")
-                )
+            for name in cfg.processes(service):
+                if running_pid(cfg, name) is None:
+                    raise SystemExit(
+                        f"[stack] {name} exited; see {cfg.logs / (name + '.log')}; it ends:\n"
+                        + log_tail(cfg.logs / f"{name}.log")
+                    )
             return readyz(port)[0] == 200
 
         wait_for(f"{service} /readyz", ready, 120)
@@ -715,9 +738,10 @@ def campaign(cfg: StackConfig, extra: list[str]) -> int:
 
 
 def down(cfg: StackConfig) -> None:
-    for service in (*SERVICES, "partners"):
-        if terminate(cfg, service, grace=30):
-            log(f"stopped {service}")
+    names = [name for service in SERVICES for name in cfg.started_processes(service)]
+    for name in (*names, "partners"):
+        if terminate(cfg, name, grace=30):
+            log(f"stopped {name}")
     if terminate(cfg, "kafka", grace=60):
         log("stopped kafka")
     stop_postgres(cfg)
@@ -739,15 +763,18 @@ def status(cfg: StackConfig) -> int:
     print(f"partners   {'up' if partners else 'down':5} http://127.0.0.1:{cfg.partners_port}")
     for service in SERVICES:
         port = cfg.service_ports[service]
-        code, _ = readyz(port) if running_pid(cfg, service) else (0, "")
-        state = "ready" if code == 200 else ("up" if running_pid(cfg, service) else "down")
-        print(f"{service:10} {state:5} http://127.0.0.1:{port}")
-        problems += code != 200
+        names = cfg.processes(service)
+        live = [n for n in names if running_pid(cfg, n)]
+        code, _ = readyz(port) if live else (0, "")
+        state = "ready" if code == 200 and len(live) == len(names) else ("up" if live else "down")
+        print(f"{service:10} {state:5} http://127.0.0.1:{port}  {len(live)}/{len(names)} replicas")
+        problems += code != 200 or len(live) != len(names)
     return 1 if problems else 0
 
 
 def logs(cfg: StackConfig, component: str | None, lines: int) -> None:
-    names = [component] if component else ["kafka", *SERVICES, "partners"]
+    services = [n for s in SERVICES for n in cfg.started_processes(s)]
+    names = [component] if component else ["kafka", *services, "partners"]
     for name in names:
         path = (
             cfg.state_dir / "pg" / "postgres.log"
@@ -774,6 +801,13 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd = sub.add_parser("up", help="start everything (idempotent)")
     up_cmd.add_argument("--no-services", action="store_true", help="only Kafka and PostgreSQL")
     up_cmd.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes of every service (kept for this stack's later `up`; default 1)",
+    )
+    up_cmd.add_argument(
         "--campaign",
         action="store_true",
         help="services on the controlled clock, then the simulated December campaign and report",
@@ -790,6 +824,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not (args.command == "up" and args.campaign):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     cfg = StackConfig()
+    if args.command == "up" and args.replicas:
+        if args.replicas < 1:
+            parser.error("--replicas must be at least 1")
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.state_dir / "replicas").write_text(str(args.replicas))
     if args.command == "up":
         if args.campaign:
             # the services follow the simulator's clock (a stack already up keeps its mode)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 
 import uvicorn
 
@@ -29,7 +30,7 @@ def main(settings_class: type[ServiceSettings], build: Build, argv: list[str] | 
         signal.signal(signum, lambda *_: None)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: it stops accepting connections,
     # drains requests, then runs the lifespan exit, which drains the consumers and the relay.
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(runtime),
         host=settings.http_host,
         port=settings.http_port,
@@ -37,4 +38,16 @@ def main(settings_class: type[ServiceSettings], build: Build, argv: list[str] | 
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
+    server = uvicorn.Server(config)
+    if not settings.http_reuse_port:
+        server.run()
+        return 0
+    # Replicas on one host share the port: the kernel spreads connections over every process
+    # listening with SO_REUSEPORT, so each replica serves HTTP and none is a front door.
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.http_host, settings.http_port))
+    sock.set_inheritable(True)
+    server.run(sockets=[sock])
     return 0

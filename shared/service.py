@@ -33,6 +33,7 @@ from shared.db import UnitOfWork, UnitOfWorkFactory, asyncpg_dsn, make_engine, u
 from shared.http import BodyLimit, install_problem_handlers, problem
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
+from shared.ownership import serialised
 from shared.settings import ServiceSettings
 
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, from fastapi-offline
@@ -264,12 +265,17 @@ class ServiceRuntime:
         }
 
     def _job_runner(self, job: ClockJob) -> Listener:
+        # Every replica runs every job on every move, one at a time: the first does the work,
+        # the rest find it done. A replica that dies mid-job rolls back and frees the lock.
+        owner = f"{self.name}:clock-job:{job.__qualname__}"
+
         async def run(now: datetime) -> None:
             if self._uow is None:
                 return  # a move before start: the job catches up on the next one
             for attempt in range(1, 4):
                 try:
                     async with self._uow() as uow:
+                        await serialised(uow.session, owner)
                         await job(uow, now)
                         await uow.commit()
                     return

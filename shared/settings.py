@@ -39,6 +39,10 @@ class ServiceSettings(BaseSettings):
     database_url: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    # Several replicas of the service on one host listen on the same port (SO_REUSEPORT).
+    http_reuse_port: bool = Field(False, validation_alias="ARREARS_HTTP_REUSE_PORT")
+    # Which replica this process is (1..N), for its logs and its database sessions' names.
+    replica: int = Field(1, ge=1, validation_alias="ARREARS_REPLICA")
     consumer_batch_size: int = Field(500, ge=1, le=10_000)
     consumer_max_retries: int = Field(5, ge=0, le=50)
     consumer_retry_backoff_seconds: float = Field(0.2, gt=0, le=60)

@@ -17,7 +17,8 @@ from services.bureau.settings import BureauSettings
 from shared import topics
 from shared.clock import Clock
 from shared.consumer import ConsumerSpec
-from shared.db import UnitOfWork, UnitOfWorkFactory
+from shared.db import UnitOfWork, UnitOfWorkFactory, asyncpg_dsn
+from shared.ownership import owned
 from shared.service import ServiceDefinition
 from shared.settings import ServiceSettings
 
@@ -33,6 +34,7 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
     )
     moved = asyncio.Event()
     running = asyncio.Event()
+    dsn = asyncpg_dsn(settings.database_url)
 
     async def on_clock(uow: UnitOfWork, now: datetime) -> None:
         moved.set()  # the cycle runs in its own transactions, in the worker below
@@ -51,7 +53,11 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
                 running.set()
                 moved.clear()
                 try:
-                    await reporting.run_cycle(units, http)
+                    # one replica runs the cycle; the others wait here, then find it submitted
+                    # (or go on with what a replica that died committed)
+                    async with owned(dsn, "bureau:reporting-cycle", stop) as owner:
+                        if owner:
+                            await reporting.run_cycle(units, http)
                     failures = 0
                 except Exception:
                     # Resumed at the same clock instant, not at the next move: a cycle decided

@@ -17,10 +17,12 @@ import httpx
 import pytest
 import yaml
 
+from scripts import stack
 from shared.auth import DEV_KEY
 from tests.e2e.support import RunningStack, running_stack, service_logs
 from tools.simulator import report
 from tools.simulator.model import Params, book
+from tools.simulator.system import SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -224,12 +226,18 @@ async def test_the_roll_rate_back_test_is_within_a_tolerance_derived_from_its_sa
 
 
 @pytest.mark.timeout(900)
-def test_the_same_seed_gives_the_same_figures(
+def test_the_same_seed_gives_the_same_figures_with_two_replicas_of_every_service(
     first: tuple[RunningStack, Path], tmp_path: Path
 ) -> None:
     _, out = first
-    with running_stack(tmp_path / "stack", 32000) as again:
+    with running_stack(tmp_path / "stack", 32000, {"ARREARS_REPLICAS": "2"}) as again:
         second = play(again, tmp_path / "out")
+        cfg = stack.StackConfig(state_dir=again.state_dir, replicas=2)
+        for service in SERVICES:
+            # both replicas lived through the campaign (none was replaced by `up`)
+            names = cfg.processes(service)
+            assert [n for n in names if stack.running_pid(cfg, n)] == [service, f"{service}-2"]
+            assert (again.state_dir / "run" / f"{service}-2.pid").exists()
     assert comparable(second) == comparable(json.loads((out / "campaign.json").read_text()))
 
 

@@ -70,7 +70,9 @@ def test_each_service_runs_its_module_with_env_its_settings_read(
     assert env[f"{prefix}_DATABASE_URL"].endswith(f"@postgres:5432/arrears_{name}")
     assert f"arrears_{name}:${{{prefix}_DB_PASSWORD}}@" in env[f"{prefix}_DATABASE_URL"]
     assert int(env[f"{prefix}_HTTP_PORT"]) == cls.default_port
-    assert service["ports"] == [f"{cls.default_port}:{cls.default_port}"]
+    # a host port per replica, up to four
+    assert service["ports"] == [f"{cls.default_port}-{cls.default_port + 3}:{cls.default_port}"]
+    assert service["deploy"]["replicas"] == "${ARREARS_REPLICAS:-1}"
     probe = " ".join(service["healthcheck"]["test"])
     assert f"127.0.0.1:{cls.default_port}/readyz" in probe
     depends = service["depends_on"]
