@@ -32,9 +32,12 @@ async def serialised(session: AsyncSession, name: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def owned(dsn: str, name: str, stop: asyncio.Event) -> AsyncIterator[bool]:
-    """Yields True once this process holds ``name``, or False if ``stop`` came first."""
-    connection: Any = await asyncpg.connect(dsn, server_settings={"application_name": name})
+async def owned(dsn: str, name: str, stop: asyncio.Event, who: str = "") -> AsyncIterator[bool]:
+    """Yields True once this process holds ``name``, or False if ``stop`` came first. ``who``
+    names the replica in the session's ``application_name``, for an operator asking
+    ``pg_locks`` and ``pg_stat_activity`` which replica owns the work."""
+    label = f"{name} {who}".strip()[:63]
+    connection: Any = await asyncpg.connect(dsn, server_settings={"application_name": label})
     try:
         acquire = asyncio.ensure_future(
             connection.execute("SELECT pg_advisory_lock(hashtext($1))", name)

@@ -23,6 +23,7 @@ from shared.service import ServiceDefinition
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+CYCLE_OWNER = "bureau:reporting-cycle"  # the advisory lock a cycle's replica holds
 
 
 def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
@@ -55,7 +56,9 @@ def build(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
                 try:
                     # one replica runs the cycle; the others wait here, then find it submitted
                     # (or go on with what a replica that died committed)
-                    async with owned(dsn, "bureau:reporting-cycle", stop) as owner:
+                    async with owned(
+                        dsn, CYCLE_OWNER, stop, f"replica {settings.replica}"
+                    ) as owner:
                         if owner:
                             await reporting.run_cycle(units, http)
                     failures = 0
