@@ -103,9 +103,9 @@ class StackConfig:
         saved = self.state_dir / "replicas"
         return int(saved.read_text()) if saved.exists() else 1
 
-    def processes(self, service: str, count: int | None = None) -> list[str]:
+    def processes(self, service: str) -> list[str]:
         """The process names of a service's replicas: ``ledger``, ``ledger-2``..."""
-        n = self.replica_count() if count is None else count
+        n = self.replica_count()
         return [service, *(f"{service}-{i}" for i in range(2, n + 1))]
 
     def started_processes(self, service: str) -> list[str]:
