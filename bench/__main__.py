@@ -36,6 +36,7 @@ SUITE: dict[str, list[str]] = {
     "notifier": ["--sends", "6000", "--webhooks", "3000"],
     "bureau": ["--accounts", "500000"],  # 1,000,000 alone: python -m bench.bureau
     "backbone": ["--events", "30000"],
+    "decoding": ["--records", "50000"],
 }
 
 
@@ -113,9 +114,10 @@ def rows(benches: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
                 "",
                 f"ingest of {fmt(r['ingest_events'])} upstream events through Kafka",
                 f"{fmt(r['ledger_ingest_per_s'])} events/s",
-                f"aiokafka consume {fmt(r['raw_consume_per_s'])}/s; "
-                f"asyncpg COPY {fmt(r['raw_copy_rows_per_s'])} rows/s",
-                f"{fmt(r['ratio_to_consume'])} / {fmt(r['ratio_to_copy'])}",
+                f"fetch + decode + COPY + commit per fetch {fmt(r['raw_ingest_per_s'])}/s "
+                f"(consume alone {fmt(r['raw_consume_per_s'])}/s; "
+                f"COPY alone {fmt(r['raw_copy_rows_per_s'])} rows/s)",
+                fmt(r["ratio_to_raw_ingest"]),
             ),
             (
                 "",
@@ -176,7 +178,8 @@ def rows(benches: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
                 "bureau",
                 f"monthly cycle over {fmt(b['accounts'])} accounts (Metro 2 + CN JSON Lines)",
                 f"{fmt(b['cycle_records_per_s'])} records/s ({fmt(b['cycle_seconds'])} s)",
-                f"asyncpg cursor over the same rows {fmt(b['raw_read_rows_per_s'])}/s",
+                f"asyncpg cursor over the same rows, writing the files' "
+                f"{fmt(b['raw_bytes_written'])} bytes, {fmt(b['raw_read_rows_per_s'])}/s",
                 fmt(b["ratio_to_raw_read"]),
             ),
             (
@@ -197,6 +200,138 @@ def rows(benches: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
                 fmt(k["ratio"]),
             )
         )
+    if d := benches.get("decoding", {}).get("result"):
+        base = d["json_loads_model_validate"]
+        for label, key in (
+            ("pydantic `model_validate_json`", "pydantic_model_validate_json"),
+            ("msgspec structs (+ the checks msgspec cannot state)", "msgspec_structs"),
+        ):
+            out.append(
+                (
+                    "decoding" if key.startswith("pydantic") else "",
+                    f"{label}, {fmt(d['records'])} hot-path payloads",
+                    f"{fmt(d[key]['per_s'])}/s, {d[key]['cpu_us_per_record']} µs CPU each",
+                    f"`json.loads` + `model_validate` (today) {fmt(base['per_s'])}/s, "
+                    f"{base['cpu_us_per_record']} µs",
+                    ratio(d[key]["per_s"], base["per_s"]),
+                )
+            )
+    return out
+
+
+def _ms(cost: dict[str, float] | None) -> str:
+    if not cost:
+        return "—"
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in cost.items() if k != "total")
+    return f"**{cost['total']:.3f}** ({parts})"
+
+
+def costs(benches: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(work, CPU ms per unit inside the system, raw baseline's, ratio of raw to system)."""
+    out: list[tuple[str, str, str, str]] = []
+
+    def row(work: str, cost: dict[str, float] | None, raw: dict[str, float] | None) -> None:
+        if cost:
+            times = f"{cost['total'] / raw['total']:.1f}×" if raw and raw["total"] else "—"
+            out.append((work, _ms(cost), _ms(raw), times))
+
+    if p := benches.get("pipeline", {}).get("result"):
+        row("a contact (pipeline)", p.get("cpu_ms_per_event"), p.get("raw_cpu_ms_per_event"))
+    if s := benches.get("scheduler", {}).get("result"):
+        row("a decision (scheduler)", s.get("cpu_ms_per_event"), s.get("raw_cpu_ms_per_event"))
+    if t := benches.get("notifier", {}).get("result"):
+        row("a signed webhook (notifier)", t.get("webhook_cpu_ms"), t.get("raw_webhook_cpu_ms"))
+    if r := benches.get("ledger", {}).get("result"):
+        row(
+            "an upstream event (ledger ingest)",
+            r.get("ingest_cpu_ms_per_event"),
+            r.get("raw_ingest_cpu_ms_per_event"),
+        )
+        if r.get("daily_evaluation_cpu_s"):
+            row("an account in the daily evaluation (ledger)", evaluation_ms(r), None)
+    if b := benches.get("bureau", {}).get("result"):
+        row(
+            "a bureau record (cycle)",
+            b.get("cycle_cpu_ms_per_record"),
+            b.get("raw_cpu_ms_per_record"),
+        )
+    return out
+
+
+def evaluation_ms(ledger: dict[str, Any]) -> dict[str, float]:
+    """CPU ms per account of the heaviest measured daily pass."""
+    passes = ledger["daily_evaluation_cpu_s"]
+    heaviest = max(passes, key=lambda c: sum(c.values()))
+    per = {k: round(v * 1000 / ledger["accounts"], 4) for k, v in heaviest.items()}
+    per["total"] = round(sum(per.values()), 4)
+    return per
+
+
+# The December peak a bank sizes for (issue 19): every account evaluated daily, 10% delinquent,
+# three contacts a week each; each contact answered by one partner webhook; one upstream event
+# per account a week (payments, changes); every account reported to the bureau monthly. Work
+# must finish inside its window; cores are run at 60% at most.
+PEAK = {
+    "delinquent": 0.10,
+    "contacts_per_week": 3,
+    "webhooks_per_contact": 1,
+    "upstream_per_account_per_day": 1 / 7,
+    "evaluation_window_s": 3600,  # the nightly pass, one hour
+    "contact_window_s": 12 * 3600,  # contact hours
+    "ingest_window_s": 24 * 3600,
+    "bureau_window_s": 4 * 3600,  # the monthly cycle's batch window
+    "utilisation": 0.6,
+}
+
+
+def capacity(benches: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Cores for 1M, 10M and 100M accounts at the December peak, from the measured costs."""
+    p = benches.get("pipeline", {}).get("result", {})
+    t = benches.get("notifier", {}).get("result", {})
+    r = benches.get("ledger", {}).get("result", {})
+    b = benches.get("bureau", {}).get("result", {})
+    if not (p.get("cpu_ms_per_event") and r.get("daily_evaluation_cpu_s") and b):
+        return []
+    contact = p["cpu_ms_per_event"]["total"]
+    hook = t.get("webhook_cpu_ms", {}).get("total", 0.0)
+    ingest = r["ingest_cpu_ms_per_event"]["total"]
+    evaluate = evaluation_ms(r)["total"]
+    report_ = b["cycle_cpu_ms_per_record"]["total"]
+    out = []
+    for accounts in (1_000_000, 10_000_000, 100_000_000):
+        contacts = accounts * PEAK["delinquent"] * PEAK["contacts_per_week"] / 7
+        work = {
+            "evaluation": accounts * evaluate / 1000 / PEAK["evaluation_window_s"],
+            "contacts": contacts * contact / 1000 / PEAK["contact_window_s"],
+            "webhooks": contacts
+            * PEAK["webhooks_per_contact"]
+            * hook
+            / 1000
+            / PEAK["contact_window_s"],
+            "ingest": accounts
+            * PEAK["upstream_per_account_per_day"]
+            * ingest
+            / 1000
+            / PEAK["ingest_window_s"],
+            "bureau": accounts * report_ / 1000 / PEAK["bureau_window_s"],
+        }
+        total = sum(work.values()) / PEAK["utilisation"]
+        # Two jobs do not spread over replicas: the evaluation is one set-based pass under an
+        # advisory lock, the bureau cycle is owned by one replica. Their wall time, scaled
+        # linearly from the measured book, is what bounds the book one database can hold.
+        scale = accounts / r["accounts"]
+        nightly = max(r["daily_evaluation_seconds"]) * scale
+        cycle_hours = accounts / b["cycle_records_per_s"] / 3600
+        out.append(
+            (
+                f"{accounts:,}",
+                f"{contacts:,.0f}",
+                *(f"{v:.2f}" for v in work.values()),
+                f"**{total:.1f}**",
+                f"{nightly / 60:,.1f} min",
+                f"{cycle_hours:,.1f} h",
+            )
+        )
     return out
 
 
@@ -213,8 +348,33 @@ def table(summary: dict[str, Any]) -> str:
         "| benchmark | measure | value | raw baseline (same run) | ratio |",
         "|---|---|---|---|---|",
         *(f"| {' | '.join(row)} |" for row in rows(benches)),
-        END,
     ]
+    if spent := costs(benches):
+        lines += [
+            "",
+            "CPU milliseconds of user + system time per unit of work, from `/proc` (each process "
+            "named; PostgreSQL with its backends, the broker's JVM), beside the raw baseline's "
+            "in the same run:",
+            "",
+            "| work | CPU ms, the system | CPU ms, raw baseline | system / raw |",
+            "|---|---|---|---|",
+            *(f"| {' | '.join(row)} |" for row in spent),
+        ]
+    if plan := capacity(benches):
+        lines += [
+            "",
+            "Cores for a December peak (every account evaluated in a one-hour nightly pass, 10% "
+            "delinquent, 3 contacts each a week inside 12 contact hours, a webhook per contact, "
+            "an upstream event per account a week, the monthly bureau cycle in a 4-hour "
+            "window; all on one peak day; cores at 60% at most), from the costs above "
+            "(`bench/__main__.py` `PEAK`):",
+            "",
+            "| accounts | contacts a day | evaluation | contacts | webhooks | ingest | bureau "
+            "| cores | nightly pass, one process | bureau cycle, one replica |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *(f"| {' | '.join(row)} |" for row in plan),
+        ]
+    lines.append(END)
     return "\n".join(lines)
 
 

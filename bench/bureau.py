@@ -4,8 +4,10 @@ the same rows, in one run.
 The accounts (half US, half CN, all at least 30 days past due; about one in ten fails a gate)
 are loaded with COPY; the cycle (decide every account, write its Metro 2 or JSON Lines record,
 build and archive the two files, drop them for the bureau) runs in a process of its own, whose
-peak resident memory is reported. Baseline: one asyncpg cursor reading the same accounts joined
-with their customers.
+peak resident memory is reported. Baseline (issue 19): one asyncpg cursor reading the same
+accounts joined with their customers, writing as many bytes as the cycle's files hold to a file
+of its own as it goes, synced at the end. CPU seconds per record of the cycle's process and of
+PostgreSQL, and of the baseline.
 
     python -m bench.bureau [--accounts 1000000]
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.cost import Meter, infra_pids
 from bench.ledger import in_own_process
 from bench.report import report
 from services.bureau.cycle import Cycles
@@ -121,19 +124,26 @@ async def load(dsn: str, n: int, chunk: int = 100_000) -> None:
         await conn.close()
 
 
-async def raw_read(dsn: str) -> tuple[int, float]:
+async def raw_read(dsn: str, n: int, size: int, out: Path) -> tuple[int, float]:
+    """Rows per second of a cursor over the cycle's rows that writes ``size`` bytes in all
+    (an even share per row) as it reads."""
     conn = await asyncpg.connect(dsn)
+    line = b"x" * max(1, size // max(1, n) - 1) + b"\n"
     try:
         started, rows = time.perf_counter(), 0
-        async with conn.transaction():
-            async for _ in conn.cursor(
-                "SELECT a.*, c.full_name, c.national_id, c.birth_date, c.postal_address, "
-                "c.country FROM account a LEFT JOIN customer c USING (customer_id) "
-                "WHERE a.days_past_due >= 30 OR a.reported_status IS NOT NULL "
-                "ORDER BY a.account_id",
-                prefetch=5000,
-            ):
-                rows += 1
+        with out.open("wb") as sink:
+            async with conn.transaction():
+                async for _ in conn.cursor(
+                    "SELECT a.*, c.full_name, c.national_id, c.birth_date, c.postal_address, "
+                    "c.country FROM account a LEFT JOIN customer c USING (customer_id) "
+                    "WHERE a.days_past_due >= 30 OR a.reported_status IS NOT NULL "
+                    "ORDER BY a.account_id",
+                    prefetch=5000,
+                ):
+                    sink.write(line)
+                    rows += 1
+            sink.flush()
+            os.fsync(sink.fileno())
         return rows, rows / (time.perf_counter() - started)
     finally:
         await conn.close()
@@ -147,15 +157,22 @@ async def cycle(url: str, folder: str) -> dict[str, Any]:
         drop_dir=Path(folder) / "drop",
     )
     engine = make_engine(url)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     cycle_id = await Cycles(ControlledClock(NOW), settings).run_cycle(uow_factory(engine))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     async with engine.connect() as conn:
         found = await conn.exec_driver_sql("SELECT kind, count(*) FROM report GROUP BY kind")
         kinds: dict[str, int] = {str(row[0]): int(row[-1]) for row in found.all()}
     await engine.dispose()
     files = {p.name: p.stat().st_size for p in (Path(folder) / "drop").iterdir()}
-    return {"cycle": cycle_id, "cycle_seconds": round(elapsed, 1), "reports": kinds, "files": files}
+    return {
+        "cycle": cycle_id,
+        "cycle_seconds": round(elapsed, 1),
+        "reports": kinds,
+        "files": files,
+        "cpu_s": cpu,
+    }
 
 
 async def main(n: int) -> dict[str, Any]:
@@ -165,14 +182,27 @@ async def main(n: int) -> dict[str, Any]:
         started = time.perf_counter()
         await load(asyncpg_dsn(url), n)
         result["load_seconds"] = round(time.perf_counter() - started, 1)
-        rows, raw = await raw_read(asyncpg_dsn(url))
-        result["raw_read_rows"] = rows
-        result["raw_read_rows_per_s"] = round(raw)
+        # PostgreSQL only: the cycle publishes nothing here (its outbox is not relayed)
+        pids = {k: v for k, v in infra_pids(infra.stack).items() if k == "postgres"}
+        meter = Meter(pids).start()
         measured = in_own_process(cycle, url, folder)
+        meter.stop()
+        cost = meter.per_event_ms(n) | {"bureau": round(measured.pop("cpu_s") * 1000 / n, 4)}
+        cost["total"] = round(cost["total"] + cost["bureau"], 4)
         result |= {k: v for k, v in measured.items() if k != "peak_rss_mb"}
         result["cycle_records_per_s"] = round(n / measured["cycle_seconds"])
-        result["ratio_to_raw_read"] = round(result["cycle_records_per_s"] / raw, 3)
+        result["cycle_cpu_ms_per_record"] = cost
         result["cycle_peak_rss_mb"] = measured["peak_rss_mb"]
+        # the baseline after the cycle, whose files say how many bytes to write
+        size = sum(measured["files"].values())
+        meter = Meter(pids, include_self="cursor").start()
+        rows, raw = await raw_read(asyncpg_dsn(url), n, size, Path(folder) / "raw.out")
+        meter.stop()
+        result["raw_read_rows"] = rows
+        result["raw_bytes_written"] = size
+        result["raw_read_rows_per_s"] = round(raw)
+        result["raw_cpu_ms_per_record"] = meter.per_event_ms(rows)
+        result["ratio_to_raw_read"] = round(result["cycle_records_per_s"] / raw, 3)
     result["machine"] = f"{platform.machine()} python {platform.python_version()}"
     return result
 

@@ -7,8 +7,11 @@
    moves of a day each (what the service does every day);
 2. ingest: E upstream events (default 1,000,000: per customer customer.upserted, loan.opened
    and three payments) through Kafka into the ledger's consumer (validation, inbox, handlers,
-   outbox), against the raw baselines of an aiokafka consume of the same records and an
-   asyncpg COPY of as many rows;
+   outbox), against the least work any ingest must do, in a process of its own likewise: an
+   aiokafka ``getmany`` of the same records, a ``json`` decode of each value and an asyncpg
+   ``COPY`` of one row per event into an unindexed table, committed (rows and offsets) per
+   fetch (issue 19). The bare consume and the bare COPY are reported beside it. CPU seconds per
+   event of each side, and of PostgreSQL and the broker while each ran;
 3. the peak resident memory of each ledger side, each run in a process of its own (the
    benchmark's producer and loaders do not count).
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import platform
@@ -35,6 +39,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import text
 
+from bench.cost import Meter, infra_pids
 from bench.report import report
 from services.ledger.bootstrap import products
 from services.ledger.handlers import Ledger, handlers
@@ -113,20 +118,23 @@ def _run_measured(fn: Job, *args: Any) -> dict[str, Any]:
     return result
 
 
-async def evaluate_book(url: str) -> dict[str, Any]:
+async def evaluate_book(url: str, pids: dict[str, int]) -> dict[str, Any]:
     """The ledger's side of the evaluation benchmark: the catch-up pass, then three days."""
     engine = make_engine(url)
     clock = ControlledClock(NOW)
     ledger = Ledger(clock, products())
     uow = uow_factory(engine)
     timings = []
+    costs = []
     for day in range(4):
         await clock.set(NOW + timedelta(days=day, seconds=1))
+        meter = Meter(pids, include_self="ledger").start()
         started = time.perf_counter()
         async with uow() as unit:
             changed = await ledger.evaluate(unit)
             await unit.commit()
         timings.append((round(time.perf_counter() - started, 2), changed))
+        costs.append(meter.stop())
     async with engine.connect() as conn:
         outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
     await engine.dispose()
@@ -135,15 +143,17 @@ async def evaluate_book(url: str) -> dict[str, Any]:
         "catch_up_evaluation_changed": timings[0][1],
         "daily_evaluation_seconds": [t for t, _ in timings[1:]],
         "daily_evaluation_changed": [c for _, c in timings[1:]],
+        # CPU seconds of each daily pass, the ledger's process and the servers'
+        "daily_evaluation_cpu_s": [{k: round(v, 3) for k, v in c.items()} for c in costs[1:]],
         "evaluation_events_written": outbox,
     }
 
 
-async def evaluation(url: str, n: int) -> dict[str, Any]:
+async def evaluation(url: str, n: int, pids: dict[str, int]) -> dict[str, Any]:
     started = time.perf_counter()
     await load_accounts(asyncpg_dsn(url), n)
     loaded = time.perf_counter() - started
-    measured = in_own_process(evaluate_book, url)
+    measured = in_own_process(evaluate_book, url, pids)
     return {
         "accounts": n,
         "load_seconds": round(loaded, 1),
@@ -214,7 +224,7 @@ async def consume_into_ledger(bootstrap: str, url: str, topic: str, total: int) 
         batch_size=LedgerSettings().consumer_batch_size,
     )
     stop = asyncio.Event()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     task = asyncio.create_task(runner.run(stop))
     while True:
         async with engine.connect() as c:
@@ -225,6 +235,7 @@ async def consume_into_ledger(bootstrap: str, url: str, topic: str, total: int) 
             task.result()
         await asyncio.sleep(0.5)
     rate = total / (time.perf_counter() - started)
+    cpu = time.process_time() - cpu
     stop.set()
     await task
     await consumer.stop()
@@ -232,10 +243,40 @@ async def consume_into_ledger(bootstrap: str, url: str, topic: str, total: int) 
     async with engine.connect() as c:
         payments = (await c.execute(text("SELECT count(*) FROM payment"))).scalar_one()
     await engine.dispose()
-    return {"ledger_ingest_per_s": round(rate), "payments_applied": payments}
+    return {"ledger_ingest_per_s": round(rate), "payments_applied": payments, "cpu_s": cpu}
 
 
-async def ingest(bootstrap: str, url: str, n_events: int) -> dict[str, Any]:
+async def raw_ingest(bootstrap: str, url: str, topic: str, total: int) -> dict[str, Any]:
+    """The floor of any ingest that checks and keeps what it reads: fetch, decode each value,
+    COPY a row per event into an unindexed table and commit the offsets, per fetch."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS raw_ingest (part int, at_offset bigint, key text, body text)"
+    )
+    consumer = make_consumer(bootstrap, f"raw-ingest-{uuid.uuid4().hex[:6]}", topic)
+    await consumer.start()
+    batch_size = LedgerSettings().consumer_batch_size
+    started, cpu, received = time.perf_counter(), time.process_time(), 0
+    while received < total:
+        batch = await consumer.getmany(timeout_ms=500, max_records=batch_size)
+        rows = []
+        for records in batch.values():
+            for r in records:
+                # decoded and checked as any reader must, kept as it came
+                if isinstance(json.loads(r.value), dict):
+                    rows.append((r.partition, r.offset, r.key.decode(), r.value.decode()))
+        if batch:
+            await conn.copy_records_to_table("raw_ingest", records=rows)
+            await consumer.commit()
+            received += sum(len(records) for records in batch.values())
+    rate = total / (time.perf_counter() - started)
+    cpu = time.process_time() - cpu
+    await consumer.stop()
+    await conn.close()
+    return {"raw_ingest_per_s": round(rate), "cpu_s": cpu}
+
+
+async def ingest(bootstrap: str, url: str, n_events: int, pids: dict[str, int]) -> dict[str, Any]:
     topic = f"bench.ledger.{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, 6, (topic,))
     producer = make_producer(bootstrap)
@@ -274,16 +315,31 @@ async def ingest(bootstrap: str, url: str, n_events: int) -> dict[str, Any]:
     raw_copy = total / (time.perf_counter() - started)
     await conn.close()
 
+    # raw baseline 3 (the target's): fetch, decode, COPY and commit per fetch
+    meter = Meter(pids).start()
+    floor = in_own_process(raw_ingest, bootstrap, url, topic, total)
+    meter.stop()
+    floor_cpu = meter.per_event_ms(total) | {"ingest": round(floor["cpu_s"] * 1000 / total, 4)}
+    floor_cpu["total"] = round(floor_cpu["total"] + floor_cpu["ingest"], 4)
+
+    meter = Meter(pids).start()
     measured = in_own_process(consume_into_ledger, bootstrap, url, topic, total)
+    meter.stop()
+    cpu = meter.per_event_ms(total) | {"ledger": round(measured["cpu_s"] * 1000 / total, 4)}
+    cpu["total"] = round(cpu["total"] + cpu["ledger"], 4)
     rate = measured["ledger_ingest_per_s"]
     return {
         "ingest_events": total,
         "payments_applied": measured["payments_applied"],
         "raw_consume_per_s": round(raw_consume),
         "raw_copy_rows_per_s": round(raw_copy),
+        "raw_ingest_per_s": floor["raw_ingest_per_s"],
         "ledger_ingest_per_s": rate,
         "ratio_to_consume": round(rate / raw_consume, 3),
         "ratio_to_copy": round(rate / raw_copy, 3),
+        "ratio_to_raw_ingest": round(rate / floor["raw_ingest_per_s"], 3),
+        "raw_ingest_cpu_ms_per_event": floor_cpu,
+        "ingest_cpu_ms_per_event": cpu,
         "ingest_peak_rss_mb": measured["peak_rss_mb"],
     }
 
@@ -304,10 +360,12 @@ async def main(accounts: int, events: int) -> dict[str, Any]:
         await ensure_topics(infra.bootstrap, 6)
         eval_db = await migrated_database(infra.admin_url, "arrears_bench_eval", "ledger")
         print(f"evaluation over {accounts} accounts ...", flush=True)
-        result |= await evaluation(eval_db, accounts)
+        # PostgreSQL only: the evaluation's outbox is not relayed here
+        database = {k: v for k, v in infra_pids(infra.stack).items() if k == "postgres"}
+        result |= await evaluation(eval_db, accounts, database)
         ingest_db = await migrated_database(infra.admin_url, "arrears_bench_ingest", "ledger")
         print(f"ingest of {events} events ...", flush=True)
-        result |= await ingest(infra.bootstrap, ingest_db, events)
+        result |= await ingest(infra.bootstrap, ingest_db, events, infra_pids(infra.stack))
     result |= decode_ceiling()
     result["ratio_decode_only_to_consume"] = round(
         result["decode_only_per_s"] / result["raw_consume_per_s"], 3

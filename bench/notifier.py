@@ -33,6 +33,7 @@ import asyncpg
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
+from bench.cost import Meter, infra_pids
 from bench.report import report
 from services.notifier.settings import DEV_PARTNER_KEY, DEV_PARTNER_SECRET
 from shared import topics
@@ -298,18 +299,25 @@ async def main(n: int, m: int, concurrency: int) -> dict[str, Any]:
                 ).encode()
                 for i in range(m)
             ]
+            # the server side's CPU only: the clients are this process
+            raw_meter = Meter({"bare app": processes[0].pid}).start()
             raw_hooks, raw_latency = await post_all(
                 f"http://127.0.0.1:{bare_port}/v1/webhooks/standin/status",
                 bodies,
                 concurrency,
                 True,
             )
+            raw_meter.stop()
+            meter = Meter({"notifier": notifier.pid} | infra_pids(infra.stack)).start()
             hooks, latency = await post_all(
                 f"http://127.0.0.1:{notifier_port}/v1/webhooks/standin/status",
                 bodies,
                 concurrency,
                 True,
             )
+            meter.stop()
+            result["raw_webhook_cpu_ms"] = raw_meter.per_event_ms(m)
+            result["webhook_cpu_ms"] = meter.per_event_ms(m)
             result |= {
                 "raw_webhooks_per_s": round(raw_hooks),
                 "raw_webhook_p50_ms": percentile(raw_latency, 0.5),

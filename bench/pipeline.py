@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench.cost import Meter, infra_pids
 from bench.notifier import free_port, peak_rss_mb, spawn, until_up
 from bench.notifier import load_customers as notifier_customers
 from bench.report import report
@@ -120,7 +121,11 @@ async def count_records(bootstrap: str, topic: str, expect: int) -> float:
         await consumer.stop()
 
 
-async def raw_baseline(bootstrap: str, n: int) -> float:
+async def raw_baseline(
+    bootstrap: str, n: int, infra: dict[str, int]
+) -> tuple[float, dict[str, float]]:
+    """Records per second through the three hops, and the CPU milliseconds per record of the
+    hops (together) and of the broker."""
     run = uuid.uuid4().hex[:6]
     chain = [f"bench.hop{i}.{run}" for i in range(HOPS + 1)]
     await ensure_topics(bootstrap, 6, tuple(chain))
@@ -137,14 +142,19 @@ async def raw_baseline(bootstrap: str, n: int) -> float:
         await produce(bootstrap, chain[0], range(1))
         await count_records(bootstrap, chain[-1], 1)
         counting = asyncio.create_task(count_records(bootstrap, chain[-1], n + 1))
+        meter = Meter({f"hop{i}": p.pid for i, p in enumerate(hops) if p.pid} | infra).start()
         started = time.perf_counter()
         await produce(bootstrap, chain[0], range(1, n + 1))
         finished = await counting
+        meter.stop()
     finally:
         for process in hops:
             process.terminate()
             process.join(10)
-    return n / (finished - started)
+    spent = meter.per_event_ms(n)
+    cost = {"hops": round(sum(v for k, v in spent.items() if k.startswith("hop")), 4)}
+    cost |= {k: v for k, v in spent.items() if not k.startswith("hop")}
+    return n / (finished - started), cost
 
 
 # --- the pipeline --------------------------------------------------------------------------------
@@ -207,8 +217,10 @@ async def main(n: int, paced: int, book: int) -> dict[str, Any]:
         with provide("bench", 12000) as infra:
             await ensure_topics(infra.bootstrap, 6)
             print(f"raw baseline: {n} records through {HOPS} aiokafka hops ...", flush=True)
-            raw = await raw_baseline(infra.bootstrap, n)
+            pids = infra_pids(infra.stack)
+            raw, raw_cost = await raw_baseline(infra.bootstrap, n, pids)
             result["raw_three_hop_per_s"] = round(raw)
+            result["raw_cpu_ms_per_event"] = raw_cost
 
             scheduler_url = await migrated_database(
                 infra.admin_url, "arrears_bench_pipe_scheduler", "scheduler"
@@ -279,12 +291,17 @@ async def main(n: int, paced: int, book: int) -> dict[str, Any]:
             await read_attempts(infra.bootstrap, 1)
             print(f"{n} payment.missed through the pipeline ...", flush=True)
             reading = asyncio.create_task(read_attempts(infra.bootstrap, n + 1))
+            services = {"scheduler": scheduler.pid, "notifier": notifier.pid}
+            meter = Meter(services | {"partner stand-in": processes[0].pid} | pids).start()
             started = time.perf_counter()
             await produce(infra.bootstrap, topics.LEDGER, range(1, n + 1))
             finished = await reading
+            meter.stop()
             rate = n / (finished - started)
             result["pipeline_per_s"] = round(rate)
             result["ratio_to_raw"] = round(rate / raw, 3)
+            # the load generator and the reader are this process; the stand-in is the partner's
+            result["cpu_ms_per_event"] = meter.per_event_ms(n, outside=("partner stand-in",))
 
             print(f"{paced} more at {rate / 2:.0f}/s for latency ...", flush=True)
             first, last = n + 1, n + 1 + paced

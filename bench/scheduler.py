@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.cost import Meter, infra_pids
 from bench.report import report
 from services.scheduler.bootstrap import build
 from services.scheduler.settings import SchedulerSettings
@@ -111,7 +112,7 @@ async def produce(bootstrap: str, topic: str, indexes: range, rate: float | None
         await producer.stop()
 
 
-async def raw_baseline(bootstrap: str, n: int) -> float:
+async def raw_baseline(bootstrap: str, n: int, pids: dict[str, int]) -> tuple[float, Meter]:
     source, sink = f"bench.raw.in.{uuid.uuid4().hex[:6]}", f"bench.raw.out.{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, 6, (source, sink))
     await produce(bootstrap, source, range(n))
@@ -119,6 +120,7 @@ async def raw_baseline(bootstrap: str, n: int) -> float:
     producer = make_producer(bootstrap)
     await consumer.start()
     await producer.start()
+    meter = Meter(pids, include_self="consume-produce").start()
     started, done = time.perf_counter(), 0
     pending = []
     while done < n:
@@ -129,9 +131,10 @@ async def raw_baseline(bootstrap: str, n: int) -> float:
             done += len(records)
     await asyncio.gather(*pending)
     rate = n / (time.perf_counter() - started)
+    meter.stop()
     await consumer.stop()
     await producer.stop()
-    return rate
+    return rate, meter
 
 
 def run_scheduler(bootstrap: str, url: str, stop: Any, ready: Any, result: Any) -> None:
@@ -203,7 +206,10 @@ async def main(n: int, paced: int) -> dict[str, Any]:
     with provide("bench", 12000) as infra:
         await ensure_topics(infra.bootstrap, 6)
         print("raw consume -> produce baseline ...", flush=True)
-        result["raw_consume_produce_per_s"] = round(await raw_baseline(infra.bootstrap, n))
+        pids = infra_pids(infra.stack)
+        raw, raw_meter = await raw_baseline(infra.bootstrap, n, pids)
+        result["raw_consume_produce_per_s"] = round(raw)
+        result["raw_cpu_ms_per_event"] = raw_meter.per_event_ms(n)
 
         url = await migrated_database(infra.admin_url, "arrears_bench_scheduler", "scheduler")
         await load_customers(asyncpg_dsn(url), n + paced)
@@ -223,8 +229,12 @@ async def main(n: int, paced: int) -> dict[str, Any]:
         )
         process.start()
         await asyncio.to_thread(ready.wait, 120)
+        # from the end of start-up (imports, migrations checked, the group joined)
+        meter = Meter({"scheduler": process.pid or 0} | pids).start()
         started = time.perf_counter()
         finished, _ = await read_contacts(infra.bootstrap, n)
+        meter.stop()
+        result["cpu_ms_per_event"] = meter.per_event_ms(n)
         rate = n / (finished - started)
         result["scheduler_decisions_per_s"] = round(rate)
         result["ratio_to_raw"] = round(rate / result["raw_consume_produce_per_s"], 3)

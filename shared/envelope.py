@@ -127,16 +127,12 @@ def decode(
     if len(value) > MAX_VALUE_BYTES:
         raise InvalidEvent(f"value is {len(value)} bytes, over the {MAX_VALUE_BYTES} limit")
     try:
-        raw: Any = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = exc.start if isinstance(exc, UnicodeDecodeError) else exc.pos
-        raise InvalidEvent(f"value is not JSON: {type(exc).__name__} at position {where}") from None
-    if not isinstance(raw, dict):
-        raise InvalidEvent("value is not a JSON object")
-    try:
-        data = spec.model.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidEvent(f"{ce_type}: {describe_errors(exc)}") from None
+        # pydantic parses and validates the bytes in one pass, without a dict in between: a
+        # quarter less CPU than json.loads + model_validate (bench/decoding.py). A refused
+        # value is decoded again the slower way, which names what is wrong as it always has.
+        data = spec.model.model_validate_json(value)
+    except ValidationError:
+        data = _validated(ce_type, spec.model, value)
     try:
         key_text = key.decode("utf-8")
     except UnicodeDecodeError:
@@ -151,6 +147,22 @@ def decode(
         subject=attrs.get("ce_subject") or None,
         traceparent=attrs.get("traceparent") or None,
     )
+
+
+def _validated(ce_type: str, model: type[Payload], value: bytes) -> Payload:
+    """``value`` decoded by ``json`` and validated from Python objects: the reasons every
+    dead letter has given (not JSON, where; not an object; the fields and what is wrong)."""
+    try:
+        raw: Any = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = exc.start if isinstance(exc, UnicodeDecodeError) else exc.pos
+        raise InvalidEvent(f"value is not JSON: {type(exc).__name__} at position {where}") from None
+    if not isinstance(raw, dict):
+        raise InvalidEvent("value is not a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidEvent(f"{ce_type}: {describe_errors(exc)}") from None
 
 
 def describe_errors(exc: ValidationError) -> str:

@@ -7,7 +7,14 @@ from decimal import Decimal
 import pytest
 
 from shared import topics
-from shared.envelope import MAX_VALUE_BYTES, InvalidEvent, decode, encode, new_event
+from shared.envelope import (
+    MAX_VALUE_BYTES,
+    InvalidEvent,
+    _validated,
+    decode,
+    encode,
+    new_event,
+)
 from shared.events import REGISTRY, ClockSet, PaymentPosted
 from tests.support.factories import payment_posted
 
@@ -203,3 +210,91 @@ def test_contact_attempted_takes_only_the_one_outcome_vocabulary() -> None:
     assert RIGHT_PARTY < CONNECTED  # the customer answered is a kind of someone answered
     assert Outcome.WRONG_PARTY in CONNECTED & FAILURES  # someone answered, not the customer
     assert not RIGHT_PARTY & FAILURES
+
+
+VALUES = [
+    # valid, and valid in the other ways a producer may write it
+    json.dumps(
+        {
+            "account_id": "A1",
+            "payment_id": "P1",
+            "amount": "1.5",
+            "currency": "CNY",
+            "posted_at": "2026-12-01T08:00:00+08:00",
+        }
+    ),
+    json.dumps(
+        {
+            "account_id": "A1",
+            "payment_id": "P1",
+            "amount": "1.5",
+            "currency": "CNY",
+            "posted_at": "2026-12-01T08:00:00Z",
+            "new_field": [1, 2],
+        }
+    ),
+    '{"account_id": "A1", "account_id": "A2", "payment_id": "P1", "amount": "2", '
+    '"currency": "CNY", "posted_at": "2026-12-01T00:00:00Z"}',
+    # refused: each for its own reason
+    json.dumps(
+        {
+            "account_id": "A1",
+            "payment_id": "P1",
+            "amount": 1.5,
+            "currency": "CNY",
+            "posted_at": "2026-12-01T00:00:00Z",
+        }
+    ),
+    json.dumps(
+        {
+            "account_id": "A\u00001",
+            "payment_id": "P1",
+            "amount": "1",
+            "currency": "CNY",
+            "posted_at": "2026-12-01T00:00:00Z",
+        }
+    ),
+    json.dumps(
+        {
+            "account_id": "A1",
+            "payment_id": "P1",
+            "amount": "1",
+            "currency": "CNY",
+            "posted_at": "2026-12-01T00:00:00",
+        }
+    ),
+    json.dumps(
+        {
+            "account_id": "A1",
+            "payment_id": "P1",
+            "amount": "NaN",
+            "currency": "CNY",
+            "posted_at": "2026-12-01T00:00:00Z",
+        }
+    ),
+    '{"account_id": "A1", "amount": NaN}',
+    "[1, 2]",
+    '"a string"',
+    "{not json",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", VALUES)
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_the_one_pass_decode_accepts_and_refuses_as_json_loads_then_validate(
+    text: str, encoding: str
+) -> None:
+    """``decode`` validates the bytes in one pass and falls back to ``json.loads`` + validation
+    for a refusal: what it accepts, and the reason it gives, are the slower path's."""
+    key, _, headers = encode(payment_posted(customer="C1"))
+    value = text.encode(encoding)
+    try:
+        expected: object = _validated("payment.posted", PaymentPosted, value)
+    except InvalidEvent as exc:
+        expected = exc.reason
+    try:
+        got: object = decode(key, value, headers).data
+    except InvalidEvent as exc:
+        got = exc.reason
+    assert got == expected
