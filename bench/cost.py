@@ -9,6 +9,7 @@ descendants (the backends still connected).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Mapping
@@ -64,13 +65,26 @@ def infra_pids(cfg: stack.StackConfig | None) -> dict[str, int]:
     return pids
 
 
+async def idle_rates(pids: dict[str, int], seconds: float = 3.0) -> dict[str, float]:
+    """Cores each process burns doing nothing asked of it (the broker's JVM keeps about a tenth
+    of a core busy on its own here): measured before any load, subtracted from what a
+    ``Meter`` reports, so that a slow run's cost is not mostly the broker's idling."""
+    tree = _children()
+    before = {name: cpu_seconds(pid, tree) for name, pid in pids.items()}
+    await asyncio.sleep(seconds)
+    tree = _children()
+    return {name: (cpu_seconds(pid, tree) - before[name]) / seconds for name, pid in pids.items()}
+
+
 @dataclass
 class Meter:
-    """CPU seconds of each named process between ``start()`` and ``stop()``; ``self`` names
-    the measuring process itself (``time.process_time``, which counts its threads)."""
+    """CPU seconds of each named process between ``start()`` and ``stop()``, less its ``idle``
+    rate over that time; ``include_self`` names the measuring process itself
+    (``time.process_time``, which counts its threads)."""
 
     pids: dict[str, int]
     include_self: str | None = None
+    idle: dict[str, float] = field(default_factory=dict)
     _before: dict[str, float] = field(default_factory=dict)
     spent: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
@@ -90,7 +104,10 @@ class Meter:
     def stop(self) -> dict[str, float]:
         after = self._read()
         self.wall = time.perf_counter() - self.wall
-        self.spent = {name: after[name] - self._before[name] for name in after}
+        self.spent = {
+            name: max(0.0, after[name] - self._before[name] - self.idle.get(name, 0.0) * self.wall)
+            for name in after
+        }
         return self.spent
 
     def per_event_ms(self, events: int, *, outside: tuple[str, ...] = ()) -> dict[str, float]:

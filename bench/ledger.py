@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import text
 
-from bench.cost import Meter, infra_pids
+from bench.cost import Meter, idle_rates, infra_pids
 from bench.report import report
 from services.ledger.bootstrap import products
 from services.ledger.handlers import Ledger, handlers
@@ -118,7 +118,7 @@ def _run_measured(fn: Job, *args: Any) -> dict[str, Any]:
     return result
 
 
-async def evaluate_book(url: str, pids: dict[str, int]) -> dict[str, Any]:
+async def evaluate_book(url: str, pids: dict[str, int], idle: dict[str, float]) -> dict[str, Any]:
     """The ledger's side of the evaluation benchmark: the catch-up pass, then three days."""
     engine = make_engine(url)
     clock = ControlledClock(NOW)
@@ -128,7 +128,7 @@ async def evaluate_book(url: str, pids: dict[str, int]) -> dict[str, Any]:
     costs = []
     for day in range(4):
         await clock.set(NOW + timedelta(days=day, seconds=1))
-        meter = Meter(pids, include_self="ledger").start()
+        meter = Meter(pids, include_self="ledger", idle=idle).start()
         started = time.perf_counter()
         async with uow() as unit:
             changed = await ledger.evaluate(unit)
@@ -150,10 +150,11 @@ async def evaluate_book(url: str, pids: dict[str, int]) -> dict[str, Any]:
 
 
 async def evaluation(url: str, n: int, pids: dict[str, int]) -> dict[str, Any]:
+    idle = await idle_rates(pids)
     started = time.perf_counter()
     await load_accounts(asyncpg_dsn(url), n)
     loaded = time.perf_counter() - started
-    measured = in_own_process(evaluate_book, url, pids)
+    measured = in_own_process(evaluate_book, url, pids, idle)
     return {
         "accounts": n,
         "load_seconds": round(loaded, 1),
@@ -316,13 +317,14 @@ async def ingest(bootstrap: str, url: str, n_events: int, pids: dict[str, int]) 
     await conn.close()
 
     # raw baseline 3 (the target's): fetch, decode, COPY and commit per fetch
-    meter = Meter(pids).start()
+    idle = await idle_rates(pids)
+    meter = Meter(pids, idle=idle).start()
     floor = in_own_process(raw_ingest, bootstrap, url, topic, total)
     meter.stop()
     floor_cpu = meter.per_event_ms(total) | {"ingest": round(floor["cpu_s"] * 1000 / total, 4)}
     floor_cpu["total"] = round(floor_cpu["total"] + floor_cpu["ingest"], 4)
 
-    meter = Meter(pids).start()
+    meter = Meter(pids, idle=idle).start()
     measured = in_own_process(consume_into_ledger, bootstrap, url, topic, total)
     meter.stop()
     cpu = meter.per_event_ms(total) | {"ledger": round(measured["cpu_s"] * 1000 / total, 4)}

@@ -33,7 +33,7 @@ import asyncpg
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
-from bench.cost import Meter, infra_pids
+from bench.cost import Meter, idle_rates, infra_pids
 from bench.report import report
 from services.notifier.settings import DEV_PARTNER_KEY, DEV_PARTNER_SECRET
 from shared import topics
@@ -308,7 +308,9 @@ async def main(n: int, m: int, concurrency: int) -> dict[str, Any]:
                 True,
             )
             raw_meter.stop()
-            meter = Meter({"notifier": notifier.pid} | infra_pids(infra.stack)).start()
+            servers = infra_pids(infra.stack)
+            meter = Meter({"notifier": notifier.pid} | servers, idle=await idle_rates(servers))
+            meter.start()
             hooks, latency = await post_all(
                 f"http://127.0.0.1:{notifier_port}/v1/webhooks/standin/status",
                 bodies,

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.cost import Meter, infra_pids
+from bench.cost import Meter, idle_rates, infra_pids
 from bench.notifier import free_port, peak_rss_mb, spawn, until_up
 from bench.notifier import load_customers as notifier_customers
 from bench.report import report
@@ -122,7 +122,7 @@ async def count_records(bootstrap: str, topic: str, expect: int) -> float:
 
 
 async def raw_baseline(
-    bootstrap: str, n: int, infra: dict[str, int]
+    bootstrap: str, n: int, infra: dict[str, int], idle: dict[str, float]
 ) -> tuple[float, dict[str, float]]:
     """Records per second through the three hops, and the CPU milliseconds per record of the
     hops (together) and of the broker."""
@@ -142,7 +142,8 @@ async def raw_baseline(
         await produce(bootstrap, chain[0], range(1))
         await count_records(bootstrap, chain[-1], 1)
         counting = asyncio.create_task(count_records(bootstrap, chain[-1], n + 1))
-        meter = Meter({f"hop{i}": p.pid for i, p in enumerate(hops) if p.pid} | infra).start()
+        hop_pids = {f"hop{i}": p.pid for i, p in enumerate(hops) if p.pid}
+        meter = Meter(hop_pids | infra, idle=idle).start()
         started = time.perf_counter()
         await produce(bootstrap, chain[0], range(1, n + 1))
         finished = await counting
@@ -218,7 +219,9 @@ async def main(n: int, paced: int, book: int) -> dict[str, Any]:
             await ensure_topics(infra.bootstrap, 6)
             print(f"raw baseline: {n} records through {HOPS} aiokafka hops ...", flush=True)
             pids = infra_pids(infra.stack)
-            raw, raw_cost = await raw_baseline(infra.bootstrap, n, pids)
+            idle = await idle_rates(pids)
+            result["idle_cores"] = {k: round(v, 3) for k, v in idle.items()}
+            raw, raw_cost = await raw_baseline(infra.bootstrap, n, pids, idle)
             result["raw_three_hop_per_s"] = round(raw)
             result["raw_cpu_ms_per_event"] = raw_cost
 
@@ -292,7 +295,8 @@ async def main(n: int, paced: int, book: int) -> dict[str, Any]:
             print(f"{n} payment.missed through the pipeline ...", flush=True)
             reading = asyncio.create_task(read_attempts(infra.bootstrap, n + 1))
             services = {"scheduler": scheduler.pid, "notifier": notifier.pid}
-            meter = Meter(services | {"partner stand-in": processes[0].pid} | pids).start()
+            meter = Meter(services | {"partner stand-in": processes[0].pid} | pids, idle=idle)
+            meter.start()
             started = time.perf_counter()
             await produce(infra.bootstrap, topics.LEDGER, range(1, n + 1))
             finished = await reading

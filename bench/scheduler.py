@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.cost import Meter, infra_pids
+from bench.cost import Meter, idle_rates, infra_pids
 from bench.report import report
 from services.scheduler.bootstrap import build
 from services.scheduler.settings import SchedulerSettings
@@ -112,7 +112,9 @@ async def produce(bootstrap: str, topic: str, indexes: range, rate: float | None
         await producer.stop()
 
 
-async def raw_baseline(bootstrap: str, n: int, pids: dict[str, int]) -> tuple[float, Meter]:
+async def raw_baseline(
+    bootstrap: str, n: int, pids: dict[str, int], idle: dict[str, float]
+) -> tuple[float, Meter]:
     source, sink = f"bench.raw.in.{uuid.uuid4().hex[:6]}", f"bench.raw.out.{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, 6, (source, sink))
     await produce(bootstrap, source, range(n))
@@ -120,7 +122,7 @@ async def raw_baseline(bootstrap: str, n: int, pids: dict[str, int]) -> tuple[fl
     producer = make_producer(bootstrap)
     await consumer.start()
     await producer.start()
-    meter = Meter(pids, include_self="consume-produce").start()
+    meter = Meter(pids, include_self="consume-produce", idle=idle).start()
     started, done = time.perf_counter(), 0
     pending = []
     while done < n:
@@ -207,7 +209,9 @@ async def main(n: int, paced: int) -> dict[str, Any]:
         await ensure_topics(infra.bootstrap, 6)
         print("raw consume -> produce baseline ...", flush=True)
         pids = infra_pids(infra.stack)
-        raw, raw_meter = await raw_baseline(infra.bootstrap, n, pids)
+        idle = await idle_rates(pids)
+        result["idle_cores"] = {k: round(v, 3) for k, v in idle.items()}
+        raw, raw_meter = await raw_baseline(infra.bootstrap, n, pids, idle)
         result["raw_consume_produce_per_s"] = round(raw)
         result["raw_cpu_ms_per_event"] = raw_meter.per_event_ms(n)
 
@@ -230,7 +234,7 @@ async def main(n: int, paced: int) -> dict[str, Any]:
         process.start()
         await asyncio.to_thread(ready.wait, 120)
         # from the end of start-up (imports, migrations checked, the group joined)
-        meter = Meter({"scheduler": process.pid or 0} | pids).start()
+        meter = Meter({"scheduler": process.pid or 0} | pids, idle=idle).start()
         started = time.perf_counter()
         finished, _ = await read_contacts(infra.bootstrap, n)
         meter.stop()

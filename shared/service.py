@@ -30,7 +30,7 @@ from shared.clock import Clock, ControlledClock, Listener, WallClock
 from shared.clock_follower import ClockFollower
 from shared.consumer import ConsumerRunner, ConsumerSpec, safe_reason
 from shared.db import UnitOfWork, UnitOfWorkFactory, asyncpg_dsn, make_engine, uow_factory
-from shared.http import BodyLimit, install_problem_handlers, problem
+from shared.http import BodyLimit, database_unavailable, install_problem_handlers, problem
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
 from shared.ownership import serialised
@@ -272,20 +272,7 @@ class ServiceRuntime:
         async def run(now: datetime) -> None:
             if self._uow is None:
                 return  # a move before start: the job catches up on the next one
-            for attempt in range(1, 4):
-                try:
-                    async with self._uow() as uow:
-                        await serialised(uow.session, owner)
-                        await job(uow, now)
-                        await uow.commit()
-                    return
-                except DBAPIError as exc:
-                    # A set-based job can deadlock with a handler touching the same rows; the
-                    # database aborts one of them, and running again is the cure.
-                    if attempt == 3:
-                        raise
-                    log.warning("clock job failed (%s); retrying", safe_reason(exc))
-                    await asyncio.sleep(0.1 * attempt)
+            await run_clock_job(self._uow, owner, job, now, self._stop)
 
         return run
 
@@ -326,6 +313,47 @@ class ServiceRuntime:
             await clock.tick()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.settings.tick_seconds)
+
+
+async def run_clock_job(
+    uow: UnitOfWorkFactory,
+    owner: str,
+    job: ClockJob,
+    now: datetime,
+    stop: asyncio.Event,
+    *,
+    max_pause: float = 2.0,
+) -> None:
+    """One clock job at ``now``, in a transaction serialised across replicas by ``owner``.
+
+    A deadlock with a handler touching the same rows is tried again twice, then raised. A
+    database that is restarting or unreachable is waited for, however long (until ``stop``):
+    the move's work belongs to the move, and the clock stays busy meanwhile, so that a driver
+    of the controlled clock waits too. A fault suite lost a day's due-soon reminders when a
+    job gave up after three quick tries while PostgreSQL restarted (57P03) and the next move
+    did the work hours of business time late.
+    """
+    failures, pause = 0, 0.1
+    while True:
+        try:
+            async with uow() as unit:
+                await serialised(unit.session, owner)
+                await job(unit, now)
+                await unit.commit()
+            return
+        except (DBAPIError, ConnectionError) as exc:
+            if database_unavailable(exc):
+                if stop.is_set():
+                    raise
+                log.warning("clock job waits for the database (%s)", safe_reason(exc))
+                await asyncio.sleep(pause)
+                pause = min(max_pause, pause * 2)
+                continue
+            failures += 1
+            if failures == 3:
+                raise
+            log.warning("clock job failed (%s); retrying", safe_reason(exc))
+            await asyncio.sleep(0.1 * failures)
 
 
 def _idle(snapshot: dict[str, Any]) -> bool:

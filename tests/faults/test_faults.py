@@ -1,7 +1,9 @@
-"""Faults during a simulated campaign: every service SIGKILLed at random moments (five times
-each), the Kafka broker restarted, PostgreSQL restarted, the partner stalled for a minute. The
-reconciliation then finds nothing lost and nothing applied twice, and the campaign's figures
-(balances, decisions, contacts, bureau reports) equal those of the same seed without faults.
+"""Faults during a simulated campaign run by two replicas of every service: a replica of each
+service SIGKILLed at random moments (five times each, the replica picked at random), one whole
+service (every replica) down for a minute, the Kafka broker restarted, PostgreSQL restarted,
+the partner stalled for a minute. The reconciliation then finds nothing lost and nothing applied
+twice, and the campaign's figures (balances, decisions, contacts, bureau reports) equal those of
+the same seed run calmly by one process of each service.
 
     make faults
 """
@@ -36,6 +38,8 @@ KILLS_PER_SERVICE = 5
 # A reporting cycle every day, so that bureau records are submitted (and could be submitted
 # twice) while services die; a six-week campaign would otherwise see one or two.
 EXTRA = {"BUREAU_CYCLE": "daily"}
+REPLICAS = 2
+OUTAGE_SECONDS = 60
 
 
 def comparable(figures: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +64,7 @@ def config(running: RunningStack) -> stack.StackConfig:
         service_ports={n: int(env[f"ARREARS_{n.upper()}_PORT"]) for n in SERVICES},
         partners_port=int(env["ARREARS_PARTNERS_PORT"]),
         partitions=int(env["ARREARS_TOPIC_PARTITIONS"]),
+        replicas=int(env.get("ARREARS_REPLICAS", "0") or 0),
     )
 
 
@@ -90,17 +95,23 @@ def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
     expected = json.loads((tmp_path / "calm-out" / "campaign.json").read_text())
 
     faults: Counter[str] = Counter()
-    with running_stack(tmp_path / "rough", 23000, EXTRA) as rough:
+    rough_env = EXTRA | {"ARREARS_REPLICAS": str(REPLICAS)}
+    with running_stack(tmp_path / "rough", 23000, rough_env) as rough:
         cfg = config(rough)
+        for service in SERVICES:
+            live = [n for n in cfg.processes(service) if stack.running_pid(cfg, n) is not None]
+            assert len(live) == REPLICAS, f"{service} runs {live}"
         campaign = play(rough, tmp_path / "rough-out")
         chaos = random.Random(23)
         plan = [f"kill {s}" for s in SERVICES for _ in range(KILLS_PER_SERVICE)]
         chaos.shuffle(plan)
-        # the broker, the database and the partner in the first half: the partner's stall
-        # holds the campaign up for a minute, so that every kill after it still finds one
+        # the broker, the database, the partner and a whole service in the first half: the
+        # partner's stall and the outage each hold the campaign up for a minute, so that every
+        # kill after them still finds one
+        outage = f"outage {chaos.choice(SERVICES)}"
         for index, fault in zip(
-            sorted(chaos.sample(range(2, len(plan) // 2), 3)),
-            ("restart kafka", "restart postgres", "stall partner"),
+            sorted(chaos.sample(range(2, len(plan) // 2), 4)),
+            ("restart kafka", "restart postgres", "stall partner", outage),
             strict=True,
         ):
             plan.insert(index, fault)
@@ -109,10 +120,20 @@ def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
                 break
             time.sleep(chaos.uniform(0.2, 1.0))
             kind, what = fault.split(" ", 1)
+            injected = fault
             if kind == "kill":
-                pid = stack.running_pid(cfg, what)
-                assert pid is not None, f"{what} is not running"
+                replica = chaos.choice(cfg.processes(what))
+                pid = stack.running_pid(cfg, replica)
+                assert pid is not None, f"{replica} is not running"
                 os.kill(pid, signal.SIGKILL)
+                bring_back(rough)
+                injected = f"kill {replica}"
+            elif kind == "outage":
+                for replica in cfg.processes(what):
+                    pid = stack.running_pid(cfg, replica)
+                    assert pid is not None, f"{replica} is not running"
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(OUTAGE_SECONDS)
                 bring_back(rough)
             elif what == "kafka":
                 stack.terminate(cfg, "kafka", grace=60)
@@ -127,7 +148,7 @@ def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
                     headers={"content-type": "application/json"},
                 )
                 urllib.request.urlopen(request, timeout=10).read()  # noqa: S310 - loopback
-            faults[fault] += 1
+            faults[injected] += 1
         output, _ = campaign.communicate(timeout=1200)
         assert campaign.returncode == 0, output[-3000:]
         checked = rough.run(
@@ -136,10 +157,17 @@ def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
         assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
     print(f"faults injected: {dict(faults)}")
     print(checked.stdout[-2000:])
-    assert sum(v for k, v in faults.items() if k.startswith("kill")) == len(SERVICES) * (
-        KILLS_PER_SERVICE
-    ), f"the campaign ended before every fault was injected: {dict(faults)}"
+    for service in SERVICES:
+        killed = sum(
+            v
+            for k, v in faults.items()
+            if k.startswith("kill ") and k.removeprefix("kill ").split("-")[0] == service
+        )
+        assert killed >= KILLS_PER_SERVICE, f"{service} killed {killed} times: {dict(faults)}"
+    # both replicas of some service met a kill (the seed's draw), not only the first
+    assert any(k.startswith("kill") and "-" in k for k in faults), dict(faults)
     assert {"restart kafka", "restart postgres", "stall partner"} <= set(faults)
+    assert any(k.startswith("outage") for k in faults), dict(faults)
     compared = re.search(r"(\d+) bureau records compared", checked.stdout)
     assert compared is not None, checked.stdout[-2000:]
     assert int(compared.group(1)) > 0, "no bureau record was exercised"

@@ -142,7 +142,9 @@ async def world(kafka: str, infra: Infra) -> AsyncIterator[World]:
         await serve(create_app(runtime, manage_runtime=False), notifier_port),
     ]
     async with (
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{notifier_port}") as n,
+        # a flood of 120 requests waits for the pool's 100 connections: on a loaded machine
+        # longer than httpx's default 5 s (a PoolTimeout, not an answer, failed a run)
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{notifier_port}", timeout=30) as n,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{standin_port}") as p,
     ):
         w = World(runtime, kafka, n, p, standin)

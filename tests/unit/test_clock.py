@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from shared.clock import ControlledClock
+from shared.service import run_clock_job
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -91,3 +94,68 @@ async def test_the_ledger_answers_as_of_an_instant_only_once_its_move_is_applied
     release.set()
     assert await waiting
     await moving
+
+
+class _Restarting(Exception):
+    """What asyncpg raises while PostgreSQL starts up (SQLSTATE 57P03)."""
+
+    sqlstate = "57P03"
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"
+
+
+class _Session:
+    async def execute(self, *_: object) -> None:
+        return None
+
+
+class _Unit:
+    def __init__(self, failures: list[BaseException], committed: list[bool]) -> None:
+        self.session = _Session()
+        self._failures = failures
+        self._committed = committed
+
+    async def __aenter__(self) -> _Unit:
+        if self._failures:
+            raise self._failures.pop(0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def commit(self) -> None:
+        self._committed.append(True)
+
+
+async def test_a_clock_job_waits_out_a_database_restart_and_does_the_moves_work() -> None:
+    restart = [DBAPIError("connect", {}, _Restarting()) for _ in range(6)]
+    committed: list[bool] = []
+    done: list[datetime] = []
+
+    async def job(_: object, now: datetime) -> None:
+        done.append(now)
+
+    def uow() -> _Unit:
+        return _Unit(restart, committed)
+
+    at = T0 + timedelta(hours=3)
+    await run_clock_job(uow, "t", job, at, asyncio.Event(), max_pause=0.01)  # type: ignore[arg-type]
+    assert done == [at]  # six refusals, more than a deadlock is allowed, then the work, once
+    assert committed == [True]
+
+
+async def test_a_clock_job_that_keeps_deadlocking_gives_up_after_three_tries() -> None:
+    deadlocks: list[BaseException] = [DBAPIError("x", {}, _Deadlock()) for _ in range(3)]
+    done: list[datetime] = []
+
+    async def job(_: object, now: datetime) -> None:
+        done.append(now)
+
+    def uow() -> _Unit:
+        return _Unit(deadlocks, [])
+
+    with pytest.raises(DBAPIError):
+        await run_clock_job(uow, "t", job, T0, asyncio.Event())  # type: ignore[arg-type]
+    assert done == []
