@@ -130,7 +130,7 @@ class _Unit:
 
 
 async def test_a_clock_job_waits_out_a_database_restart_and_does_the_moves_work() -> None:
-    restart = [DBAPIError("connect", {}, _Restarting()) for _ in range(6)]
+    restart: list[BaseException] = [DBAPIError("connect", {}, _Restarting()) for _ in range(6)]
     committed: list[bool] = []
     done: list[datetime] = []
 
