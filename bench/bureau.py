@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.cost import Meter, idle_rates, infra_pids
+from bench.cost import Meter, infra_pids
 from bench.ledger import in_own_process
 from bench.report import report
 from services.bureau.cycle import Cycles
@@ -184,8 +184,7 @@ async def main(n: int) -> dict[str, Any]:
         result["load_seconds"] = round(time.perf_counter() - started, 1)
         # PostgreSQL only: the cycle publishes nothing here (its outbox is not relayed)
         pids = {k: v for k, v in infra_pids(infra.stack).items() if k == "postgres"}
-        idle = await idle_rates(pids)
-        meter = Meter(pids, idle=idle).start()
+        meter = Meter(pids).start()
         measured = in_own_process(cycle, url, folder)
         meter.stop()
         cost = meter.per_event_ms(n) | {"bureau": round(measured.pop("cpu_s") * 1000 / n, 4)}
@@ -196,7 +195,7 @@ async def main(n: int) -> dict[str, Any]:
         result["cycle_peak_rss_mb"] = measured["peak_rss_mb"]
         # the baseline after the cycle, whose files say how many bytes to write
         size = sum(measured["files"].values())
-        meter = Meter(pids, include_self="cursor", idle=idle).start()
+        meter = Meter(pids, include_self="cursor").start()
         rows, raw = await raw_read(asyncpg_dsn(url), n, size, Path(folder) / "raw.out")
         meter.stop()
         result["raw_read_rows"] = rows

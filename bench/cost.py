@@ -66,9 +66,12 @@ def infra_pids(cfg: stack.StackConfig | None) -> dict[str, int]:
 
 
 async def idle_rates(pids: dict[str, int], seconds: float = 3.0) -> dict[str, float]:
-    """Cores each process burns doing nothing asked of it (the broker's JVM keeps about a tenth
-    of a core busy on its own here): measured before any load, subtracted from what a
-    ``Meter`` reports, so that a slow run's cost is not mostly the broker's idling."""
+    """Cores the broker burns doing nothing asked of it (its JVM keeps a fraction of a core
+    busy on its own), measured just before a timed window, once the broker has settled (not
+    right after it starts, when it is busy for a while), and subtracted from what a ``Meter``
+    reports, so that a slow run is not charged for the broker's idling. PostgreSQL's
+    background work (checkpoints, autovacuum) follows from the load, so it is not subtracted."""
+    pids = {k: v for k, v in pids.items() if k == "kafka"}
     tree = _children()
     before = {name: cpu_seconds(pid, tree) for name, pid in pids.items()}
     await asyncio.sleep(seconds)

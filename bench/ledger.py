@@ -317,14 +317,13 @@ async def ingest(bootstrap: str, url: str, n_events: int, pids: dict[str, int]) 
     await conn.close()
 
     # raw baseline 3 (the target's): fetch, decode, COPY and commit per fetch
-    idle = await idle_rates(pids)
-    meter = Meter(pids, idle=idle).start()
+    meter = Meter(pids, idle=await idle_rates(pids)).start()
     floor = in_own_process(raw_ingest, bootstrap, url, topic, total)
     meter.stop()
     floor_cpu = meter.per_event_ms(total) | {"ingest": round(floor["cpu_s"] * 1000 / total, 4)}
     floor_cpu["total"] = round(floor_cpu["total"] + floor_cpu["ingest"], 4)
 
-    meter = Meter(pids, idle=idle).start()
+    meter = Meter(pids, idle=await idle_rates(pids)).start()
     measured = in_own_process(consume_into_ledger, bootstrap, url, topic, total)
     meter.stop()
     cpu = meter.per_event_ms(total) | {"ledger": round(measured["cpu_s"] * 1000 / total, 4)}

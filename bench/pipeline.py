@@ -122,7 +122,7 @@ async def count_records(bootstrap: str, topic: str, expect: int) -> float:
 
 
 async def raw_baseline(
-    bootstrap: str, n: int, infra: dict[str, int], idle: dict[str, float]
+    bootstrap: str, n: int, infra: dict[str, int]
 ) -> tuple[float, dict[str, float]]:
     """Records per second through the three hops, and the CPU milliseconds per record of the
     hops (together) and of the broker."""
@@ -141,6 +141,7 @@ async def raw_baseline(
         # pipeline is: neither figure counts start-up.
         await produce(bootstrap, chain[0], range(1))
         await count_records(bootstrap, chain[-1], 1)
+        idle = await idle_rates(infra)
         counting = asyncio.create_task(count_records(bootstrap, chain[-1], n + 1))
         hop_pids = {f"hop{i}": p.pid for i, p in enumerate(hops) if p.pid}
         meter = Meter(hop_pids | infra, idle=idle).start()
@@ -219,9 +220,7 @@ async def main(n: int, paced: int, book: int) -> dict[str, Any]:
             await ensure_topics(infra.bootstrap, 6)
             print(f"raw baseline: {n} records through {HOPS} aiokafka hops ...", flush=True)
             pids = infra_pids(infra.stack)
-            idle = await idle_rates(pids)
-            result["idle_cores"] = {k: round(v, 3) for k, v in idle.items()}
-            raw, raw_cost = await raw_baseline(infra.bootstrap, n, pids, idle)
+            raw, raw_cost = await raw_baseline(infra.bootstrap, n, pids)
             result["raw_three_hop_per_s"] = round(raw)
             result["raw_cpu_ms_per_event"] = raw_cost
 
@@ -293,6 +292,8 @@ async def main(n: int, paced: int, book: int) -> dict[str, Any]:
             await produce(infra.bootstrap, topics.LEDGER, range(1))
             await read_attempts(infra.bootstrap, 1)
             print(f"{n} payment.missed through the pipeline ...", flush=True)
+            idle = await idle_rates(pids)
+            result["kafka_idle_cores"] = round(idle.get("kafka", 0.0), 3)
             reading = asyncio.create_task(read_attempts(infra.bootstrap, n + 1))
             services = {"scheduler": scheduler.pid, "notifier": notifier.pid}
             meter = Meter(services | {"partner stand-in": processes[0].pid} | pids, idle=idle)

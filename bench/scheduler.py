@@ -123,9 +123,7 @@ async def produce(bootstrap: str, topic: str, indexes: range, rate: float | None
         await producer.stop()
 
 
-async def raw_baseline(
-    bootstrap: str, n: int, pids: dict[str, int], idle: dict[str, float]
-) -> tuple[float, Meter]:
+async def raw_baseline(bootstrap: str, n: int, pids: dict[str, int]) -> tuple[float, Meter]:
     source, sink = f"bench.raw.in.{uuid.uuid4().hex[:6]}", f"bench.raw.out.{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, 6, (source, sink))
     await produce(bootstrap, source, range(n))
@@ -133,6 +131,7 @@ async def raw_baseline(
     producer = make_producer(bootstrap)
     await consumer.start()
     await producer.start()
+    idle = await idle_rates(pids)
     meter = Meter(pids, include_self="consume-produce", idle=idle).start()
     started, done = time.perf_counter(), 0
     pending = []
@@ -220,9 +219,7 @@ async def main(n: int, paced: int) -> dict[str, Any]:
         await ensure_topics(infra.bootstrap, 6)
         print("raw consume -> produce baseline ...", flush=True)
         pids = infra_pids(infra.stack)
-        idle = await idle_rates(pids)
-        result["idle_cores"] = {k: round(v, 3) for k, v in idle.items()}
-        raw, raw_meter = await raw_baseline(infra.bootstrap, n, pids, idle)
+        raw, raw_meter = await raw_baseline(infra.bootstrap, n, pids)
         result["raw_consume_produce_per_s"] = round(raw)
         result["raw_cpu_ms_per_event"] = raw_meter.per_event_ms(n)
 
@@ -236,6 +233,8 @@ async def main(n: int, paced: int) -> dict[str, Any]:
         print(f"{n} payment.missed waiting in {topics.LEDGER} ...", flush=True)
         await produce(infra.bootstrap, topics.LEDGER, range(n))
 
+        idle = await idle_rates(pids)  # before the scheduler starts on its backlog
+        result["kafka_idle_cores"] = round(idle.get("kafka", 0.0), 3)
         spawn = multiprocessing.get_context("spawn")
         manager = spawn.Manager()
         stop, ready, shared = manager.Event(), manager.Event(), manager.dict()
