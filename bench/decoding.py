@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -27,8 +27,9 @@ import msgspec
 
 from bench.ledger import upstream_events
 from bench.report import report
-from shared.envelope import decode, encode, new_event
-from shared.events import MAX_MONEY, REGISTRY, PaymentMissed
+from bench.scheduler import missed
+from shared.envelope import decode, encode
+from shared.events import MAX_MONEY, REGISTRY
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Text = Annotated[str, msgspec.Meta(max_length=2000)]
@@ -126,22 +127,8 @@ DECODERS = {name: msgspec.json.Decoder(struct) for name, struct in STRUCTS.items
 
 
 def records(n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
-    now = datetime(2026, 12, 1, 4, tzinfo=UTC)
     out = [encode(e) for e in upstream_events(n * 4 // 5)]
-    for i in range(n - len(out)):
-        missed = PaymentMissed(
-            account_id=f"A{i:07d}",
-            customer_id=f"C{i:07d}",
-            installment_no=1,
-            due_date=now.date() - timedelta(days=1),
-            amount_due=Decimal("500.00"),
-            total_overdue=Decimal("500.00"),
-            currency="CNY",
-            days_past_due=1,
-            bucket="1-29",
-        )
-        out.append(encode(new_event(missed, source="/bench", key=f"C{i:07d}", time=now)))
-    return out
+    return out + [missed(i) for i in range(n - len(out))]
 
 
 def timed(way: Callable[[str, bytes], Any], batch: list[tuple[str, bytes]]) -> dict[str, float]:
