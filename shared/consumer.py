@@ -5,7 +5,9 @@ transaction together with the inbox claim of their ``ce_id``s, commits, and only
 Kafka offset. A redelivered record finds its ``ce_id`` claimed and has no effect. A batch that
 fails is retried one record at a time, with bounded backoff for transient errors; a record that
 cannot be decoded, fails permanently or exhausts its retries goes to ``<topic>.dlq`` with its
-original key, value and headers plus the reason, and the partition moves on.
+original key, value and headers plus the reason, and the partition moves on. A database that is
+restarting or unreachable is no fault of the record: the runner waits for it, however long, and
+the record is applied once it is back.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from shared import metrics, topics
-from shared.db import UnitOfWork, UnitOfWorkFactory
+from shared.db import UnitOfWork, UnitOfWorkFactory, database_unavailable
 from shared.envelope import CloudEvent, InvalidEvent, decode
 from shared.events import Payload, name_of
 from shared.logging import describe_error, event_context
@@ -175,6 +177,7 @@ class ConsumerRunner:
         batch_size: int = 500,
         max_retries: int = 5,
         backoff_seconds: float = 0.2,
+        max_outage_pause: float = 2.0,
     ) -> None:
         self.spec = spec
         self._service = service
@@ -184,20 +187,38 @@ class ConsumerRunner:
         self._batch_size = batch_size
         self._max_retries = max_retries
         self._backoff = backoff_seconds
+        self._max_outage_pause = max_outage_pause
+        self._stop = asyncio.Event()
         self.inbox_name = inbox_name(service, spec)
         self._lag_reported_at = 0.0
         self._dead_letters: list[asyncio.Future[Any]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the fetch in hand is finished and committed first."""
+        self._stop = stop
         while not stop.is_set():
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_size)
             if fetched:
-                await self.process([r for records in fetched.values() for r in records])
+                try:
+                    await self.process([r for records in fetched.values() for r in records])
+                except BaseException:
+                    self._rewind(fetched)
+                    raise
                 await self._consumer.commit(
                     {tp: records[-1].offset + 1 for tp, records in fetched.items()}
                 )
             await self._report_lag()
+
+    def _rewind(self, fetched: Mapping[Any, Sequence[Any]]) -> None:
+        """Put the consumer back at the start of a fetch that was not finished. Its offsets are
+        not committed, but the consumer's position is past it: without this, a runner resumed
+        after a failure (a dead letter the restarting broker refused, say) would read on from
+        the next fetch and commit past records it never applied."""
+        for tp, records in fetched.items():
+            try:
+                self._consumer.seek(tp, records[0].offset)
+            except Exception as exc:  # revoked meanwhile: its new owner reads from the commit
+                log.info("not rewinding %s: %s", tp, type(exc).__name__)
 
     async def process(self, records: Sequence[Any]) -> None:
         """Apply one fetch (records of any of the spec's partitions, each partition in order).
@@ -255,7 +276,7 @@ class ConsumerRunner:
 
     async def _apply_with_retries(self, item: tuple[Any, CloudEvent]) -> None:
         record, event = item
-        attempt = 0
+        attempt, pause = 0, self._backoff
         while True:
             try:
                 await self._apply([item])
@@ -264,6 +285,17 @@ class ConsumerRunner:
                 await self._dead_letter(record, safe_reason(exc), "rejected", event)
                 return
             except Exception as exc:
+                if database_unavailable(exc):
+                    # A fault suite dead-lettered a good record when PostgreSQL took longer to
+                    # restart than the retries lasted (about six seconds).
+                    if self._stop.is_set():
+                        raise  # left uncommitted: the next start applies it
+                    log.warning(
+                        "handling %s waits for the database (%s)", event.type, safe_reason(exc)
+                    )
+                    await asyncio.sleep(pause)
+                    pause = min(self._max_outage_pause, pause * 2)
+                    continue
                 attempt += 1
                 if attempt > self._max_retries:
                     await self._dead_letter(

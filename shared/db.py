@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -107,3 +108,25 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 def uow_factory(engine: AsyncEngine) -> UnitOfWorkFactory:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     return lambda: UnitOfWork(sessions)
+
+
+# SQLSTATE classes of a database that is restarting or unreachable: connection exceptions
+# (08...) and operator intervention (57P01 admin shutdown, 57P03 cannot connect now)
+TRANSIENT_SQLSTATES = ("08", "57P")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means the server went away (worth a retry), not a bad query."""
+    if isinstance(exc, ConnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    for cause in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(TRANSIENT_SQLSTATES):
+            return True
+        if isinstance(cause, ConnectionError):
+            return True
+    return False

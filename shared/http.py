@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import metrics
+from shared.db import database_unavailable
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -75,28 +76,6 @@ def _title(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
-
-
-# SQLSTATE classes of a database that is restarting or unreachable: connection exceptions
-# (08...) and operator intervention (57P01 admin shutdown, 57P03 cannot connect now)
-TRANSIENT_SQLSTATES = ("08", "57P")
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether a database error means the server went away (worth a retry), not a bad query."""
-    if isinstance(exc, ConnectionError):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    for cause in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        state = getattr(cause, "sqlstate", None)
-        if isinstance(state, str) and state.startswith(TRANSIENT_SQLSTATES):
-            return True
-        if isinstance(cause, ConnectionError):
-            return True
-    return False
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -29,8 +29,15 @@ from shared.auth import KeyRing, require
 from shared.clock import Clock, ControlledClock, Listener, WallClock
 from shared.clock_follower import ClockFollower
 from shared.consumer import ConsumerRunner, ConsumerSpec, safe_reason
-from shared.db import UnitOfWork, UnitOfWorkFactory, asyncpg_dsn, make_engine, uow_factory
-from shared.http import BodyLimit, database_unavailable, install_problem_handlers, problem
+from shared.db import (
+    UnitOfWork,
+    UnitOfWorkFactory,
+    asyncpg_dsn,
+    database_unavailable,
+    make_engine,
+    uow_factory,
+)
+from shared.http import BodyLimit, install_problem_handlers, problem
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
 from shared.ownership import serialised

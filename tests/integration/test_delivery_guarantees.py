@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import topics
@@ -320,7 +322,7 @@ async def test_record_that_keeps_failing_is_dead_lettered_after_bounded_retries(
         nonlocal attempts
         if event.id == flaky.id:
             attempts += 1
-            raise ConnectionError("partner down")
+            raise RuntimeError("a bug that fails every time")
         await record_effect(uow, event)
 
     spec = ConsumerSpec("flaky", (topic,), {"payment.posted": always_down})
@@ -333,6 +335,86 @@ async def test_record_that_keeps_failing_is_dead_lettered_after_bounded_retries(
     assert [headers_of(r)["ce_id"] for r in dead] == [flaky.id]
     assert headers_of(dead[0])["dlq_kind"] == "exhausted"
     assert attempts == 1 + 3  # the batch try, then the first try and 2 retries on its own
+
+
+class _Restarting(Exception):
+    """What asyncpg raises while PostgreSQL starts up (SQLSTATE 57P03)."""
+
+    sqlstate = "57P03"
+
+
+async def test_a_record_met_by_a_restarting_database_waits_for_it_and_is_not_dead_lettered(
+    kafka: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    topic = await fresh_topic(kafka, partitions=1)
+    first, second = payment_posted(customer="C-restart"), payment_posted(customer="C-restart")
+    await produce(kafka, topic, [first, second])
+    refusals = 0
+
+    async def restarting(uow: UnitOfWork, event: CloudEvent) -> None:
+        nonlocal refusals
+        if refusals < 8:  # far more than the runner's two retries
+            refusals += 1
+            raise DBAPIError("SELECT 1", {}, _Restarting())
+        await record_effect(uow, event)
+
+    spec = ConsumerSpec("restarting", (topic,), {"payment.posted": restarting})
+
+    async def both() -> bool:
+        return (await effects(backbone_engine))[0] >= 2
+
+    await consume_until(kafka, backbone_engine, producer, topic, spec, both)
+    assert await effects(backbone_engine) == (2, 2)
+    assert refusals == 8
+    assert await read_topic(kafka, topics.dlq(topic), timeout=2) == []
+
+
+class _RefusesDeadLetters:
+    """A real producer whose first dead letter fails, as when the broker restarts."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self.refused = 0
+
+    async def send(self, topic: str, **kwargs: Any) -> Any:
+        if topic.endswith(".dlq") and not self.refused:
+            self.refused += 1
+            raise KafkaConnectionError("broker restarting")
+        return await self._producer.send(topic, **kwargs)
+
+
+async def test_a_fetch_that_failed_half_way_is_read_again_when_the_runner_resumes(
+    kafka: str, backbone_engine: AsyncEngine, producer: Any
+) -> None:
+    topic = await fresh_topic(kafka, partitions=1)
+    good = [payment_posted(customer="C-resume") for _ in range(3)]
+    await produce(kafka, topic, [good[0], (b"C-resume", b"{not json", []), good[1], good[2]])
+    spec = ConsumerSpec("resume", (topic,), {"payment.posted": record_effect})
+    consumer = make_consumer(kafka, f"g-{uuid.uuid4().hex[:8]}", topic)
+    await consumer.start()
+    flaky = _RefusesDeadLetters(producer)
+    runner = ConsumerRunner(
+        spec,
+        service="test",
+        consumer=consumer,
+        producer=flaky,
+        uow_factory=uow_factory(backbone_engine),
+    )
+    stop = asyncio.Event()
+    try:
+        with pytest.raises(KafkaConnectionError):
+            await runner.run(stop)
+        # resumed as the service does after a failure, on the same consumer
+        task = asyncio.create_task(runner.run(stop))
+        async with asyncio.timeout(60):
+            while (await effects(backbone_engine))[0] < 3:
+                await asyncio.sleep(0.1)
+        stop.set()
+        await task
+    finally:
+        await consumer.stop()
+    assert await effects(backbone_engine) == (3, 3)
+    assert len(await read_topic(kafka, topics.dlq(topic), expect=1, timeout=15)) == 1
 
 
 def spawn_worker(*args: str) -> subprocess.Popen[bytes]:

@@ -146,9 +146,8 @@ async def check(system: System, out: Path) -> Findings:
     await bureau_records(system, out, reported, findings)
 
     # 4. dead letters
-    for topic, count in (await system.dead_letters()).items():
-        if count:
-            findings.problems["dead letters"].append(f"{topic}: {count}")
+    # one line per dead letter, with the reason its consumer gave
+    findings.problems["dead letters"] += await system.dead_letter_reasons()
     return findings
 
 

@@ -251,6 +251,38 @@ class System:
             out[topics.dlq(topic)] = sum(ends.values())
         return out
 
+    async def dead_letter_reasons(self) -> list[str]:
+        """Each dead letter as its topic, consumer, event type, kind and reason: the headers
+        the runner wrote (never the payload, which may name a customer)."""
+        names = [t for t, n in (await self.dead_letters()).items() if n]
+        parts = [
+            TopicPartition(t, p) for t in names for p in self._offsets.partitions_for_topic(t) or ()
+        ]
+        if not parts:
+            return []
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.endpoints.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        out = []
+        try:
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for r in records:
+                        h = {k: v.decode(errors="replace") for k, v in r.headers or ()}
+                        out.append(
+                            f"{r.topic} {h.get('dlq_consumer')} {h.get('ce_type')} "
+                            f"{h.get('dlq_kind')}: {h.get('dlq_reason')}"
+                        )
+        finally:
+            await consumer.stop()
+        return out
+
     # --- reading topics ------------------------------------------------------------------------
 
     def reader(self, *names: str) -> TopicReader:
