@@ -423,6 +423,9 @@ class ContactRequested(Payload):
     # to the desk or to an external partner; the propensity to pay it was decided with (0-1)
     treatment: Id | None = None
     propensity: Annotated[Decimal, Field(ge=0, le=1)] | None = None
+    # the customer's country the decision was made for, by which the notifier routes too: its
+    # own copy of the customer may not have arrived yet (another topic, read in no set order)
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
 
 
 @event_type("contact.suppressed", topics.SCHEDULER)

@@ -128,7 +128,9 @@ class Notifier:
         for r in requests:
             if not self._renderer.has(r.template, r.channel):
                 raise PermanentError(f"template: no template {r.template} for channel {r.channel}")
-            partner = self.route(r.channel, countries.get(r.customer_id), r.treatment)
+            # the scheduler's word first: this service may not have read the customer yet
+            country = r.country or countries.get(r.customer_id)
+            partner = self.route(r.channel, country, r.treatment)
             if partner is None:
                 raise PermanentError(f"channel: no partner serves {r.channel} for this country")
             rows.append((r, partner.name))

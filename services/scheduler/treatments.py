@@ -785,4 +785,5 @@ def requested(
         amount_due=context.get("amount"),
         treatment=timer.treatment,
         propensity=standing.propensity if standing else None,
+        country=standing.country if standing else None,
     )

@@ -13,12 +13,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.ledger.bootstrap import build as build_ledger
 from services.ledger.settings import LedgerSettings
+from services.notifier.bootstrap import build as build_notifier
+from services.notifier.settings import NotifierSettings, dev_desk, dev_partner
 from services.scheduler.bootstrap import build as build_scheduler
 from services.scheduler.settings import SchedulerSettings
 from shared.events import (
+    ContactRequested,
     CustomerUpserted,
     LoanOpened,
     PaymentPosted,
@@ -114,6 +119,7 @@ async def test_a_miss_announced_at_23_local_reaches_the_scheduler_and_is_contact
     )
     assert requested.data.account_id == account  # type: ignore[attr-defined]
     assert requested.data.not_before == local(DUE + timedelta(days=2), 8)  # type: ignore[attr-defined]
+    assert requested.data.country == "CN"  # type: ignore[attr-defined]
 
 
 async def test_a_payment_is_announced_with_the_balance_it_leaves_and_a_redelivery_changes_nothing(
@@ -139,3 +145,46 @@ async def test_a_payment_is_announced_with_the_balance_it_leaves_and_a_redeliver
         Decimal("250.00"),
     )
     assert await ledger.apply(payment) == []  # the inbox has it: no second effect, no event
+
+
+async def test_a_call_requested_before_the_notifier_knows_its_customer_goes_to_its_countrys_desk(
+    infra: Infra,
+) -> None:
+    # A fault suite with two notifiers sent three day-0 calls to the external partner: the
+    # customers' upserts (core-banking.events) were read after the requests (scheduler.events).
+    url = await migrated_database(
+        infra.admin_url, f"arrears_notifier_s{uuid.uuid4().hex[:6]}", "notifier"
+    )
+    settings = NotifierSettings(
+        ARREARS_CLOCK="controlled",
+        database_url=url,
+        partners=[dev_desk(countries=["CN"]), dev_partner()],
+    )
+    notifier = Seam(settings, build_notifier, START)
+    await notifier.start()
+    key, contact = f"NC-{uuid.uuid4().hex[:6]}", str(uuid.uuid4())
+    call = ContactRequested(
+        contact_id=contact,
+        account_id=f"NA-{uuid.uuid4().hex[:6]}",
+        customer_id=key,
+        channel="voice",
+        template="call_arrears",
+        not_before=START,
+        not_after=START + timedelta(hours=10),
+        strategy="s",
+        variant="v",
+        country="CN",
+    )
+    try:
+        await notifier.apply(notifier.event(call, key))
+    finally:
+        await notifier.close()
+    engine = create_async_engine(url)
+    async with engine.connect() as conn:
+        partner = (
+            await conn.execute(
+                text("SELECT partner FROM delivery WHERE contact_id = :c"), {"c": contact}
+            )
+        ).scalar_one()
+    await engine.dispose()
+    assert partner == "desk"

@@ -39,6 +39,7 @@ class Standing:
     overdue: Decimal
     days_past_due: int
     propensity: Decimal | None = None  # the account's last score
+    country: str | None = None
 
 
 async def parties(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, Party]:
@@ -120,7 +121,7 @@ async def standings(
     # days). A message never understates what is owed.
     rows = await session.execute(
         text("""
-            SELECT a.account_id, a.currency, c.locale,
+            SELECT a.account_id, a.currency, c.locale, c.country,
                    a.overdue + CASE WHEN a.next_due_date < l.today
                                     THEN a.next_due_amount ELSE 0 END AS overdue,
                    a.days_past_due
@@ -141,7 +142,13 @@ async def standings(
     )
     return {
         r.account_id: Standing(
-            r.account_id, r.currency, r.locale, r.overdue, r.days_past_due, r.propensity
+            r.account_id,
+            r.currency,
+            r.locale,
+            r.overdue,
+            r.days_past_due,
+            r.propensity,
+            r.country,
         )
         for r in rows
     }
