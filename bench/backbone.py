@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import uvloop
 from sqlalchemy import text
 
 from bench.report import report
@@ -258,9 +259,9 @@ def cli() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         mode, bootstrap, topic, n, *rest = sys.argv[1:]
         if mode == "consume-raw":
-            finished = asyncio.run(consume_raw(bootstrap, topic, int(n)))
+            finished = uvloop.run(consume_raw(bootstrap, topic, int(n)))
         else:
-            finished = asyncio.run(consume_guaranteed(bootstrap, topic, int(n), rest[0]))
+            finished = uvloop.run(consume_guaranteed(bootstrap, topic, int(n), rest[0]))
         print(finished, flush=True)
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -269,7 +270,7 @@ def cli() -> None:
     parser.add_argument("--txn", type=int, default=100, help="events per writing transaction")
     parser.add_argument("--writers", type=int, default=4, help="concurrent writing tasks")
     args = parser.parse_args()
-    result = asyncio.run(main(args.events, args.size, args.txn, args.writers))
+    result = uvloop.run(main(args.events, args.size, args.txn, args.writers))
     report("backbone", result)
 
 

@@ -15,7 +15,6 @@ PostgreSQL, and of the baseline.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import random
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import uvloop
 
 from bench.cost import Meter, infra_pids
 from bench.ledger import in_own_process
@@ -211,4 +211,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=1_000_000)
     args = parser.parse_args()
-    report("bureau", asyncio.run(main(args.accounts)))
+    report("bureau", uvloop.run(main(args.accounts)))

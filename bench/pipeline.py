@@ -32,6 +32,7 @@ import uuid
 from typing import Any
 
 import httpx
+import uvloop
 
 from bench.cost import Meter, idle_rates, infra_pids
 from bench.notifier import free_port, peak_rss_mb, spawn, until_up
@@ -105,7 +106,7 @@ def hop(bootstrap: str, source: str, sink: str) -> None:
             ]
             await asyncio.gather(*pending)
 
-    asyncio.run(run())
+    uvloop.run(run())
 
 
 async def count_records(bootstrap: str, topic: str, expect: int) -> float:
@@ -352,4 +353,4 @@ if __name__ == "__main__":
     parser.add_argument("--paced", type=int, default=5_000)
     parser.add_argument("--book", type=int, default=1_000_000)
     args = parser.parse_args()
-    report("pipeline", asyncio.run(main(args.accounts, args.paced, args.book)))
+    report("pipeline", uvloop.run(main(args.accounts, args.paced, args.book)))
