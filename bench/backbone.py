@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import uvloop
 from sqlalchemy import text
 
 from bench.report import report
@@ -259,9 +258,9 @@ def cli() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         mode, bootstrap, topic, n, *rest = sys.argv[1:]
         if mode == "consume-raw":
-            finished = uvloop.run(consume_raw(bootstrap, topic, int(n)))
+            finished = asyncio.run(consume_raw(bootstrap, topic, int(n)))
         else:
-            finished = uvloop.run(consume_guaranteed(bootstrap, topic, int(n), rest[0]))
+            finished = asyncio.run(consume_guaranteed(bootstrap, topic, int(n), rest[0]))
         print(finished, flush=True)
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -270,7 +269,7 @@ def cli() -> None:
     parser.add_argument("--txn", type=int, default=100, help="events per writing transaction")
     parser.add_argument("--writers", type=int, default=4, help="concurrent writing tasks")
     args = parser.parse_args()
-    result = uvloop.run(main(args.events, args.size, args.txn, args.writers))
+    result = asyncio.run(main(args.events, args.size, args.txn, args.writers))
     report("backbone", result)
 
 

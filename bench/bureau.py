@@ -15,6 +15,7 @@ PostgreSQL, and of the baseline.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import random
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import uvloop
 
 from bench.cost import Meter, infra_pids
 from bench.ledger import in_own_process
@@ -211,4 +211,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=1_000_000)
     args = parser.parse_args()
-    report("bureau", uvloop.run(main(args.accounts)))
+    report("bureau", asyncio.run(main(args.accounts)))

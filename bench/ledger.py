@@ -37,7 +37,6 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import uvloop
 from sqlalchemy import text
 
 from bench.cost import Meter, idle_rates, infra_pids
@@ -114,7 +113,7 @@ def in_own_process(fn: Job, *args: Any) -> dict[str, Any]:
 
 
 def _run_measured(fn: Job, *args: Any) -> dict[str, Any]:
-    result = uvloop.run(fn(*args))
+    result = asyncio.run(fn(*args))
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
 
@@ -380,5 +379,5 @@ if __name__ == "__main__":
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
-    result = uvloop.run(main(args.accounts, args.events))
+    result = asyncio.run(main(args.accounts, args.events))
     report("ledger", result)

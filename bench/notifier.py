@@ -31,7 +31,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import uvloop
 from httpx_aiohttp import HttpxAiohttpClient
 
 from bench.cost import Meter, idle_rates, infra_pids
@@ -349,4 +348,4 @@ if __name__ == "__main__":
     parser.add_argument("--webhooks", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    report("notifier", uvloop.run(main(args.sends, args.webhooks, args.concurrency)))
+    report("notifier", asyncio.run(main(args.sends, args.webhooks, args.concurrency)))

@@ -32,7 +32,6 @@ import uuid
 from typing import Any
 
 import httpx
-import uvloop
 
 from bench.cost import Meter, idle_rates, infra_pids
 from bench.notifier import free_port, peak_rss_mb, spawn, until_up
@@ -106,7 +105,7 @@ def hop(bootstrap: str, source: str, sink: str) -> None:
             ]
             await asyncio.gather(*pending)
 
-    uvloop.run(run())
+    asyncio.run(run())
 
 
 async def count_records(bootstrap: str, topic: str, expect: int) -> float:
@@ -353,4 +352,4 @@ if __name__ == "__main__":
     parser.add_argument("--paced", type=int, default=5_000)
     parser.add_argument("--book", type=int, default=1_000_000)
     args = parser.parse_args()
-    report("pipeline", uvloop.run(main(args.accounts, args.paced, args.book)))
+    report("pipeline", asyncio.run(main(args.accounts, args.paced, args.book)))

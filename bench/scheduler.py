@@ -31,7 +31,6 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import uvloop
 
 from bench.cost import Meter, idle_rates, infra_pids
 from bench.report import report
@@ -165,7 +164,7 @@ def run_scheduler(bootstrap: str, url: str, stop: Any, ready: Any, result: Any) 
             await asyncio.sleep(0.2)
         await runtime.stop()
 
-    uvloop.run(main())
+    asyncio.run(main())
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -277,4 +276,4 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--paced", type=int, default=10_000)
     args = parser.parse_args()
-    report("scheduler", uvloop.run(main(args.events, args.paced)))
+    report("scheduler", asyncio.run(main(args.events, args.paced)))

@@ -36,8 +36,6 @@ def main(settings_class: type[ServiceSettings], build: Build, argv: list[str] | 
         port=settings.http_port,
         log_config=None,
         access_log=False,
-        loop="uvloop",
-        http="httptools",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     server = uvicorn.Server(config)
