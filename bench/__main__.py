@@ -327,7 +327,7 @@ def capacity(benches: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
                 f"{accounts:,}",
                 f"{contacts:,.0f}",
                 *(f"{v:.2f}" for v in work.values()),
-                f"**{total:.1f}**",
+                f"**{total:.2g}**" if total < 1 else f"**{total:.1f}**",
                 f"{nightly / 60:,.1f} min",
                 f"{cycle_hours:,.1f} h",
             )

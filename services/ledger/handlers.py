@@ -42,6 +42,8 @@ from shared.events import (
 )
 
 SOURCE = "/arrears/ledger"
+# evaluated rows turned into events between two looks at the connection
+ANNOUNCE_SLICE = 500
 # How far ahead of this service's clock an ``as_of`` may be and still be waited for: the next
 # clock move (the campaign's are hours apart); anything later is refused at once.
 REACH = timedelta(days=1)
@@ -50,9 +52,16 @@ PROMISE_EVENTS: Mapping[str, type[AccountEvent]] = {"kept": PromiseKept, "broken
 
 
 class Ledger:
-    def __init__(self, clock: Clock, products: Mapping[str, book.Product]) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        products: Mapping[str, book.Product],
+        *,
+        review_chunk: int = evaluation.REVIEW_CHUNK,
+    ) -> None:
         self._clock = clock
         self._products = dict(products)
+        self._review_chunk = review_chunk
 
     # --- commands from core-banking.events -----------------------------------------------------
 
@@ -313,12 +322,32 @@ class Ledger:
         await self._announce_settled(uow, plans, PLAN_EVENTS, "plan_id")
         changed = 0
         # Every account due for review, a chunk at a time: each chunk is one set-based statement,
-        # and a daily pass reads only the accounts whose standing can move.
-        chunks = 1 if accounts is not None else await evaluation.review_chunks(uow.session, now)
+        # and a daily pass reads only the accounts whose standing can move. A chunk's events are
+        # built while PostgreSQL evaluates the next: the two took about as long as each other
+        # one after the other, and they need no more than the one connection to overlap.
+        chunks = (
+            1
+            if accounts is not None
+            else await evaluation.review_chunks(uow.session, now, self._review_chunk)
+        )
+        done: list[Evaluated] = []
+        flags = ActiveFlags()
         for chunk in range(chunks):
-            async for rows in evaluation.evaluate(uow.session, now, accounts, chunk):
-                changed += await self._announce(uow, rows)
-                await uow.flush_events()
+            evaluating = asyncio.ensure_future(
+                evaluation.evaluate(uow.session, now, accounts, chunk)
+            )
+            try:
+                changed += await self._announce(uow, done, flags)
+                rows = await evaluating
+            finally:
+                if not evaluating.done():
+                    evaluating.cancel()
+                    await asyncio.gather(evaluating, return_exceptions=True)
+            await uow.flush_events()
+            flags = await self._active_flags(uow, {r.customer_id for r in rows})
+            done = rows
+        changed += await self._announce(uow, done, flags)
+        await uow.flush_events()
         promises = await evaluation.settle_promises(uow.session, now, accounts)
         await self._announce_settled(uow, promises, PROMISE_EVENTS, "promise_id")
         return changed + len(plans) + len(promises)
@@ -345,13 +374,18 @@ class Ledger:
                 ),
             )
 
-    async def _announce(self, uow: UnitOfWork, rows: Sequence[Evaluated]) -> int:
-        """Events for one chunk of evaluated rows; returns how many accounts changed."""
-        flags = await self._active_flags(uow, {r.customer_id for r in rows})
-        for row in rows:
-            active = flags.of(row.customer_id, row.account_id)
-            for event in announcements(row, active):
-                self._publish(uow, row.customer_id, row.account_id, event)
+    async def _announce(
+        self, uow: UnitOfWork, rows: Sequence[Evaluated], flags: ActiveFlags
+    ) -> int:
+        """Events for one chunk of evaluated rows; returns how many accounts changed. Touches
+        no connection, and hands the loop back every few hundred rows, so that a statement
+        sent just before (the next chunk's) goes on in PostgreSQL meanwhile."""
+        for start in range(0, len(rows), ANNOUNCE_SLICE):
+            await asyncio.sleep(0)  # the first lets the next chunk's statement be sent
+            for row in rows[start : start + ANNOUNCE_SLICE]:
+                active = flags.of(row.customer_id, row.account_id)
+                for event in announcements(row, active):
+                    self._publish(uow, row.customer_id, row.account_id, event)
         return sum(1 for r in rows if r.kind == "changed")
 
     async def _announce_receipts(

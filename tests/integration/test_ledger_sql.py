@@ -98,18 +98,20 @@ def book(rng: random.Random, n: int) -> tuple[list[CustomerUpserted], list[LoanO
     return customers, loans
 
 
+# One chunk, and many: a chunk's events are built while the next chunk is evaluated.
+@pytest.mark.parametrize("chunk", [5000, 7])
 async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_account(
-    infra: Infra,
+    infra: Infra, chunk: int
 ) -> None:
     """The daily pass reads only accounts whose review date has come. Over half a year of
     clock moves (with payments, reversals and time zone changes between them, and some loans
     opened days before their customer is known), what it stores must equal a fresh computation
     over every account, and every instalment past due and grace must have been marked missed."""
-    url = await migrated_database(infra.admin_url, "arrears_test_review", "ledger")
+    url = await migrated_database(infra.admin_url, f"arrears_test_review_{chunk}", "ledger")
     engine = make_engine(url)
     rng = random.Random(11)
     clock = ControlledClock(datetime.combine(DAY0, time(6), UTC))
-    ledger = Ledger(clock, products())
+    ledger = Ledger(clock, products(), review_chunk=chunk)
     units = uow_factory(engine)
     customers, loans = book(rng, 300)
     late = customers[::10]  # their loans are evaluated in UTC until they arrive
@@ -215,8 +217,21 @@ async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_
             reminded = await conn.scalar(
                 text("SELECT count(*) FROM installment WHERE reminded_at IS NOT NULL")
             )
+            missed = (
+                await conn.execute(
+                    text("""
+                        SELECT convert_from(value, 'UTF8')::jsonb ->> 'account_id',
+                               convert_from(value, 'UTF8')::jsonb ->> 'installment_no'
+                        FROM outbox WHERE headers LIKE '%"payment.missed"%'
+                    """)
+                )
+            ).all()
+            marked = await conn.scalar(
+                text("SELECT count(*) FROM installment WHERE missed_at IS NOT NULL")
+            )
         assert {"1-29", "30-59", "60-89", "90-119"} <= buckets  # the walk went somewhere
         assert len(announced) == len(set(announced)) == reminded > 0  # each once
+        assert len(missed) == len(set(missed)) == marked > 0
     finally:
         await engine.dispose()
 

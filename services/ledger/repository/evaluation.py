@@ -7,7 +7,7 @@ differential property test holds them to it. Statements only: nothing here commi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,8 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ledger.domain.delinquency import bucket_case_sql, next_bucket_start_sql
 from services.ledger.repository.rows import Evaluated, FlagRow, ReceiptRow, Settled, StateRow
-
-EVENT_CHUNK = 5000  # evaluated rows turned into events and written out at a time
 
 # Everything below runs on every clock move over all accounts: keep it to set-based statements.
 _LOCAL = """
@@ -38,9 +36,10 @@ _LOCAL = """
 REVIEW_CHUNK = 5000
 REVIEW_DUE_SQL = (
     text("DROP TABLE IF EXISTS review_due"),
-    text(f"""
+    text("""
         CREATE TEMP TABLE review_due ON COMMIT DROP AS
-        SELECT account_id, (row_number() OVER (ORDER BY account_id) - 1) / {REVIEW_CHUNK} AS chunk
+        SELECT account_id, (row_number() OVER (ORDER BY account_id) - 1) / CAST(:size AS int)
+               AS chunk
         FROM account
         WHERE review_at IS NULL OR review_at <= CAST(:now AS timestamptz)
     """),
@@ -357,25 +356,25 @@ async def settle_promises(
     return [Settled(r.promise_id, r.account_id, r.customer_id, r.status) for r in rows]
 
 
-async def review_chunks(session: AsyncSession, now: datetime) -> int:
-    """Number the accounts due for review at ``now`` into chunks; returns how many chunks."""
+async def review_chunks(session: AsyncSession, now: datetime, size: int = REVIEW_CHUNK) -> int:
+    """Number the accounts due for review at ``now`` into chunks of ``size``; returns how many
+    chunks."""
     *prepare, count = REVIEW_DUE_SQL
     for statement in prepare:
-        await session.execute(statement, {"now": now})
+        await session.execute(statement, {"now": now, "size": size})
     chunks: int = (await session.execute(count)).scalar_one()
     return chunks
 
 
 async def evaluate(
     session: AsyncSession, now: datetime, accounts: Sequence[str] | None, chunk: int = 0
-) -> AsyncIterator[list[Evaluated]]:
+) -> list[Evaluated]:
     """Bring one chunk of the accounts due for review (or ``accounts``) up to ``now``: stores
-    what changed, marks instalments newly missed, and yields those rows a slice at a time."""
-    streamed = await session.stream(
+    what changed, marks instalments newly missed, and returns those rows (a chunk's worth)."""
+    rows = await session.execute(
         _pick(EVALUATE_SQL, accounts), _params(now, accounts) | {"chunk": chunk}
     )
-    async for rows in streamed.mappings().partitions(EVENT_CHUNK):
-        yield [Evaluated(**row) for row in rows]
+    return [Evaluated(**row) for row in rows.mappings()]
 
 
 async def active_flags(session: AsyncSession, customers: Sequence[str]) -> list[FlagRow]:
