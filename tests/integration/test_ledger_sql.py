@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.ledger.bootstrap import products
 from services.ledger.domain.delinquency import (
@@ -96,6 +97,19 @@ def book(rng: random.Random, n: int) -> tuple[list[CustomerUpserted], list[LoanO
             )
         )
     return customers, loans
+
+
+async def instalments_announced(conn: AsyncConnection, event_type: str) -> list[Any]:
+    """(account, instalment) of each ``event_type`` event in the outbox (no relay runs here)."""
+    rows = await conn.execute(
+        text("""
+            SELECT convert_from(value, 'UTF8')::jsonb ->> 'account_id',
+                   convert_from(value, 'UTF8')::jsonb ->> 'installment_no'
+            FROM outbox WHERE headers LIKE '%"' || :type || '"%'
+        """),
+        {"type": event_type},
+    )
+    return list(rows.all())
 
 
 # One chunk, and many: a chunk's events are built while the next chunk is evaluated.
@@ -205,27 +219,11 @@ async def test_evaluating_only_accounts_due_for_review_matches_evaluating_every_
         async with engine.connect() as conn:
             buckets = set(await conn.scalars(text("SELECT DISTINCT to_bucket FROM bucket_change")))
             # no relay runs here: every event the walk published is still in the outbox
-            announced = (
-                await conn.execute(
-                    text("""
-                        SELECT convert_from(value, 'UTF8')::jsonb ->> 'account_id',
-                               convert_from(value, 'UTF8')::jsonb ->> 'installment_no'
-                        FROM outbox WHERE headers LIKE '%"installment.due_soon"%'
-                    """)
-                )
-            ).all()
+            announced = await instalments_announced(conn, "installment.due_soon")
             reminded = await conn.scalar(
                 text("SELECT count(*) FROM installment WHERE reminded_at IS NOT NULL")
             )
-            missed = (
-                await conn.execute(
-                    text("""
-                        SELECT convert_from(value, 'UTF8')::jsonb ->> 'account_id',
-                               convert_from(value, 'UTF8')::jsonb ->> 'installment_no'
-                        FROM outbox WHERE headers LIKE '%"payment.missed"%'
-                    """)
-                )
-            ).all()
+            missed = await instalments_announced(conn, "payment.missed")
             marked = await conn.scalar(
                 text("SELECT count(*) FROM installment WHERE missed_at IS NOT NULL")
             )
