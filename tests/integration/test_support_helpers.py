@@ -3,6 +3,8 @@ backlog must really skip it, or every later wait measures other modules' records
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from services.scheduler.bootstrap import build
@@ -38,3 +40,22 @@ async def test_skip_history_commits_every_group_of_a_service_at_its_topics_ends(
         await admin.close()
     assert {tp: meta.offset for tp, meta in committed.items()} == ends
     assert sum(end for tp, end in ends.items() if tp.topic == topics.CORE_BANKING) >= 20
+
+
+async def test_reconcile_lists_each_dead_letter_with_its_consumer_type_and_reason(
+    kafka: str,
+) -> None:
+    from tools.simulator.system import Endpoints, System
+
+    reason = f"amount: refused by test {uuid.uuid4().hex[:8]}"
+    headers = [
+        ("ce_type", b"payment.posted"),
+        ("dlq_reason", reason.encode()),
+        ("dlq_kind", b"rejected"),
+        ("dlq_consumer", b"ledger.events"),
+    ]
+    await produce(kafka, topics.dlq(topics.CORE_BANKING), [(b"C-dlq", b"{}", headers)])
+    async with System(Endpoints(bootstrap=kafka)) as system:
+        found = await system.dead_letter_reasons()
+    line = f"{topics.CORE_BANKING}.dlq ledger.events payment.posted rejected: {reason}"
+    assert found.count(line) == 1
