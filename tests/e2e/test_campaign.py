@@ -20,6 +20,7 @@ import yaml
 from scripts import stack
 from shared.auth import DEV_KEY
 from tests.e2e.support import RunningStack, running_stack, service_logs
+from tests.support.campaign_diff import explain
 from tools.simulator import report
 from tools.simulator.model import Params, book
 from tools.simulator.system import SERVICES
@@ -238,6 +239,8 @@ def test_the_same_seed_gives_the_same_figures_with_two_replicas_of_every_service
             names = cfg.processes(service)
             assert [n for n in names if stack.running_pid(cfg, n)] == [service, f"{service}-2"]
             assert (again.state_dir / "run" / f"{service}-2.pid").exists()
+    parted = explain(out, tmp_path / "out", comparable)
+    assert not parted, "the runs parted:\n" + "\n".join(parted)
     assert comparable(second) == comparable(json.loads((out / "campaign.json").read_text()))
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from scripts import stack
 from tests.e2e.support import ROOT, RunningStack, running_stack
+from tests.support.campaign_diff import explain
 from tools.simulator.system import SERVICES
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800)]
@@ -172,4 +173,6 @@ def test_a_campaign_through_crashes_and_restarts_ends_as_one_without_them(
     assert compared is not None, checked.stdout[-2000:]
     assert int(compared.group(1)) > 0, "no bureau record was exercised"
     got = json.loads((tmp_path / "rough-out" / "campaign.json").read_text())
+    parted = explain(tmp_path / "calm-out", tmp_path / "rough-out", comparable)
+    assert not parted, "the runs parted:\n" + "\n".join(parted)
     assert comparable(got) == comparable(expected)

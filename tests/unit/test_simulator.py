@@ -23,7 +23,7 @@ from shared.events import (
 )
 from shared.history import first_seen
 from tools.simulator.figures import compute, difference_interval, wilson
-from tools.simulator.model import Params, book, react
+from tools.simulator.model import Params, book, midnight_moves, react
 
 PARAMS = Params.load()
 T0 = datetime(2026, 12, 3, 5, 30, tzinfo=UTC)
@@ -260,3 +260,37 @@ def test_the_humane_figures_do_not_depend_on_the_order_topics_are_read_in() -> N
     assert results[0]["callbacks"]["answered"] == 1
     assert results[0]["hardship"]["cases"] == 1
     assert sum(g["instalments"] for g in results[0]["reminders"]["paid_by_due_date"].values()) == 1
+
+
+def test_the_clock_stops_a_second_before_and_at_each_local_midnight_between_two_steps() -> None:
+    after = datetime(2026, 12, 1, 13, 30, tzinfo=UTC)
+    before = datetime(2026, 12, 2, 1, 30, tzinfo=UTC)
+    moves = midnight_moves(["Asia/Shanghai", "Asia/Urumqi", "Asia/Shanghai"], after, before)
+    shanghai = datetime(2026, 12, 1, 16, tzinfo=UTC)  # 2 December begins in Shanghai
+    urumqi = datetime(2026, 12, 1, 18, tzinfo=UTC)
+    second = timedelta(seconds=1)
+    assert moves == [shanghai - second, shanghai, urumqi - second, urumqi]
+
+
+def test_no_midnight_move_lands_on_or_outside_the_steps_around_it() -> None:
+    new_york = datetime(2026, 12, 2, 5, tzinfo=UTC)
+    assert midnight_moves(["America/New_York"], new_york, new_york + timedelta(hours=12)) == []
+    # a step on the midnight itself is that move; only the second before it is added
+    assert midnight_moves(["America/New_York"], new_york - timedelta(hours=4), new_york) == [
+        new_york - timedelta(seconds=1)
+    ]
+    assert midnight_moves(["America/New_York"], new_york, new_york) == []
+
+
+def test_a_local_midnight_follows_daylight_saving_time() -> None:
+    # New York leaves daylight saving time on 1 November 2026: its midnight is 04:00 UTC
+    # before and 05:00 UTC after
+    moves = midnight_moves(
+        ["America/New_York"],
+        datetime(2026, 10, 31, 12, tzinfo=UTC),
+        datetime(2026, 11, 2, 12, tzinfo=UTC),
+    )
+    assert moves[1::2] == [
+        datetime(2026, 11, 1, 4, tzinfo=UTC),
+        datetime(2026, 11, 2, 5, tzinfo=UTC),
+    ]

@@ -55,6 +55,7 @@ from tools.simulator.model import (
     callback_request,
     hardship_text,
     keeps_plan_installment,
+    midnight_moves,
     misses_again,
     on_time_payment_at,
     react,
@@ -259,7 +260,10 @@ class Campaign:
                 self.stats.timed("book", t)
                 self.schedule_regular_payments()
                 fit_at = steps[0] + timedelta(days=self.params.models.fit_after_days)
-                for at in steps:
+                zones = {c.timezone for c in self.book}
+                for before, at in zip([steps[0], *steps], steps, strict=False):
+                    for instant in midnight_moves(zones, before, at):
+                        await self.move(instant)
                     await self.step(at)
                     if self.stats.steps == 1:
                         await self._snapshot("standing-start.json")
@@ -299,6 +303,18 @@ class Campaign:
                 self.stats.webhooks,
                 time.monotonic() - self.stats.started,
             )
+
+    async def move(self, at: datetime) -> None:
+        """A move between steps, to a zone's day end: customers act up to it, the system
+        settles at it and the simulator learns what changed; sends are read at the next step."""
+        t = time.monotonic()
+        await self._act(at)
+        await self.system.set_clock(at)
+        self.clock = at
+        self.stats.clock_moves += 1
+        await self.system.wait_quiet(at)
+        await self._learn()
+        self.stats.timed("midnight", t)
 
     async def _act(self, until: datetime) -> None:
         """Everything customers do up to ``until``; one customer's answers go in their order,

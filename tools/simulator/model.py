@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -160,6 +160,32 @@ class Params(Strict):
                 if at >= first:
                     out.append(at)
         return out
+
+
+BEFORE_MIDNIGHT = timedelta(seconds=1)
+
+
+def midnight_moves(zones: Iterable[str], after: datetime, before: datetime) -> list[datetime]:
+    """The clock moves to make between two steps so that each zone's day ends on its own
+    instant: a second before each local midnight in ``(after, before)``, then the midnight.
+
+    The ledger's day-end work (missed instalments, due-soon reminders, buckets, promises and
+    plans) happens at local midnight, and a timer due on either side of it must be decided on
+    the right side. In one move across a midnight, both would be due at once and the
+    scheduler would see them in whichever order the two services happened to finish: a run
+    on a loaded machine sent different reminders than one on a quiet machine.
+    """
+    out: set[datetime] = set()
+    for name in set(zones):
+        zone = ZoneInfo(name)
+        day = after.astimezone(zone).date()
+        while True:
+            midnight = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+            if midnight - BEFORE_MIDNIGHT >= before:
+                break
+            out |= {m for m in (midnight - BEFORE_MIDNIGHT, midnight) if after < m < before}
+            day += timedelta(days=1)
+    return sorted(out)
 
 
 def rng(seed: int, *what: object) -> random.Random:
