@@ -56,6 +56,7 @@ class ControlledClock:
             raise ValueError("the clock needs an aware datetime")
         self._now = start
         self._listeners: list[Listener] = []
+        self._applied: list[Callable[[datetime], None]] = []
         self._lock = asyncio.Lock()
         # Until the first clock.set, "now" is only a placeholder: nothing may be stamped with it.
         self.started = asyncio.Event()
@@ -65,6 +66,10 @@ class ControlledClock:
 
     def on_advance(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def on_applied(self, callback: Callable[[datetime], None]) -> None:
+        """``callback(instant)`` once a move's listeners have all run."""
+        self._applied.append(callback)
 
     @property
     def busy(self) -> bool:
@@ -87,4 +92,6 @@ class ControlledClock:
                     # One failing listener must not stop time for the others; each retries on
                     # the next move because they work from "everything due at or before now".
                     log.exception("clock listener failed")
+            for callback in self._applied:
+                callback(instant)
             return True

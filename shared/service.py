@@ -41,6 +41,7 @@ from shared.http import BodyLimit, install_problem_handlers, problem
 from shared.kafka import make_consumer, make_producer
 from shared.outbox import OutboxRelay
 from shared.ownership import serialised
+from shared.presence import Presence, peers
 from shared.settings import ServiceSettings
 
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, from fastapi-offline
@@ -104,6 +105,10 @@ class ServiceRuntime:
         self.definition = build(settings, self.clock)
         for job in self.definition.clock_jobs:
             self.clock.on_advance(self._job_runner(job))
+        self.presence: Presence | None = None
+        if isinstance(self.clock, ControlledClock):
+            self.presence = Presence(asyncpg_dsn(settings.database_url), settings.service_name)
+            self.clock.on_applied(self.presence.moved)
         self._stop = asyncio.Event()
         self._workers: list[_Worker] = []
         self._engine: AsyncEngine | None = None
@@ -146,6 +151,8 @@ class ServiceRuntime:
                 await uow.commit()
 
         if isinstance(self.clock, ControlledClock):
+            if self.presence is not None:
+                self._spawn("presence", self.presence.run(self._stop))
             follower = ClockFollower(self.clock, s.kafka_bootstrap_servers)
             await follower.start()
             self._spawn("clock", follower.run(self._stop), follower.stop)
@@ -260,6 +267,8 @@ class ServiceRuntime:
             )
             probe = self.definition.pending
             pending = await probe(uow, self.clock.now()) if probe is not None else 0
+            # Peers still applying an earlier move (the driver reached only this replica).
+            replicas = await peers(uow.session, self.name) if self.presence else {}
         clock = self.clock
         return {
             "service": self.name,
@@ -268,6 +277,8 @@ class ServiceRuntime:
             "clock_busy": isinstance(clock, ControlledClock) and clock.busy,
             "outbox_pending": outbox,
             "work_pending": pending,
+            "replicas": len(replicas),
+            "replicas_behind": sum(1 for at in replicas.values() if at < clock.now()),
             "consumer_groups": {g: list(t) for g, t in self.consumer_groups.items()},
         }
 
@@ -368,6 +379,7 @@ def _idle(snapshot: dict[str, Any]) -> bool:
         not snapshot["clock_busy"]
         and snapshot["outbox_pending"] == 0
         and snapshot["work_pending"] == 0
+        and snapshot["replicas_behind"] == 0
     )
 
 

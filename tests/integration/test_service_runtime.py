@@ -195,6 +195,57 @@ async def test_controlled_clock_follows_system_clock_and_resumes_at_the_latest_t
         await restarted.stop()
 
 
+async def test_a_replica_is_quiet_at_a_move_only_once_every_live_peer_has_applied_it(
+    kafka: str, ledger_db: str
+) -> None:
+    existing = await read_topic(kafka, topics.CLOCK, timeout=5)
+    at = datetime(2040, 1, 1, tzinfo=UTC) + timedelta(days=len(existing))
+    release, holding = asyncio.Event(), asyncio.Event()
+
+    def build_quick(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
+        return ServiceDefinition()
+
+    def build_slow(settings: ServiceSettings, clock: Clock) -> ServiceDefinition:
+        async def evaluate(uow: UnitOfWork, now: datetime) -> None:
+            if now >= at:  # the move this test makes, not the latest one read at start
+                holding.set()
+                await release.wait()
+
+        return ServiceDefinition(clock_jobs=[evaluate])
+
+    settings = ledger_settings(kafka, ledger_db, ARREARS_CLOCK="controlled")
+    quick, slow = ServiceRuntime(settings, build_quick), ServiceRuntime(settings, build_slow)
+    for replica in (quick, slow):
+        await replica.start(consumers=False, relay=False)
+    try:
+        tick = new_event(ClockSet(now=at), source="/test/clock", key="clock", time=at)
+        await produce(kafka, topics.CLOCK, [tick])
+        async with asyncio.timeout(10):
+            await holding.wait()
+        # the replica asked is at the move and idle itself; its peer is still applying it
+        state = await quick.progress(wait=1, clock=at)
+        assert (state["clock"], state["clock_busy"]) == (at.isoformat(), False)
+        assert (state["replicas"], state["replicas_behind"]) == (2, 1)
+        release.set()
+        state = await quick.progress(wait=10, clock=at)
+        assert (state["replicas"], state["replicas_behind"]) == (2, 0)
+        await slow.stop()
+        # a replica that is gone is not waited for
+        later = at + timedelta(hours=1)
+        tick = new_event(ClockSet(now=later), source="/test/clock", key="clock", time=later)
+        await produce(kafka, topics.CLOCK, [tick])
+        state = await quick.progress(wait=10, clock=later)
+        assert (state["clock"], state["replicas"], state["replicas_behind"]) == (
+            later.isoformat(),
+            1,
+            0,
+        )
+    finally:
+        release.set()
+        await quick.stop()
+        await slow.stop()
+
+
 async def test_before_the_first_clock_set_nothing_is_consumed_worked_or_written() -> None:
     # No broker or database needed: a controlled service that never saw a clock.set.
     settings = LedgerSettings(

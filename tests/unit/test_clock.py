@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from shared.clock import ControlledClock
+from shared.presence import applied, presence_name
 from shared.service import run_clock_job
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -159,3 +160,26 @@ async def test_a_clock_job_that_keeps_deadlocking_gives_up_after_three_tries() -
     with pytest.raises(DBAPIError):
         await run_clock_job(uow, "t", job, T0, asyncio.Event())  # type: ignore[arg-type]
     assert done == []
+
+
+async def test_a_move_is_reported_applied_only_after_every_listener_ran() -> None:
+    clock = ControlledClock(T0)
+    order: list[str] = []
+
+    async def job(now: datetime) -> None:
+        await asyncio.sleep(0)
+        order.append("job")
+
+    clock.on_advance(job)
+    clock.on_applied(lambda now: order.append(f"applied {now:%H}"))
+    await clock.set(T0 + timedelta(hours=2))
+    await clock.set(T0)  # backwards: nothing runs, nothing is reported
+    assert order == ["job", f"applied {T0 + timedelta(hours=2):%H}"]
+
+
+def test_a_replicas_presence_names_its_instant_exactly_and_fits_postgresqls_limit() -> None:
+    at = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    name = presence_name("scheduler", "0a1b2c3d", at)
+    assert len(name.encode()) <= 63  # longer application_name values are cut
+    names = [name, presence_name("ledger", "ffff0000", T0), "psql", "arrears-replica scheduler x"]
+    assert applied(names, "scheduler") == {"0a1b2c3d": at}

@@ -236,6 +236,7 @@ class System:
             not s["clock_busy"]
             and s["outbox_pending"] == 0
             and s["work_pending"] == 0
+            and s.get("replicas_behind", 0) == 0
             and (clock is None or datetime.fromisoformat(s["clock"]) == clock)
             for s in states
         )
