@@ -78,14 +78,7 @@ class Presence:
             try:
                 connection = await asyncpg.connect(self._dsn)
                 pause = 0.1
-                while not stop.is_set():
-                    self._changed.clear()
-                    if self._instant is not None:
-                        name = presence_name(self._service, self.replica, self._instant)
-                        await connection.execute(
-                            "SELECT set_config('application_name', $1, false)", name
-                        )
-                    await _first(self._changed.wait(), stop.wait())
+                await self._hold(connection, stop)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # A restarting database: peers see no presence meanwhile, which is the truth.
                 log.warning("replica presence lost its connection (%s)", type(exc).__name__)
@@ -95,6 +88,19 @@ class Presence:
                 if connection is not None:
                     with contextlib.suppress(Exception):
                         await connection.close()
+
+    async def _hold(self, connection: asyncpg.Connection, stop: asyncio.Event) -> None:
+        lost = asyncio.Event()
+        # a restarted database ends the session at once: come back before the next move
+        connection.add_termination_listener(lambda _: lost.set())
+        while not stop.is_set():
+            self._changed.clear()
+            if self._instant is not None:
+                name = presence_name(self._service, self.replica, self._instant)
+                await connection.execute("SELECT set_config('application_name', $1, false)", name)
+            await _first(self._changed.wait(), stop.wait(), lost.wait())
+            if lost.is_set():
+                raise ConnectionResetError("the database ended the session")
 
 
 async def _first(*aws: object) -> None:

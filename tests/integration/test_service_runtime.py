@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 
 from services.ledger.bootstrap import build as build_ledger
 from services.ledger.settings import LedgerSettings
@@ -240,6 +241,19 @@ async def test_a_replica_is_quiet_at_a_move_only_once_every_live_peer_has_applie
             1,
             0,
         )
+        # a database that ends the session (a restart) does not hide the replica until the
+        # next move: it is back as soon as it reconnects
+        async with quick.engine.connect() as conn:
+            ended = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'arrears-replica ledger %'"
+                )
+            )
+        assert ended == 1
+        async with asyncio.timeout(10):
+            while (await quick.progress())["replicas"] != 1:
+                await asyncio.sleep(0.05)
     finally:
         release.set()
         await quick.stop()
