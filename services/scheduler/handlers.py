@@ -70,7 +70,9 @@ class Scheduler:
 
     async def upsert_customers(
         self, uow: UnitOfWork, customers: Sequence[CustomerUpserted]
-    ) -> None:
+    ) -> Touched:
+        """Keep each customer's details; steps that came due before the details arrived (they
+        wait for them) are decided in the settle step."""
         latest = list({c.customer_id: c for c in customers}.values())
         rows = [
             CustomerRow(
@@ -85,7 +87,11 @@ class Scheduler:
             )
             for c in latest
         ]
-        await accounts.upsert_customers(uow.session, rows, self._clock.now())
+        now = self._clock.now()
+        await accounts.upsert_customers(uow.session, rows, now)
+        return Touched.of(
+            await timers.waiting_for(uow.session, [c.customer_id for c in latest], now)
+        )
 
     async def flag(self, uow: UnitOfWork, data: AccountFlagged, customer_id: str) -> None:
         """``customer_id``: the event's key (every event is keyed by its customer), so a flag

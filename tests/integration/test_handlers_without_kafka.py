@@ -188,3 +188,20 @@ async def test_a_call_requested_before_the_notifier_knows_its_customer_goes_to_i
         ).scalar_one()
     await engine.dispose()
     assert partner == "desk"
+
+
+async def test_a_reminder_due_before_the_scheduler_knows_its_customer_waits_and_goes_out_with_them(
+    seams: tuple[Seam, Seam],
+) -> None:
+    # A fault run with two schedulers read five first-day reminders (ledger.events) before
+    # their customers (core-banking.events) and suppressed them: no usable channel.
+    ledger, scheduler = seams
+    key, account = f"SW-{uuid.uuid4().hex[:6]}", f"SW-{uuid.uuid4().hex[:6]}"
+    upstream = [ledger.event(customer(key), key), ledger.event(loan(key, account), key)]
+    (soon,) = of_type(await ledger.apply(*upstream), "installment.due_soon")
+    before = await scheduler.apply(soon)
+    assert not of_type(before, "contact.requested")
+    assert not of_type(before, "contact.suppressed")
+    (requested,) = of_type(await scheduler.apply(upstream[0]), "contact.requested")
+    assert requested.data.account_id == account  # type: ignore[attr-defined]
+    assert requested.data.country == "CN"  # type: ignore[attr-defined]

@@ -277,6 +277,9 @@ async def claim_due(
                    treatment, step_no, channel, template, offer, due_at, purpose, context
             FROM timer
             WHERE status = 'pending' AND due_at <= :now {where}
+              -- a customer whose details have not arrived yet (they come on another topic)
+              -- has no country or address to decide by: their steps wait for them
+              AND EXISTS (SELECT 1 FROM customer c WHERE c.customer_id = timer.customer_id)
             -- steps piled up at one instant are decided in strategy order
             ORDER BY due_at, customer_id, account_id, step_no, contact_id
             LIMIT {FIRE_BATCH}
@@ -285,6 +288,22 @@ async def claim_due(
         {"now": now, "ids": list(accounts or [])},
     )
     return [Timer(**row) for row in claimed.mappings()]
+
+
+async def waiting_for(
+    session: AsyncSession, customer_ids: Sequence[str], now: datetime
+) -> list[str]:
+    """The accounts of these customers with steps due: what waited for their details."""
+    rows = await session.execute(
+        text("""
+            SELECT DISTINCT account_id FROM timer
+            WHERE status = 'pending' AND due_at <= :now
+              AND customer_id = ANY(CAST(:ids AS text[]))
+            ORDER BY account_id
+        """),
+        {"now": now, "ids": list(customer_ids)},
+    )
+    return [r[0] for r in rows]
 
 
 async def fired(
